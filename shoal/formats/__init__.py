@@ -1,0 +1,62 @@
+"""Readers for input files: detect the format, split the file into self-contained posts.
+
+Each reader module exposes ``NAME`` (the file format), ``sniff(first: object) -> bool``
+(given the first parsed JSON value or CSV header of a file) and
+``read(path: Path) -> Iterator[RawPost | DeadLetter | Control]``. Readers never raise on bad
+content: a line that cannot become a post becomes a :class:`~shoal.model.DeadLetter`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+from shoal.model import Control, DeadLetter, RawPost
+
+# Order matters: the first module whose sniff() accepts the head of a file wins.
+_READER_MODULES: tuple[str, ...] = (
+    "shoal.formats.minet_csv",
+    "shoal.formats.zeeschuimer",
+    "shoal.formats.twitter_v2",
+    "shoal.formats.twitter_v1",
+    "shoal.formats.bluesky",
+    "shoal.formats.mastodon",
+    "shoal.formats.tiktok_scraper",
+)
+
+
+class UnknownFormat(ValueError):
+    """The file's content matches no reader; the message says what was seen."""
+
+
+def readers() -> dict[str, ModuleType]:
+    found: dict[str, ModuleType] = {}
+    for name in _READER_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a reader not written yet
+            if exc.name != name:
+                raise
+            continue
+        found[mod.NAME] = mod
+    return found
+
+
+def detect_format(path: Path) -> str:
+    from shoal.formats._sniff import first_value
+
+    first = first_value(path)
+    for name, mod in readers().items():
+        if mod.sniff(first):
+            return name
+    raise UnknownFormat(f"{path}: no reader recognises this file ({type(first).__name__} at start)")
+
+
+def read_file(path: Path, fmt: str | None = None) -> Iterator[RawPost | DeadLetter | Control]:
+    all_readers = readers()
+    name = fmt or detect_format(path)
+    if name not in all_readers:
+        raise UnknownFormat(f"unknown format {name!r}; known: {', '.join(sorted(all_readers))}")
+    yield from all_readers[name].read(path)

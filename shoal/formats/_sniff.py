@@ -1,0 +1,73 @@
+"""Look at the start of a file to tell readers apart without reading it all."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+HEAD_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class JsonHead:
+    """The first JSON value of a file: ``layout`` is ``lines``, ``array`` or ``object``."""
+
+    layout: str
+    first: Any  # the first line's value (lines), the first element (array) or the object
+
+
+@dataclass(frozen=True, slots=True)
+class CsvHead:
+    header: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TextHead:
+    text: str
+
+
+def first_value(path: Path) -> JsonHead | CsvHead | TextHead:
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_BYTES)
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith((b"{", b"[")):
+        first_line = stripped.split(b"\n", 1)[0]
+        try:
+            value = orjson.loads(first_line)
+        except orjson.JSONDecodeError:
+            value = None
+        if value is not None and (b"\n" in stripped.rstrip() or stripped.startswith(b"{")):
+            if isinstance(value, dict):
+                # One object per line, or one object in the whole file.
+                rest = stripped[len(first_line) :].strip()
+                return JsonHead("lines" if rest else "object", value)
+        if stripped.startswith(b"["):
+            try:
+                whole = orjson.loads(path.read_bytes().lstrip(b"\xef\xbb\xbf"))
+            except orjson.JSONDecodeError:
+                return TextHead(head.decode("utf-8", "replace"))
+            return JsonHead("array", whole[0] if whole else None)
+        try:
+            return JsonHead("object", orjson.loads(path.read_bytes()))
+        except orjson.JSONDecodeError:
+            # A JSON-lines file whose first line is broken: look at the first good line.
+            for line in stripped.split(b"\n")[1:50]:
+                try:
+                    value = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                return JsonHead("lines", value)
+            return TextHead(head.decode("utf-8", "replace"))
+    text = head.decode("utf-8", "replace")
+    if text.lstrip().lower().startswith(("<", "<!doctype")):
+        return TextHead(text)
+    try:
+        header = next(csv.reader(io.StringIO(text.splitlines()[0] if text else "")))
+    except (StopIteration, csv.Error):
+        return TextHead(text)
+    return CsvHead(tuple(header))

@@ -1,0 +1,172 @@
+"""The records that cross module boundaries.
+
+Everything here is plain data: readers (``shoal.formats``) turn input files into
+:class:`RawPost` or :class:`DeadLetter`; normalisers (``shoal.normalise``) turn one
+self-contained post payload into a :class:`Normalised` row set. Keeping these small and
+picklable matters because Bytewax snapshots whatever the dataflow holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# Columns of the hourly ``*_tweets.csv.xz`` / ``*_posts.csv.xz`` files, in order. The first
+# twenty are the ones the 2021 sampled-stream pipeline wrote; the lab's scripts read them by name.
+POST_COLUMNS: tuple[str, ...] = (
+    "id",
+    "conversation_id",
+    "author_id",
+    "created_at",
+    "retrieved_at",
+    "source",
+    "lang",
+    "text",
+    "reference_type",
+    "referenced_tweet_id",
+    "author.created_at",
+    "author.location",
+    "author.name",
+    "author.username",
+    "author.verified",
+    "author.protected",
+    "author.public_metrics.followers_count",
+    "author.public_metrics.following_count",
+    "author.public_metrics.tweet_count",
+    "author.public_metrics.listed_count",
+    "hashtags",
+    "media_keys",
+    "media_types",
+    "media_urls",
+    "collectors",
+)
+
+# Columns of ``*_users.csv.xz``: one row per author of the hour, the newest stats win.
+USER_COLUMNS: tuple[str, ...] = (
+    "id",
+    "username",
+    "name",
+    "created_at",
+    "location",
+    "description",
+    "verified",
+    "protected",
+    "followers_count",
+    "following_count",
+    "tweet_count",
+    "listed_count",
+    "retrieved_at",
+)
+
+# Columns of the ``media`` rows extracted from posts (before any fetching).
+MEDIA_COLUMNS: tuple[str, ...] = (
+    "post_id",
+    "platform",
+    "position",
+    "type",
+    "url",
+    "alternatives",
+    "media_key",
+    "source_post_id",
+)
+
+PLATFORMS: tuple[str, ...] = ("twitter", "bluesky", "mastodon", "tiktok", "instagram")
+
+
+@dataclass(slots=True)
+class RawPost:
+    """One post as a reader found it, ready to be published to ``shoal.posts``.
+
+    ``payload`` is self-contained: for Twitter v2 the expansions the post needs (author,
+    media, referenced tweets) are inlined the way ``twarc2 flatten`` does, so that a
+    consumer never needs the page it came from.
+    """
+
+    platform: str
+    id: str
+    format: str
+    payload: dict[str, Any]
+    source: str = ""  # where it came from: "path:line" or "topic/partition/offset"
+
+    @property
+    def key(self) -> str:
+        return f"{self.platform}:{self.id}"
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """An input that could not become a post; kept with the reason, never dropped."""
+
+    reason: str
+    source: str
+    raw: bytes | str = b""
+    format: str = ""
+    collector: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        raw = self.raw
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raw = raw.decode("utf-8", errors="backslashreplace")
+        return {
+            "reason": self.reason,
+            "source": self.source,
+            "format": self.format,
+            "collector": self.collector,
+            "raw": raw,
+        }
+
+
+@dataclass(slots=True)
+class Control:
+    """A non-post line of a stream archive (delete, limit, warning ...): counted, not kept."""
+
+    kind: str
+    source: str
+
+
+@dataclass(slots=True)
+class MediaRef:
+    """One media item of a post, at its position in the post."""
+
+    post_id: str
+    platform: str
+    position: int
+    type: str  # photo | video | gif | audio | thumbnail | unknown
+    url: str
+    alternatives: tuple[str, ...] = ()
+    media_key: str = ""
+    # The id of the post that really carries the media (a retweet's original, a quote).
+    source_post_id: str = ""
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "post_id": self.post_id,
+            "platform": self.platform,
+            "position": self.position,
+            "type": self.type,
+            "url": self.url,
+            "alternatives": "|".join(self.alternatives),
+            "media_key": self.media_key,
+            "source_post_id": self.source_post_id or self.post_id,
+        }
+
+
+@dataclass(slots=True)
+class Normalised:
+    """What the dataflow keeps of one post: its CSV row, its author, its media."""
+
+    platform: str
+    id: str
+    created_at: datetime  # timezone-aware, UTC
+    post: dict[str, str]  # POST_COLUMNS minus "collectors", all values already strings
+    user: dict[str, str] | None = None  # USER_COLUMNS, strings
+    media: list[MediaRef] = field(default_factory=list)
+    unresolved_media_keys: tuple[str, ...] = ()
+
+
+class BadPost(ValueError):
+    """Raised by normalisers for a payload that cannot be a post; the message is the reason."""

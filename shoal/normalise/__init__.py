@@ -1,0 +1,50 @@
+"""Normalisers: one self-contained post payload in, one :class:`~shoal.model.Normalised` out.
+
+Pure functions, keyed by the *post* format named in the Kafka ``format`` header (not the file
+format): a v2 page and a twarc2-flattened file both publish ``twitter-v2`` posts.
+Each module exposes ``FORMATS: dict[str, Callable[[dict, str], Normalised]]`` where the
+second argument is the retrieval time (ISO 8601, UTC). Normalisers raise
+:class:`~shoal.model.BadPost` with a readable reason for payloads that cannot be posts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from shoal.model import BadPost, Normalised
+
+_MODULES: tuple[str, ...] = (
+    "shoal.normalise.twitter_v2",
+    "shoal.normalise.twitter_v1",
+    "shoal.normalise.minet_csv",
+    "shoal.normalise.bluesky",
+    "shoal.normalise.mastodon",
+    "shoal.normalise.tiktok",
+    "shoal.normalise.instagram",
+)
+
+Normaliser = Callable[[dict[str, Any], str], Normalised]
+
+
+@cache
+def normalisers() -> dict[str, Normaliser]:
+    table: dict[str, Normaliser] = {}
+    for name in _MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        table.update(mod.FORMATS)
+    return table
+
+
+def normalise(fmt: str, payload: dict[str, Any], retrieved_at: str) -> Normalised:
+    fn = normalisers().get(fmt)
+    if fn is None:
+        raise BadPost(f"unknown post format {fmt!r}")
+    return fn(payload, retrieved_at)
