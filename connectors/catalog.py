@@ -1,0 +1,189 @@
+"""The DuckDB query surface: hive-partitioned Parquet per sealed hour, and views over it.
+
+``shoal.duckdb`` holds only views over ``_parquet/<table>/platform=/day=/hour=/data.parquet``.
+The writer publishes each hour's Parquet file under a temporary name and renames it, and
+opens the catalog file only to (re)create the views, so readers (``duckdb -readonly``, ``shoal
+query``) are never locked out while the dataflow keeps sealing hours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from connectors.hourly_files import MEDIA_FILE_COLUMNS, PARQUET, HourPaths, HourSummary
+from shoal.model import POST_COLUMNS, USER_COLUMNS
+
+CATALOG = "shoal.duckdb"
+TABLES = ("posts", "users", "media", "reports")
+SCHEMA_PARTITION = "platform=_schema/day=_schema/hour=_schema"
+
+_BIGINT = {
+    "author.public_metrics.followers_count",
+    "author.public_metrics.following_count",
+    "author.public_metrics.tweet_count",
+    "author.public_metrics.listed_count",
+    "followers_count",
+    "following_count",
+    "tweet_count",
+    "listed_count",
+    "position",
+    "http_status",
+    "attempts",
+    "bytes",
+}
+_TIMESTAMP = {"created_at", "retrieved_at", "author.created_at", "fetched_at"}
+_BOOLEAN = {"author.verified", "author.protected", "verified", "protected"}
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _select(columns: tuple[str, ...]) -> str:
+    parts = []
+    for c in columns:
+        if c in _BIGINT:
+            parts.append(f"TRY_CAST({_q(c)} AS BIGINT) AS {_q(c)}")
+        elif c in _TIMESTAMP:
+            parts.append(f"TRY_CAST({_q(c)} AS TIMESTAMPTZ) AS {_q(c)}")
+        elif c in _BOOLEAN:
+            parts.append(f"TRY_CAST({_q(c)} AS BOOLEAN) AS {_q(c)}")
+        else:
+            parts.append(_q(c))
+    return ", ".join(parts)
+
+
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    "posts": POST_COLUMNS,
+    "users": USER_COLUMNS,
+    "media": MEDIA_FILE_COLUMNS,
+}
+
+
+def _publish(con: duckdb.DuckDBPyConnection, select_sql: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{uuid.uuid4().hex[:8]}.parquet.tmp")
+    con.execute(f"COPY ({select_sql}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
+    os.replace(tmp, target)
+
+
+class Catalog:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.con = duckdb.connect(config={"threads": 1, "preserve_insertion_order": True})
+
+    def ensure(self) -> None:
+        """Seed an empty file per table (so views work before the first seal) and the views."""
+        root = self.data_dir / PARQUET
+        for table in TABLES:
+            seed = root / table / SCHEMA_PARTITION / "data.parquet"
+            if seed.exists():
+                continue
+            if table == "reports":
+                sql = _empty_reports_sql()
+            else:
+                cols = ", ".join(f"NULL::VARCHAR AS {_q(c)}" for c in _COLUMNS[table])
+                sql = f"SELECT {_select(_COLUMNS[table])} FROM (SELECT {cols}) WHERE false"
+            _publish(self.con, sql, seed)
+        write_views(self.data_dir)
+
+    def publish_hour(
+        self,
+        paths: HourPaths,
+        posts_csv: bytes,
+        users_csv: bytes,
+        media_csv: bytes,
+        summary: HourSummary,
+    ) -> None:
+        for table, data in (("posts", posts_csv), ("users", users_csv), ("media", media_csv)):
+            tmp_csv = paths.data_dir / "_work" / f"{uuid.uuid4().hex}.csv"
+            tmp_csv.parent.mkdir(parents=True, exist_ok=True)
+            tmp_csv.write_bytes(data)
+            try:
+                cols = _COLUMNS[table]
+                spec = "{" + ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in cols) + "}"
+                src = (
+                    f"read_csv({_lit(str(tmp_csv))}, header=true, columns={spec}, "
+                    f"quote='\"', escape='\"', auto_detect=false, parallel=false, "
+                    f"strict_mode=false, max_line_size=1073741824)"
+                )
+                _publish(self.con, f"SELECT {_select(cols)} FROM {src}", paths.parquet(table))
+            finally:
+                tmp_csv.unlink(missing_ok=True)
+        collectors = ", ".join(f"{_lit(k)}: {v}" for k, v in summary.collectors.items())
+        sql = (
+            f"SELECT to_timestamp({summary.start}) AS hour_start, "
+            f"MAP {{{collectors}}}::MAP(VARCHAR, BIGINT) AS collectors, "
+            f"{summary.total}::BIGINT AS total, {summary.diff}::BIGINT AS diff, "
+            f"{summary.late}::BIGINT AS late, {summary.users}::BIGINT AS users, "
+            f"{summary.media}::BIGINT AS media"
+        )
+        _publish(self.con, sql, paths.parquet("reports"))
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _empty_reports_sql() -> str:
+    return (
+        "SELECT NULL::TIMESTAMPTZ AS hour_start, NULL::MAP(VARCHAR, BIGINT) AS collectors, "
+        "NULL::BIGINT AS total, NULL::BIGINT AS diff, NULL::BIGINT AS late, "
+        "NULL::BIGINT AS users, NULL::BIGINT AS media WHERE false"
+    )
+
+
+def view_sql(data_dir: Path, table: str) -> str:
+    glob = str(data_dir.resolve() / PARQUET / table / "*" / "*" / "*" / "*.parquet")
+    return (
+        f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({_lit(glob)}, "
+        f"hive_partitioning=true, hive_types_autocast=false, union_by_name=true) "
+        f"WHERE platform <> '_schema'"
+    )
+
+
+def write_views(data_dir: Path) -> None:
+    """(Re)create the catalog's views; skipped quietly if a reader holds the file open."""
+    path = data_dir / CATALOG
+    try:
+        con = duckdb.connect(str(path))
+    except duckdb.IOException:
+        return
+    try:
+        for table in TABLES:
+            con.execute(view_sql(data_dir, table))
+    finally:
+        con.close()
+
+
+def connect_readonly(data_dir: Path) -> duckdb.DuckDBPyConnection:
+    """A query connection over the catalog that never takes the writer's lock."""
+    path = data_dir / CATALOG
+    if path.exists():
+        with contextlib.suppress(duckdb.IOException):
+            return duckdb.connect(str(path), read_only=True)
+    con = duckdb.connect()
+    for table in TABLES:
+        seed = data_dir / PARQUET / table / SCHEMA_PARTITION / "data.parquet"
+        if seed.exists():
+            con.execute(view_sql(data_dir, table).replace("CREATE OR REPLACE VIEW", "CREATE VIEW"))
+    return con
+
+
+def query(data_dir: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    con = connect_readonly(data_dir)
+    try:
+        cur = con.execute(sql)
+        names = [d[0] for d in (cur.description or [])]
+        return names, cur.fetchall()
+    finally:
+        con.close()

@@ -1,0 +1,358 @@
+"""Where the dataflow's rows go on disk: open-hour chunks, then sealed hourly files.
+
+Rows are never kept in Bytewax state. The stage step appends them to immutable *chunk* files
+(written under a temporary name, then renamed) below ``_work/chunks/<platform>/<hour>/``;
+sealing an hour merges every chunk of the hour with what the hour's sealed files already
+hold and republishes the hour's files atomically. The merge is a union keyed by post id, so
+sealing is idempotent: replaying messages after a crash, a second collector delivering the
+same post, or a straggler for an hour sealed long ago all give the same files as a clean run.
+That is the whole exactly-once story of the outputs, and why the recovery snapshot only has to
+carry Kafka offsets and a few per-partition facts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import lzma
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shoal.hours import hour_name
+from shoal.model import MEDIA_COLUMNS, POST_COLUMNS, USER_COLUMNS
+
+CHUNKS = "_work/chunks"
+PARQUET = "_parquet"
+XZ_PRESET = 1
+FETCH_COLUMNS: tuple[str, ...] = (
+    "final_url",
+    "http_status",
+    "error",
+    "attempts",
+    "bytes",
+    "sha256",
+    "mimetype",
+    "path",
+    "fetched_at",
+)
+MEDIA_FILE_COLUMNS: tuple[str, ...] = MEDIA_COLUMNS + FETCH_COLUMNS
+
+csv.field_size_limit(1 << 30)
+
+
+def posts_word(platform: str) -> str:
+    return "tweets" if platform == "twitter" else "posts"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+def chunk_dir(data_dir: Path, platform: str, start: int) -> Path:
+    return data_dir / CHUNKS / platform / str(start)
+
+
+def write_chunk(data_dir: Path, platform: str, start: int, prefix: str, lines: list[bytes]) -> Path:
+    """Publish one immutable chunk of the open hour; never appended to afterwards."""
+    folder = chunk_dir(data_dir, platform, start)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{prefix}-{uuid.uuid4().hex[:12]}.jsonl"
+    atomic_write(path, b"".join(lines))
+    return path
+
+
+def pending_hours(data_dir: Path) -> set[tuple[str, int]]:
+    """Hours that have chunks on disk: what a restarted sealer must still merge."""
+    root = data_dir / CHUNKS
+    found: set[tuple[str, int]] = set()
+    if not root.is_dir():
+        return found
+    for platform_dir in root.iterdir():
+        for hour_dir in platform_dir.iterdir():
+            if hour_dir.name.isdigit() and any(hour_dir.glob("*.jsonl")):
+                found.add((platform_dir.name, int(hour_dir.name)))
+    return found
+
+
+# --------------------------------------------------------------------------- sealing
+
+
+@dataclass
+class HourState:
+    """Everything an hour holds, as plain strings, keyed for an order-free union."""
+
+    posts: dict[str, dict[str, str]] = field(default_factory=dict)
+    collectors: dict[str, set[str]] = field(default_factory=dict)
+    users: dict[str, dict[str, str]] = field(default_factory=dict)
+    media: dict[tuple[str, int], dict[str, str]] = field(default_factory=dict)
+    late: int = 0
+
+    def add_post(self, row: dict[str, str], collectors: Iterable[str]) -> bool:
+        """Merge one copy of a post; True if the id is new to the hour."""
+        pid = row["id"]
+        known = self.posts.get(pid)
+        if known is None:
+            self.posts[pid] = row
+            self.collectors[pid] = set(collectors)
+            return True
+        # Copies from different collectors differ in retrieval time and counters; keep the
+        # earliest retrieval so the choice does not depend on arrival order.
+        if _pick_key(row) < _pick_key(known):
+            self.posts[pid] = row
+        self.collectors[pid].update(collectors)
+        return False
+
+    def add_user(self, row: dict[str, str]) -> None:
+        uid = row["id"]
+        known = self.users.get(uid)
+        # Newest stats win; ties broken by content so the result is order-free.
+        if known is None or (row.get("retrieved_at", ""), _dumps(row)) > (
+            known.get("retrieved_at", ""),
+            _dumps(known),
+        ):
+            self.users[uid] = row
+
+    def add_media(self, row: dict[str, str]) -> None:
+        key = (row["post_id"], int(row["position"] or 0))
+        known = self.media.get(key)
+        if known is None or _media_rank(row) > _media_rank(known):
+            self.media[key] = row
+
+
+def _dumps(row: dict[str, Any]) -> bytes:
+    return orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+
+
+def _pick_key(row: dict[str, str]) -> tuple[str, bytes]:
+    return (row.get("retrieved_at", ""), _dumps(row))
+
+
+def _media_rank(row: dict[str, str]) -> tuple[int, str, bytes]:
+    # A fetched result beats an unfetched row; success beats failure; then content order.
+    fetched = 1 if row.get("fetched_at") else 0
+    ok = 1 if row.get("sha256") else 0
+    return (fetched + ok, row.get("fetched_at", ""), _dumps(row))
+
+
+def sort_ids(ids: Iterable[str]) -> list[str]:
+    """Numeric ids numerically (tweet ids), any others after them, lexicographically."""
+    return sorted(ids, key=lambda i: (0, int(i), "") if i.isdigit() else (1, 0, i))
+
+
+def read_csv_xz(path: Path) -> Iterator[dict[str, str]]:
+    if not path.exists():
+        return
+    with lzma.open(path, "rt", encoding="utf-8", newline="") as fh:
+        yield from csv.DictReader(fh)
+
+
+@dataclass(frozen=True)
+class HourPaths:
+    data_dir: Path
+    platform: str
+    start: int
+    tz: str
+
+    @property
+    def name(self) -> Any:
+        return hour_name(self.start, self.tz)
+
+    @property
+    def folder(self) -> Path:
+        return self.data_dir / self.platform / self.name.day
+
+    def file(self, kind: str) -> Path:
+        ext = "txt" if kind == "IDs" else "csv"
+        return self.folder / f"{self.name.stem}_{kind}.{ext}.xz"
+
+    @property
+    def posts(self) -> Path:
+        return self.file(posts_word(self.platform))
+
+    def parquet(self, table: str) -> Path:
+        n = self.name
+        return (
+            self.data_dir
+            / PARQUET
+            / table
+            / f"platform={self.platform}"
+            / f"day={n.day}"
+            / f"hour={n.label}"
+            / "data.parquet"
+        )
+
+
+def load_sealed(paths: HourPaths) -> HourState:
+    state = HourState()
+    for row in read_csv_xz(paths.posts):
+        collectors = [c for c in row.pop("collectors", "").split("|") if c]
+        state.add_post(row, collectors)
+    for row in read_csv_xz(paths.file("users")):
+        state.add_user(row)
+    for row in read_csv_xz(paths.file("media")):
+        state.add_media(row)
+    meta = paths.folder / f".{paths.name.stem}_meta.json"
+    if meta.exists():
+        state.late = int(orjson.loads(meta.read_bytes()).get("late", 0))
+    return state
+
+
+def apply_chunk(state: HourState, path: Path, sealed_before: bool) -> None:
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            rec = orjson.loads(line)
+            kind = rec["k"]
+            if kind == "p":
+                if state.add_post(rec["r"], (rec["c"],)) and sealed_before:
+                    state.late += 1
+            elif kind == "s":
+                pid = rec["id"]
+                if pid in state.collectors:
+                    state.collectors[pid].add(rec["c"])
+            elif kind == "u":
+                state.add_user(rec["r"])
+            elif kind == "m":
+                state.add_media(rec["r"])
+
+
+@dataclass(frozen=True)
+class HourSummary:
+    platform: str
+    start: int
+    day: str
+    label: str
+    collectors: dict[str, int]
+    total: int
+    diff: int
+    late: int
+    users: int
+    media: int
+    resealed: bool
+
+
+def _csv_bytes(columns: tuple[str, ...], rows: Iterable[dict[str, str]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def _xz(data: bytes) -> bytes:
+    return lzma.compress(data, preset=XZ_PRESET)
+
+
+def seal_hour(
+    data_dir: Path, platform: str, start: int, tz: str, catalog: Any | None = None
+) -> HourSummary | None:
+    """Merge the hour's chunks into its sealed files; a no-op if it has no chunks."""
+    chunks = sorted(chunk_dir(data_dir, platform, start).glob("*.jsonl"))
+    if not chunks:
+        return None
+    paths = HourPaths(data_dir, platform, start, tz)
+    sealed_before = paths.file("IDs").exists()
+    state = load_sealed(paths) if sealed_before else HourState()
+    for chunk in chunks:
+        apply_chunk(state, chunk, sealed_before)
+
+    ids = sort_ids(state.posts)
+    post_rows = []
+    for pid in ids:
+        row = dict(state.posts[pid])
+        row["collectors"] = "|".join(sorted(state.collectors[pid]))
+        post_rows.append(row)
+    user_rows = [state.users[u] for u in sort_ids(state.users)]
+    order = {pid: i for i, pid in enumerate(ids)}
+    media_rows = sorted(
+        state.media.values(),
+        key=lambda r: (order.get(r["post_id"], len(order)), r["post_id"], int(r["position"] or 0)),
+    )
+    posts_csv = _csv_bytes(POST_COLUMNS, post_rows)
+    users_csv = _csv_bytes(USER_COLUMNS, user_rows)
+    media_csv = _csv_bytes(MEDIA_FILE_COLUMNS, media_rows)
+
+    per_collector: dict[str, int] = {}
+    for pid in ids:
+        for c in state.collectors[pid]:
+            per_collector[c] = per_collector.get(c, 0) + 1
+    everyone = set(per_collector)
+    diff = sum(1 for pid in ids if state.collectors[pid] != everyone)
+    name = paths.name
+    summary = HourSummary(
+        platform, start, name.day, name.label, dict(sorted(per_collector.items())),
+        len(ids), diff, state.late, len(user_rows), len(media_rows), sealed_before,
+    )
+
+    if catalog is not None:
+        catalog.publish_hour(paths, posts_csv, users_csv, media_csv, summary)
+    atomic_write(paths.file(posts_word(platform)), _xz(posts_csv))
+    atomic_write(paths.file("users"), _xz(users_csv))
+    atomic_write(paths.file("media"), _xz(media_csv))
+    atomic_write(paths.folder / f".{name.stem}_meta.json", orjson.dumps(_meta(summary)))
+    # The IDs file goes last: its presence is what marks the hour as sealed.
+    atomic_write(paths.file("IDs"), _xz(("\n".join(ids) + "\n").encode() if ids else b""))
+    write_day_report(data_dir, platform, name.day)
+    fsync_dir(paths.folder)
+    for chunk in chunks:
+        chunk.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        chunks[0].parent.rmdir()
+    return summary
+
+
+def _meta(summary: HourSummary) -> dict[str, Any]:
+    return {
+        "start": summary.start,
+        "hour": summary.label,
+        "collectors": summary.collectors,
+        "total": summary.total,
+        "diff": summary.diff,
+        "late": summary.late,
+    }
+
+
+def write_day_report(data_dir: Path, platform: str, day: str) -> Path:
+    """The lab's day report: one tab-separated row per sealed hour of the day."""
+    folder = data_dir / platform / day
+    metas = []
+    for meta in sorted(folder.glob(f".{day}_*_meta.json")):
+        metas.append(orjson.loads(meta.read_bytes()))
+    metas.sort(key=lambda m: m["start"])
+    collectors = sorted({c for m in metas for c in m["collectors"]})
+    lines = ["\t".join(["hour", *collectors, "total", "diff", "diff %", "late"])]
+    for m in metas:
+        total = m["total"]
+        pct = f"{100.0 * m['diff'] / total:.2f}" if total else "0.00"
+        cells = [m["hour"], *(str(m["collectors"].get(c, 0)) for c in collectors)]
+        cells += [str(total), str(m["diff"]), pct, str(m["late"])]
+        lines.append("\t".join(cells))
+    path = folder / f"{day}_report.txt"
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
+    return path

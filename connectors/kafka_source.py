@@ -1,0 +1,180 @@
+"""Bytewax input from ``shoal.posts`` that can tell when a replay is over.
+
+Bytewax's own ``KafkaSource`` either tails forever or stops at the first end-of-partition,
+which is too early while a collector is still publishing. This source ends a partition only
+once it is at the end *and* nothing arrived for ``idle_exit`` seconds (and the optional
+``producers_done`` event is set). Like Bytewax's, one Kafka partition is one Bytewax
+partition and its resume state is the next offset, which is what makes recovery exact.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What the dataflow needs of a Kafka message (picklable, no client objects)."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+
+    @property
+    def is_idle_marker(self) -> bool:
+        return self.offset < 0
+
+
+def idle_marker(partition: int) -> Message:
+    """Tells the dataflow a partition is caught up, so it does not hold back event time."""
+    return Message(partition, -1, None, None, (), 0)
+
+
+def _consumer_config(brokers: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": brokers,
+        "group.id": "shoal-bytewax",  # required by librdkafka; offsets live in Bytewax state
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "fetch.wait.max.ms": 100,
+        "queued.max.messages.kbytes": 65536,
+        "log_level": 3,
+    }
+    config.update(extra or {})
+    return config
+
+
+def list_partitions(brokers: str, topic: str, timeout: float = 10.0) -> list[int]:
+    meta = AdminClient({"bootstrap.servers": brokers}).list_topics(topic, timeout=timeout)
+    tmeta = meta.topics.get(topic)
+    if tmeta is None or tmeta.error is not None:
+        raise RuntimeError(f"cannot list partitions of {topic!r}: {tmeta.error if tmeta else 'missing'}")
+    return sorted(tmeta.partitions)
+
+
+class _Partition(StatefulSourcePartition[Message, int]):
+    def __init__(
+        self,
+        brokers: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        batch_size: int,
+        idle_exit: float | None,
+        producers_done: threading.Event | None,
+        end_offset: int | None,
+    ):
+        self._consumer = Consumer(_consumer_config(brokers))
+        self._consumer.assign([TopicPartition(topic, partition, offset)])
+        self._partition = partition
+        self._offset = offset
+        self._batch_size = batch_size
+        self._idle_exit = idle_exit
+        self._producers_done = producers_done
+        self._end_offset = end_offset
+        self._at_eof = False
+        self._idle_sent = False
+        self._last_activity = time.monotonic()
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[Message]:
+        if self._end_offset is not None and self._offset >= self._end_offset:
+            raise StopIteration
+        msgs = self._consumer.consume(self._batch_size, 0.0)
+        batch: list[Message] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._at_eof = True
+                    continue
+                raise RuntimeError(f"Kafka error on partition {self._partition}: {err}")
+            self._at_eof = False
+            off = m.offset()
+            if self._end_offset is not None and off >= self._end_offset:
+                break
+            ts_type, ts = m.timestamp()
+            batch.append(
+                Message(
+                    self._partition, off, m.key(), m.value(), tuple(m.headers() or ()), ts
+                )
+            )
+            self._offset = off + 1
+        now = time.monotonic()
+        if batch:
+            self._last_activity = now
+            self._idle_sent = False
+            self._awake = None
+            return batch
+        if self._at_eof and not self._idle_sent:
+            self._idle_sent = True
+            return [idle_marker(self._partition)]
+        if self._idle_exit is not None and self._at_eof:
+            done = self._producers_done is None or self._producers_done.is_set()
+            if not done:
+                self._last_activity = now
+            elif now - self._last_activity >= self._idle_exit:
+                raise StopIteration
+        # Nothing to do: sleep a little instead of spinning the worker.
+        self._awake = datetime.now(UTC) + timedelta(milliseconds=50)
+        return batch
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class PostsSource(FixedPartitionedSource[Message, int]):
+    def __init__(
+        self,
+        brokers: str,
+        topic: str,
+        *,
+        idle_exit: float | None = None,
+        producers_done: threading.Event | None = None,
+        start_offsets: dict[int, int] | None = None,
+        end_offsets: dict[int, int] | None = None,
+        batch_size: int = 2000,
+    ):
+        self.brokers = brokers
+        self.topic = topic
+        self.idle_exit = idle_exit
+        self.producers_done = producers_done
+        self.start_offsets = start_offsets or {}
+        self.end_offsets = end_offsets or {}
+        self.batch_size = batch_size
+
+    def list_parts(self) -> list[str]:
+        return [str(p) for p in list_partitions(self.brokers, self.topic)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+        part = int(for_part)
+        offset = resume_state
+        if offset is None:
+            offset = self.start_offsets.get(part, OFFSET_BEGINNING)
+        return _Partition(
+            self.brokers,
+            self.topic,
+            part,
+            offset,
+            self.batch_size,
+            self.idle_exit,
+            self.producers_done,
+            self.end_offsets.get(part),
+        )

@@ -1,0 +1,342 @@
+"""The shoal dataflow, top to bottom.
+
+    shoal.posts (Kafka) -> parse and normalise -> dedupe by (platform, id) within each Kafka
+    partition and assign the hour -> write the hour's rows to chunks -> seal hours the stream
+    has moved past (merge chunks into hourly xz files and Parquet) -> log what was sealed
+
+Every copy of a post carries the same Kafka key, so it lands in the same partition: keying the
+stage step by partition dedupes across collectors and keeps one event-time clock per partition
+(a single global clock would make a replay look late). The seal step sees every partition's
+watermark and seals an hour once the slowest partition is past the hour's end plus the allowed
+lateness. Rows never live in Bytewax state; only offsets and watermarks are snapshotted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from threading import Event
+from typing import Any
+
+import bytewax.operators as op
+import orjson
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
+
+from connectors.catalog import Catalog
+from connectors.deadletters import DeadLetterSink
+from connectors.hourly_files import HourSummary, pending_hours, seal_hour, write_chunk
+from connectors.kafka_io import POSTS_TOPIC
+from connectors.kafka_source import Message, PostsSource, list_partitions
+from shoal.hours import HOUR, hour_start, parse_iso, zone
+from shoal.model import BadPost, DeadLetter
+from shoal.normalise import normalise
+
+log = logging.getLogger("shoal.flow")
+
+
+@dataclass
+class FlowConfig:
+    data_dir: Path
+    brokers: str
+    topic: str = POSTS_TOPIC
+    tz: str = "UTC"
+    partition_by: str = "created"  # or "retrieved"
+    lateness: float = 300.0
+    idle_exit: float | None = None
+    producers_done: Event | None = None
+    flush_interval: float = 1.0
+    chunk_rows: int = 50_000
+    start_offsets: dict[int, int] = field(default_factory=dict)
+    end_offsets: dict[int, int] = field(default_factory=dict)
+    from_time: datetime | None = None
+    until_time: datetime | None = None
+    deadletter_topic: bool = True
+    partitions: int = 0  # of the topic; filled in by build_flow
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFact:
+    """A stage partition's news for the sealer: its watermark and the hours it wrote to."""
+
+    partition: int
+    watermark: int
+    hours: tuple[tuple[str, int], ...]
+    idle: bool = False
+
+
+def _headers(msg: Message) -> dict[str, str]:
+    out = {}
+    for k, v in msg.headers:
+        try:
+            out[k] = v.decode("utf-8") if isinstance(v, bytes) else str(v)
+        except UnicodeDecodeError:
+            out[k] = v.decode("utf-8", "backslashreplace")
+    return out
+
+
+def _origin(msg: Message, topic: str) -> str:
+    return f"{topic}/{msg.partition}/{msg.offset}"
+
+
+class StageLogic(StatefulBatchLogic[Message, Any, tuple[int, int]]):
+    """Per Kafka partition: normalise, dedupe within open hours, write rows to chunks."""
+
+    def __init__(self, cfg: FlowConfig, resume: tuple[int, int] | None):
+        self.cfg = cfg
+        self.tz = zone(cfg.tz)
+        # Bytewax does not hand the key to the builder; the first message tells it.
+        self.partition, self.watermark = resume or (-1, 0)
+        self.buffers: dict[tuple[str, int], list[bytes]] = {}
+        self.buffered = 0
+        self.seen: dict[tuple[str, int], dict[str, set[str]]] = {}
+        self.out: list[Any] = []
+        self.written: set[tuple[str, int]] = set()
+        self.reported_wm = -1
+        self.idle = False
+        self.reported_idle = False
+        self.next_flush = datetime.now(UTC) + timedelta(seconds=cfg.flush_interval)
+
+    # -- input
+    def on_batch(self, values: list[Message]) -> tuple[Iterable[Any], bool]:
+        if values:
+            self.partition = values[0].partition
+        for msg in values:
+            if msg.is_idle_marker:
+                self.idle = True
+                self._flush()
+                continue
+            self.idle = False
+            self._take(msg)
+        if self.buffered >= self.cfg.chunk_rows:
+            self._flush()
+        return self._drain(), StatefulBatchLogic.RETAIN
+
+    def _dead(self, msg: Message, reason: str, fmt: str = "", collector: str = "") -> None:
+        self.out.append(
+            DeadLetter(reason, _origin(msg, self.cfg.topic), msg.value or b"", fmt, collector)
+        )
+
+    def _take(self, msg: Message) -> None:
+        h = _headers(msg)
+        fmt, collector = h.get("format", ""), h.get("collector", "unknown")
+        retrieved = h.get("retrieved_at") or datetime.fromtimestamp(
+            max(msg.timestamp_ms, 0) / 1000, UTC
+        ).replace(microsecond=0).isoformat()
+        if not msg.value:
+            return self._dead(msg, "empty message", fmt, collector)
+        try:
+            payload = orjson.loads(msg.value)
+        except orjson.JSONDecodeError as exc:
+            return self._dead(msg, f"invalid JSON: {exc}", fmt, collector)
+        if not isinstance(payload, dict):
+            return self._dead(msg, f"payload is a JSON {type(payload).__name__}, not an object",
+                              fmt, collector)
+        try:
+            norm = normalise(fmt, payload, retrieved)
+        except BadPost as exc:
+            return self._dead(msg, str(exc), fmt, collector)
+        except Exception as exc:  # a normaliser bug must not stop the stream: quarantine it
+            return self._dead(msg, f"normaliser error: {type(exc).__name__}: {exc}", fmt, collector)
+        when = norm.created_at
+        if self.cfg.partition_by == "retrieved":
+            try:
+                when = parse_iso(norm.post.get("retrieved_at") or retrieved)
+            except ValueError:
+                return self._dead(msg, f"bad retrieval time {retrieved!r}", fmt, collector)
+        ts = int(when.timestamp())
+        if self.cfg.from_time and when < self.cfg.from_time:
+            return None
+        if self.cfg.until_time and when >= self.cfg.until_time:
+            return None
+        start = hour_start(when, self.tz)
+        key = (norm.platform, start)
+        self.watermark = max(self.watermark, ts)
+        seen = self.seen.setdefault(key, {})
+        have = seen.get(norm.id)
+        buf = self.buffers.setdefault(key, [])
+        if have is None:
+            seen[norm.id] = {collector}
+            buf.append(_line({"k": "p", "c": collector, "r": norm.post}))
+            if norm.user:
+                buf.append(_line({"k": "u", "r": norm.user}))
+            for m in norm.media:
+                buf.append(_line({"k": "m", "r": m.row()}))
+            self.buffered += 1
+        elif collector not in have:
+            have.add(collector)
+            buf.append(_line({"k": "s", "id": norm.id, "c": collector}))
+        return None
+
+    # -- output
+    def _flush(self) -> None:
+        for (platform, start), lines in self.buffers.items():
+            if lines:
+                write_chunk(self.cfg.data_dir, platform, start, f"p{self.partition}", lines)
+                self.written.add((platform, start))
+        self.buffers.clear()
+        self.buffered = 0
+        news = self.watermark != self.reported_wm or self.idle != self.reported_idle
+        if self.written or news:
+            self.out.append(
+                ChunkFact(self.partition, self.watermark, tuple(sorted(self.written)), self.idle)
+            )
+            self.written = set()
+            self.reported_wm = self.watermark
+            self.reported_idle = self.idle
+        horizon = self.watermark - int(self.cfg.lateness) - 2 * HOUR
+        for key in [k for k in self.seen if k[1] + HOUR < horizon]:
+            del self.seen[key]
+        self.next_flush = datetime.now(UTC) + timedelta(seconds=self.cfg.flush_interval)
+
+    def _drain(self) -> list[Any]:
+        out, self.out = self.out, []
+        return out
+
+    def on_notify(self) -> tuple[Iterable[Any], bool]:
+        self._flush()
+        return self._drain(), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[Any], bool]:
+        self._flush()
+        return self._drain(), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.next_flush
+
+    def snapshot(self) -> tuple[int, int]:
+        # Rows already consumed must be on disk before the offsets past them are saved.
+        self._flush()
+        return (self.partition, self.watermark)
+
+
+def _line(rec: dict[str, Any]) -> bytes:
+    data = orjson.dumps(rec)
+    if b"\\u0000" in data:  # NUL bytes break CSV readers downstream
+        data = data.replace(b"\\u0000", b"\\ufffd")
+    return data + b"\n"
+
+
+class SealLogic(StatefulBatchLogic[ChunkFact, HourSummary, dict[int, int]]):
+    """One instance for the whole flow: decides which hours are done and seals them."""
+
+    def __init__(self, cfg: FlowConfig, resume: dict[int, int] | None):
+        self.cfg = cfg
+        self.part_wm: dict[int, int] = dict(resume or {})
+        self.idle: set[int] = set()
+        self.open: set[tuple[str, int]] = pending_hours(cfg.data_dir)
+        self.catalog = Catalog(cfg.data_dir)
+
+    def on_batch(self, values: list[ChunkFact]) -> tuple[Iterable[HourSummary], bool]:
+        for fact in values:
+            self.part_wm[fact.partition] = max(self.part_wm.get(fact.partition, 0), fact.watermark)
+            self.open.update(fact.hours)
+            if fact.idle:
+                self.idle.add(fact.partition)
+            else:
+                self.idle.discard(fact.partition)
+        return self._seal(everything=False), StatefulBatchLogic.RETAIN
+
+    def _seal(self, everything: bool) -> list[HourSummary]:
+        if not self.open:
+            return []
+        threshold = self._threshold()
+        done = []
+        for platform, start in sorted(self.open, key=lambda k: (k[1], k[0])):
+            if everything or start + HOUR <= threshold:
+                t0 = time.perf_counter()
+                summary = seal_hour(self.cfg.data_dir, platform, start, self.cfg.tz, self.catalog)
+                self.open.discard((platform, start))
+                if summary is not None:
+                    done.append(summary)
+                    log.info(
+                        "hour sealed",
+                        extra={"fields": {
+                            "platform": platform, "day": summary.day, "hour": summary.label,
+                            "total": summary.total, "late": summary.late,
+                            "resealed": summary.resealed,
+                            "seconds": round(time.perf_counter() - t0, 3),
+                        }},
+                    )
+        return done
+
+    def _threshold(self) -> float:
+        """Event time up to which every hour is complete, as far as the stream can tell.
+
+        The slowest partition that still has data decides; caught-up partitions do not hold
+        anything back. Until every partition has spoken, nothing is complete.
+        """
+        if len(self.part_wm) < self.cfg.partitions:
+            return float("-inf")
+        busy = [wm for p, wm in self.part_wm.items() if p not in self.idle]
+        clock = min(busy) if busy else max(self.part_wm.values())
+        return clock - self.cfg.lateness
+
+    def on_eof(self) -> tuple[Iterable[HourSummary], bool]:
+        if self.cfg.idle_exit is not None or self.cfg.end_offsets:
+            return self._seal(everything=True), StatefulBatchLogic.RETAIN
+        return [], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> dict[int, int]:
+        return dict(self.part_wm)
+
+
+def build_flow(cfg: FlowConfig) -> Dataflow:
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    Catalog(cfg.data_dir).ensure()
+    cfg.partitions = len(list_partitions(cfg.brokers, cfg.topic))
+    flow = Dataflow("shoal")
+    msgs = op.input(
+        "posts-in",
+        flow,
+        PostsSource(
+            cfg.brokers,
+            cfg.topic,
+            idle_exit=cfg.idle_exit,
+            producers_done=cfg.producers_done,
+            start_offsets=cfg.start_offsets,
+            end_offsets=cfg.end_offsets,
+        ),
+    )
+    by_partition = op.key_on("by-partition", msgs, lambda m: str(m.partition))
+    staged = op.stateful_batch("stage", by_partition, lambda resume: StageLogic(cfg, resume))
+    outputs = op.map("drop-key", staged, lambda kv: kv[1])
+    branch = op.branch("facts-or-dead", outputs, lambda x: isinstance(x, ChunkFact))
+    op.output("dead-letters", branch.falses, DeadLetterSink(
+        cfg.data_dir, cfg.brokers if cfg.deadletter_topic else None))
+    to_sealer = op.key_on("to-sealer", branch.trues, lambda _f: "sealer")
+    sealed = op.stateful_batch("seal", to_sealer, lambda resume: SealLogic(cfg, resume))
+    op.inspect("sealed", sealed, lambda _s, _x: None)
+    return flow
+
+
+def run(cfg: FlowConfig, workers: int = 1, recovery: bool = True, epoch_seconds: float = 5.0) -> None:
+    """Run the dataflow in this process until its input ends (idle exit) or Ctrl-C.
+
+    With recovery (the default) Bytewax keeps offsets and watermarks in ``DIR/_recovery``:
+    a data dir it has never seen starts from the beginning of the topic, a known one resumes
+    where it stopped.
+    """
+    from bytewax._bytewax import cli_main
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+
+    flow = build_flow(cfg)
+    recovery_config = None
+    if recovery:
+        db = cfg.data_dir / "_recovery"
+        if not db.exists():
+            tmp = cfg.data_dir / "_recovery.tmp"
+            tmp.mkdir(parents=True, exist_ok=True)
+            init_db_dir(tmp, 1)
+            tmp.rename(db)
+        recovery_config = RecoveryConfig(str(db))
+    cli_main(
+        flow,
+        workers_per_process=workers,
+        epoch_interval=timedelta(seconds=epoch_seconds),
+        recovery_config=recovery_config,
+    )

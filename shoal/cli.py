@@ -1,0 +1,333 @@
+"""The ``shoal`` command: thin argument handling over connectors and flows.
+
+Every failure a user can cause (a missing file, an unreachable broker, bad SQL) ends as one
+line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import io
+import logging
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shoal import __version__
+from shoal.logs import event, setup
+
+log = logging.getLogger("shoal")
+
+PLANNED = ("up", "collect", "process", "broker", "query", "fetch", "replay")
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _flow_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, required=True, help="where hourly files are written")
+    p.add_argument("--tz", default="UTC", help="zone naming days and hours (default UTC)")
+    p.add_argument(
+        "--partition-by", choices=("created", "retrieved"), default="created",
+        help="hour of a post: its creation time (default) or its retrieval time",
+    )
+    p.add_argument("--lateness", type=float, default=300.0,
+                   help="seconds an hour stays open after the stream passed it (default 300)")
+    p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                   help="seal everything and exit once nothing arrived for SECONDS")
+    p.add_argument("--workers", type=int, default=1, help="Bytewax workers in this process")
+    p.add_argument("--no-media", action="store_true", help="do not fetch media")
+    p.add_argument("--log-level", default="info")
+
+
+def _flow_config(args: argparse.Namespace, brokers: str, **extra: Any) -> Any:
+    from flows.ingest import FlowConfig
+    from shoal.hours import zone
+
+    try:
+        zone(args.tz)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return FlowConfig(
+        data_dir=args.data_dir,
+        brokers=brokers,
+        tz=args.tz,
+        partition_by=args.partition_by,
+        lateness=args.lateness,
+        idle_exit=args.idle_exit,
+        **extra,
+    )
+
+
+def _parse_sources(specs: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for spec in specs:
+        kind, _, rest = spec.partition(":")
+        if kind == "demo":
+            if rest and not rest.isdigit():
+                raise UserError(f"--source demo:N needs a number of posts, got {rest!r}")
+            out.append(("demo", rest or "2000"))
+        elif kind == "file":
+            if not rest:
+                raise UserError("--source file:PATH needs a path")
+            if not Path(rest).is_file():
+                raise UserError(f"no such file: {rest}")
+            out.append(("file", rest))
+        else:
+            raise UserError(f"unknown source {spec!r} (use file:PATH or demo[:N])")
+    return out
+
+
+def _progress() -> Any:
+    from rich.console import Console
+    from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TimeElapsedColumn
+
+    return Progress(
+        SpinnerColumn(), "[progress.description]{task.description}", MofNCompleteColumn(),
+        TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+        disable=not sys.stderr.isatty(),
+    )
+
+
+def _collect_into(brokers: str, sources: list[tuple[str, str]], collector: str,
+                  data_dir: Path | None, fmt: str | None = None) -> dict[str, int]:
+    """Publish every source; returns per-collector post counts."""
+    from connectors.files import collect_files
+    from connectors.kafka_io import Publisher
+    from shoal.demo import DemoSpec, write_demo_files
+
+    jobs: list[tuple[str, Path]] = []
+    for kind, value in sources:
+        if kind == "file":
+            jobs.append((collector, Path(value)))
+        else:
+            folder = (data_dir or Path(".")) / "_work" / "demo"
+            for name, path in write_demo_files(folder, DemoSpec(posts=int(value))).items():
+                jobs.append((name, path))
+    counts: dict[str, int] = {}
+    with _progress() as progress:
+        for name, path in jobs:
+            task = progress.add_task(f"{name}: {path.name}", total=None)
+            pub = Publisher(brokers, name)
+            try:
+                collect_files([path], pub, fmt, on_record=lambda t=task: progress.advance(t))
+            finally:
+                pub.close()
+            counts[name] = counts.get(name, 0) + pub.counts.posts
+            event(log, "collected", collector=name, file=str(path), posts=pub.counts.posts,
+                  dead=pub.counts.dead, control=pub.counts.control)
+    return counts
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from connectors.broker import EmbeddedBroker
+    from connectors.kafka_io import ensure_topics
+    from flows.ingest import run
+
+    sources = _parse_sources(args.source or ["demo"])
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    done = threading.Event()
+    failure: list[BaseException] = []
+    with EmbeddedBroker(log=args.data_dir / "_work" / "broker.log"
+                        if _mkdir(args.data_dir / "_work") else None) as broker:
+        ensure_topics(broker.bootstrap, args.partitions)
+        event(log, "broker up", brokers=broker.bootstrap)
+
+        def produce() -> None:
+            try:
+                _collect_into(broker.bootstrap, sources, args.collector, args.data_dir, args.format)
+            except BaseException as exc:  # surfaced after the flow stops
+                failure.append(exc)
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=produce, name="collectors", daemon=True)
+        thread.start()
+        cfg = _flow_config(args, broker.bootstrap, producers_done=done)
+        # The embedded broker forgets everything on exit, so offsets from an earlier run would
+        # point nowhere: `up` starts from the beginning each time and relies on sealing being
+        # idempotent. Resumable deployments use `collect` + `process` on a durable Kafka.
+        run(cfg, workers=args.workers, recovery=False)
+        thread.join(5)
+    if failure:
+        raise UserError(f"collector failed: {failure[0]}")
+    event(log, "done", data_dir=str(args.data_dir))
+    return 0
+
+
+def _mkdir(path: Path) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return True
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from connectors.kafka_io import ensure_topics
+
+    if args.kind != "file":
+        raise UserError(f"collector {args.kind!r} is not available yet (file only)")
+    for p in args.paths:
+        if not Path(p).is_file():
+            raise UserError(f"no such file: {p}")
+    ensure_topics(args.brokers, args.partitions)
+    counts = _collect_into(args.brokers, [("file", p) for p in args.paths], args.collector, None,
+                           args.format)
+    print(orjson.dumps(counts).decode())
+    return 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from connectors.kafka_io import ensure_topics
+    from flows.ingest import run
+
+    ensure_topics(args.brokers, args.partitions)
+    run(_flow_config(args, args.brokers), workers=args.workers, recovery=not args.no_recovery)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    import time
+
+    from connectors.broker import EmbeddedBroker
+
+    with EmbeddedBroker(port=args.port) as broker:
+        print(f"embedded broker on {broker.bootstrap} (memory only); Ctrl-C stops it", file=sys.stderr)
+        try:
+            while broker.proc is not None and broker.proc.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return 0
+    raise UserError("the broker exited")
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from connectors.catalog import query
+
+    if not args.data_dir.is_dir():
+        raise UserError(f"no such data dir: {args.data_dir}")
+    try:
+        names, rows = query(args.data_dir, args.sql)
+    except duckdb.Error as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+    if args.format == "json":
+        for row in rows:
+            sys.stdout.write(orjson.dumps(dict(zip(names, row, strict=True)), default=str).decode() + "\n")
+    elif args.format == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(names)
+        w.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*names)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        Console().print(table)
+    return 0
+
+
+def _not_yet(name: str, issue: int) -> Callable[[argparse.Namespace], int]:
+    def run(_args: argparse.Namespace) -> int:
+        raise UserError(f"'shoal {name}' is planned (issue #{issue}) and not available yet")
+
+    return run
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shoal",
+        description="Collect social-media posts through Kafka into hourly files and DuckDB.",
+    )
+    parser.add_argument("--version", action="version", version=f"shoal {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("up", help="embedded broker + collectors + dataflow in one process tree")
+    p.add_argument("--source", action="append", metavar="SPEC",
+                   help="file:PATH or demo[:N] (repeatable; default demo)")
+    p.add_argument("--collector", default="file", help="collector name for file sources")
+    p.add_argument("--format", default=None, help="input format (default: detected per file)")
+    p.add_argument("--partitions", type=int, default=4, help="partitions of shoal.posts")
+    _flow_options(p)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("collect", help="publish posts to Kafka from a collector")
+    p.add_argument("kind", choices=("file",), help="collector kind")
+    p.add_argument("paths", nargs="+", help="export files")
+    p.add_argument("--brokers", required=True)
+    p.add_argument("--collector", required=True, help="name of this collector")
+    p.add_argument("--format", default=None)
+    p.add_argument("--partitions", type=int, default=4)
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("process", help="run the dataflow against any Kafka")
+    p.add_argument("--brokers", required=True)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--no-recovery", action="store_true",
+                   help="do not keep Bytewax recovery state under DIR/_recovery")
+    _flow_options(p)
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("broker", help="run the embedded broker in the foreground")
+    p.add_argument("--port", type=int, default=9092)
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("query", help="SQL over every sealed hour")
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("sql")
+    p.set_defaults(func=cmd_query)
+
+    try:
+        fetch_cmd: Any = importlib.import_module("shoal.fetch_cmd")
+    except ModuleNotFoundError:
+        p = sub.add_parser("fetch", help="download the URLs of a CSV column (planned)")
+        p.set_defaults(func=_not_yet("fetch", 4))
+    else:
+        fetch_cmd.add_parser(sub)
+
+    p = sub.add_parser("replay", help="reprocess the topic into a fresh data dir (planned)")
+    p.set_defaults(func=_not_yet("replay", 5))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup(getattr(args, "log_level", "info"))
+    try:
+        result: int = args.func(args)
+        return result
+    except UserError as exc:
+        print(f"shoal: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shoal: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything else is still one line, with its kind
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"shoal: error: {type(exc).__name__}: {first}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
