@@ -1,0 +1,65 @@
+"""Running the real pipeline in tests: embedded broker, file collectors, the Bytewax flow."""
+
+from __future__ import annotations
+
+import csv
+import io
+import lzma
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from connectors.broker import EmbeddedBroker
+from connectors.files import collect_files
+from connectors.kafka_io import Publisher, ensure_topics
+from flows.ingest import FlowConfig, run
+
+
+def publish(brokers: str, files: Iterable[tuple[str, Path]], fmt: str | None = None) -> None:
+    for collector, path in files:
+        pub = Publisher(brokers, collector)
+        try:
+            collect_files([path], pub, fmt)
+        finally:
+            pub.close()
+
+
+def run_flow(brokers: str, data_dir: Path, *, recovery: bool = False, **cfg: Any) -> None:
+    cfg.setdefault("idle_exit", 0.5)
+    cfg.setdefault("flush_interval", 0.2)
+    epoch_seconds = cfg.pop("epoch_seconds", 1.0)
+    run(FlowConfig(data_dir=data_dir, brokers=brokers, **cfg), recovery=recovery,
+        epoch_seconds=epoch_seconds)
+
+
+def pipeline(data_dir: Path, files: Sequence[tuple[str, Path]], partitions: int = 4,
+             **cfg: Any) -> None:
+    """Fresh broker, publish every (collector, file), run the flow until idle, stop."""
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap, partitions)
+        publish(broker.bootstrap, files)
+        run_flow(broker.bootstrap, data_dir, **cfg)
+
+
+def read_xz_lines(path: Path) -> list[str]:
+    return lzma.decompress(path.read_bytes()).decode().splitlines()
+
+
+def read_csv_xz(path: Path) -> list[dict[str, str]]:
+    text = lzma.decompress(path.read_bytes()).decode()
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def all_ids(data_dir: Path, platform: str = "twitter") -> list[str]:
+    ids: list[str] = []
+    for path in sorted((data_dir / platform).glob("*/*_IDs.txt.xz")):
+        ids.extend(read_xz_lines(path))
+    return ids
+
+
+def all_rows(data_dir: Path, platform: str = "twitter") -> list[dict[str, str]]:
+    word = "tweets" if platform == "twitter" else "posts"
+    rows: list[dict[str, str]] = []
+    for path in sorted((data_dir / platform).glob(f"*/*_{word}.csv.xz")):
+        rows.extend(read_csv_xz(path))
+    return rows
