@@ -222,7 +222,10 @@ def load_sealed(paths: HourPaths) -> HourState:
     return state
 
 
-def apply_chunk(state: HourState, path: Path, sealed_before: bool) -> None:
+def apply_chunk(
+    state: HourState, path: Path, sealed_before: bool, seen_by: list[tuple[str, str]]
+) -> None:
+    """Merge one chunk; "seen by" marks are collected, to be applied once all rows are in."""
     with open(path, "rb") as fh:
         for line in fh:
             if not line.strip():
@@ -233,9 +236,7 @@ def apply_chunk(state: HourState, path: Path, sealed_before: bool) -> None:
                 if state.add_post(rec["r"], (rec["c"],)) and sealed_before:
                     state.late += 1
             elif kind == "s":
-                pid = rec["id"]
-                if pid in state.collectors:
-                    state.collectors[pid].add(rec["c"])
+                seen_by.append((rec["id"], rec["c"]))
             elif kind == "u":
                 state.add_user(rec["r"])
             elif kind == "m":
@@ -279,8 +280,13 @@ def seal_hour(
     paths = HourPaths(data_dir, platform, start, tz)
     sealed_before = paths.file("IDs").exists()
     state = load_sealed(paths) if sealed_before else HourState()
+    seen_by: list[tuple[str, str]] = []
     for chunk in chunks:
-        apply_chunk(state, chunk, sealed_before)
+        apply_chunk(state, chunk, sealed_before, seen_by)
+    for pid, collector in seen_by:
+        # The row a mark refers to may sit in any chunk, whatever order they are read in.
+        if pid in state.collectors:
+            state.collectors[pid].add(collector)
 
     ids = sort_ids(state.posts)
     post_rows = []

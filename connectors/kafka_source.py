@@ -85,7 +85,8 @@ class _Partition(StatefulSourcePartition[Message, int]):
         self._end_offset = end_offset
         self._at_eof = False
         self._idle_sent = False
-        self._last_activity = time.monotonic()
+        self._idle_since: float | None = None
+        self._tp = TopicPartition(topic, partition)
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[Message]:
@@ -111,24 +112,37 @@ class _Partition(StatefulSourcePartition[Message, int]):
                 )
             )
             self._offset = off + 1
-        now = time.monotonic()
         if batch:
-            self._last_activity = now
+            self._idle_since = None
             self._idle_sent = False
             self._awake = None
             return batch
-        if self._at_eof and not self._idle_sent:
-            self._idle_sent = True
-            return [idle_marker(self._partition)]
-        if self._idle_exit is not None and self._at_eof:
+        if self._caught_up():
+            now = time.monotonic()
+            if not self._idle_sent:
+                self._idle_sent = True
+                return [idle_marker(self._partition)]
             done = self._producers_done is None or self._producers_done.is_set()
-            if not done:
-                self._last_activity = now
-            elif now - self._last_activity >= self._idle_exit:
+            if self._idle_since is None or not done:
+                self._idle_since = now
+            elif self._idle_exit is not None and now - self._idle_since >= self._idle_exit:
                 raise StopIteration
+        else:
+            self._idle_since = None
         # Nothing to do: sleep a little instead of spinning the worker.
         self._awake = datetime.now(UTC) + timedelta(milliseconds=50)
         return batch
+
+    def _caught_up(self) -> bool:
+        """At the end of the partition, asked of the broker (EOF events can be stale)."""
+        if not self._at_eof:
+            return False
+        try:
+            low, high = self._consumer.get_watermark_offsets(self._tp, timeout=2.0, cached=False)
+        except Exception:  # broker unreachable: not known to be caught up
+            return False
+        position = self._offset if self._offset >= 0 else low  # OFFSET_BEGINNING is -2
+        return bool(position >= high)
 
     def next_awake(self) -> datetime | None:
         return self._awake

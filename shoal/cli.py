@@ -46,6 +46,8 @@ def _flow_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                    help="seal everything and exit once nothing arrived for SECONDS")
     p.add_argument("--workers", type=int, default=1, help="Bytewax workers in this process")
+    p.add_argument("--epoch-seconds", type=float, default=2.0,
+                   help="how often recovery state is snapshotted (default 2)")
     p.add_argument("--no-media", action="store_true", help="do not fetch media")
     p.add_argument("--log-level", default="info")
 
@@ -193,7 +195,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     from flows.ingest import run
 
     ensure_topics(args.brokers, args.partitions)
-    run(_flow_config(args, args.brokers), workers=args.workers, recovery=not args.no_recovery)
+    run(_flow_config(args, args.brokers), workers=args.workers, recovery=not args.no_recovery,
+        epoch_seconds=args.epoch_seconds)
     return 0
 
 
