@@ -1,0 +1,93 @@
+"""Split a JSON file into its records, whatever its layout, without ever raising on content.
+
+Collectors write the same objects as a JSON array, one object per line, or a single
+(pretty-printed) object, and a crash or a full disk leaves a truncated last line: every
+layout is accepted here and each unparseable line becomes a :class:`DeadLetter` so that the
+rest of the file is still read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+from shoal.model import DeadLetter
+
+_BLANK = b"\xef\xbb\xbf \t\r\n"
+
+
+class Record(NamedTuple):
+    source: str  # "path:line" for lines, "path[index]" for array elements
+    value: Any
+    raw: bytes | None  # the line as read; None for array elements (dump them on demand)
+
+
+def raw_bytes(record: Record) -> bytes:
+    """The bytes to keep in a dead letter for this record."""
+    if record.raw is not None:
+        return record.raw
+    try:
+        return orjson.dumps(record.value)
+    except TypeError:  # pragma: no cover - parsed JSON always dumps
+        return repr(record.value).encode()
+
+
+def iter_records(path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
+    with open(path, "rb") as fh:
+        head = fh.read(4096).lstrip(_BLANK)
+        fh.seek(0)
+        if head.startswith(b"["):
+            yield from _array(fh.read(), path, fmt)
+        else:
+            yield from _lines(fh, path, fmt)
+
+
+def _array(data: bytes, path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
+    try:
+        values = orjson.loads(data.lstrip(b"\xef\xbb\xbf"))
+    except orjson.JSONDecodeError as exc:
+        yield DeadLetter(f"invalid JSON array: {exc}", str(path), data, fmt)
+        return
+    for index, value in enumerate(values):
+        yield Record(f"{path}[{index}]", value, None)
+
+
+def _lines(fh: Any, path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
+    first = True
+    lineno = 0
+    while True:
+        line = fh.readline()
+        if not line:
+            return
+        lineno += 1
+        stripped = line.strip(_BLANK) if first else line.strip()
+        if not stripped:
+            continue
+        try:
+            value = orjson.loads(stripped)
+        except orjson.JSONDecodeError as exc:
+            if first:
+                # Maybe one pretty-printed value spanning lines: try the whole file.
+                after_first = fh.tell()
+                fh.seek(0)
+                try:
+                    whole = orjson.loads(fh.read().lstrip(b"\xef\xbb\xbf"))
+                except orjson.JSONDecodeError:
+                    fh.seek(after_first)
+                else:
+                    if isinstance(whole, list):
+                        for index, item in enumerate(whole):
+                            yield Record(f"{path}[{index}]", item, None)
+                    else:
+                        yield Record(f"{path}:{lineno}", whole, None)
+                    return
+            first = False
+            yield DeadLetter(
+                f"invalid JSON line: {exc}", f"{path}:{lineno}", line.rstrip(b"\r\n"), fmt
+            )
+            continue
+        first = False
+        yield Record(f"{path}:{lineno}", value, stripped)

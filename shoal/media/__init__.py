@@ -1,0 +1,1 @@
+"""Media: where a post's files are, found without fetching anything."""

@@ -1,0 +1,147 @@
+"""twitwi/minet CSV rows (tweets and Bluesky posts) -> rows.
+
+twitwi already flattened these posts, so this is mostly renaming columns. Dates come from
+``timestamp_utc`` (epoch seconds): ``local_time`` and ``collection_time`` are naive local
+times of the collecting machine, so the retrieval time is the dataflow's. Bluesky rows are
+keyed by their ``at://`` URI like the Bluesky normaliser does, so a post read from an export
+and from the API is one post.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoal.media.extract import csv_media
+from shoal.model import BadPost, Normalised
+from shoal.normalise.twitter_v2 import (
+    make_post,
+    parse_epoch,
+    post_id,
+    secondary,
+    stored_retrieved_at,
+)
+
+_TRUE = frozenset({"1", "true", "True", "TRUE"})
+_FALSE = frozenset({"0", "false", "False", "FALSE"})
+
+
+def _bool(cell: str) -> str:
+    return "true" if cell in _TRUE else "false" if cell in _FALSE else ""
+
+
+def _reference(row: dict[str, str], *pairs: tuple[str, str]) -> tuple[str, str]:
+    for kind, column in pairs:
+        if row.get(column):
+            return kind, row[column]
+    return "", ""
+
+
+def _tweet(row: dict[str, str], retrieved: str) -> Normalised:
+    tid = post_id(row.get("id"))
+    created = parse_epoch(row.get("timestamp_utc"))
+    g = row.get
+    user = None
+    if g("user_id"):
+        user = {
+            "id": row["user_id"],
+            "username": g("user_screen_name", ""),
+            "name": g("user_name", ""),
+            "created_at": secondary(parse_epoch, g("user_timestamp_utc")),
+            "location": g("user_location", ""),
+            "description": g("user_description", ""),
+            "verified": _bool(g("user_verified", "")),
+            "protected": "",
+            "followers_count": g("user_followers", ""),
+            "following_count": g("user_friends", ""),
+            "tweet_count": g("user_tweets", ""),
+            "listed_count": g("user_lists", ""),
+            "retrieved_at": retrieved,
+        }
+    media = csv_media(
+        tid, "twitter", g("media_urls", ""), g("media_types", ""), g("media_files", "")
+    )
+    reference = _reference(
+        row, ("retweeted", "retweeted_id"), ("quoted", "quoted_id"), ("replied_to", "to_tweetid")
+    )
+    post = make_post(
+        tid,
+        "",
+        g("user_id", ""),
+        created,
+        retrieved,
+        g("source_name", ""),
+        g("lang", ""),
+        g("text", ""),
+        reference,
+        user,
+        g("hashtags", ""),
+        media,
+    )
+    return Normalised("twitter", tid, created, post, user, media)
+
+
+def _bluesky(row: dict[str, str], retrieved: str) -> Normalised:
+    uri = row.get("uri", "")
+    if not uri.startswith("at://"):
+        raise BadPost("missing id" if not uri else f"invalid uri {uri!r}")
+    created = parse_epoch(row.get("timestamp_utc"))
+    g = row.get
+    did = g("user_did") or uri[5:].split("/", 1)[0]
+    user = {
+        "id": did,
+        "username": g("user_handle", ""),
+        "name": g("user_display_name", ""),
+        "created_at": secondary(parse_epoch, g("user_timestamp_utc")),
+        "location": "",
+        "description": "",
+        "verified": "",
+        "protected": "false",  # Bluesky has no private accounts
+        "followers_count": "",
+        "following_count": "",
+        "tweet_count": "",
+        "listed_count": "",
+        "retrieved_at": retrieved,
+    }
+    parent = g("to_post_uri", "")
+    # Same rule as the Bluesky normaliser: a root post is its own conversation.
+    conversation = g("to_root_post_uri") or (uri if not parent else "")
+    text = g("original_text", "") if "original_text" in row else g("text", "")
+    media = csv_media(
+        uri,
+        "bluesky",
+        g("media_urls", ""),
+        g("media_types", ""),
+        thumbnails=g("media_thumbnails", ""),
+    )
+    reference = _reference(row, ("quoted", "quoted_uri"), ("replied_to", "to_post_uri"))
+    post = make_post(
+        uri,
+        conversation,
+        did,
+        created,
+        retrieved,
+        "",
+        g("user_langs", "").split("|", 1)[0],
+        text,
+        reference,
+        user,
+        g("hashtags", ""),
+        media,
+    )
+    return Normalised("bluesky", uri, created, post, user, media)
+
+
+def normalise_row(payload: dict[str, Any], retrieved_at: str) -> Normalised:
+    """One CSV row (header -> cell) -> its row, author and media; Bluesky if it has a uri."""
+    retrieved = stored_retrieved_at(payload, retrieved_at)
+    try:
+        if "id" not in payload and "uri" in payload:
+            return _bluesky(payload, retrieved)
+        return _tweet(payload, retrieved)
+    except BadPost:
+        raise
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+        raise BadPost(f"malformed twitwi CSV row: {exc!r}") from None
+
+
+FORMATS = {"minet-csv": normalise_row}

@@ -1,0 +1,228 @@
+"""Twitter API v2 tweets (self-contained, as ``twarc2 flatten`` writes them) -> rows.
+
+The helpers at the top are shared with the v1.1 and minet CSV normalisers so the three
+Twitter sources write the same dialect: dates ``YYYY-MM-DDTHH:MM:SS+00:00``, booleans
+``true``/``false``, absent values ``""``, lists ``|``-joined in the post's order.
+Malformed payloads (wrong JSON types anywhere) raise BadPost, never TypeError, because the
+dataflow only sets aside BadPost.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from shoal.formats.twitter_v2 import valid_id
+from shoal.media.extract import v2_media_and_missing
+from shoal.model import USER_COLUMNS, BadPost, MediaRef, Normalised
+
+# Twitter opened in 2006; dates outside 2006-2099 are parsing accidents that would open
+# absurd hourly files.
+MIN_YEAR, MAX_YEAR = 2006, 2100
+# Long posts (note tweets) stop at 25,000 characters; far beyond that is not a post but an
+# attack on whatever stores the row.
+MAX_TEXT_CHARS = 100_000
+
+
+def s(value: Any) -> str:
+    """A column value: None is empty, booleans are ``true``/``false``, the rest ``str()``."""
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return value if isinstance(value, str) else str(value)
+
+
+def checked(dt: datetime, raw: Any, what: str = "created_at") -> datetime:
+    if not MIN_YEAR <= dt.year < MAX_YEAR:
+        raise BadPost(f"absurd {what} {raw!r} (outside {MIN_YEAR}-{MAX_YEAR - 1})")
+    return dt
+
+
+def parse_iso(value: Any, what: str = "created_at") -> datetime:
+    """ISO 8601 (v2's ``2021-05-11T21:36:01.000Z``) -> aware UTC datetime, whole seconds."""
+    if not isinstance(value, str) or not value:
+        raise BadPost(f"missing {what}" if value in (None, "") else f"{what} is not a string")
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadPost(f"unparseable {what} {value!r}") from None
+    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return checked(dt.replace(microsecond=0), value, what)
+
+
+def parse_epoch(value: Any, what: str = "created_at") -> datetime:
+    """Seconds since the epoch (twitwi's ``timestamp_utc``, maybe ``"1610005273.0"``)."""
+    if value in (None, ""):
+        raise BadPost(f"missing {what}")
+    try:
+        dt = datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise BadPost(f"unparseable {what} {value!r}") from None
+    return checked(dt.replace(microsecond=0), value, what)
+
+
+def secondary(parse: Any, value: Any) -> str:
+    """A date that is not the post's (account creation): a bad one blanks the cell."""
+    if value in (None, ""):
+        return ""
+    try:
+        return parse(value, "date").isoformat()
+    except BadPost:
+        return ""
+
+
+def stored_retrieved_at(payload: dict[str, Any], fallback: str) -> str:
+    """The retrieval time recorded with the post beats the dataflow's clock."""
+    meta = payload.get("__twarc")
+    if isinstance(meta, dict):
+        when = meta.get("retrieved_at")
+        if isinstance(when, str) and when:
+            return when
+    when = payload.get("__retrieved_at")
+    return when if isinstance(when, str) and when else fallback
+
+
+def post_id(value: Any) -> str:
+    tid = valid_id(value)
+    if tid is None:
+        raise BadPost("missing id" if value in (None, "") else f"invalid id {value!r}")
+    return tid
+
+
+def checked_text(value: Any) -> str:
+    text = s(value)
+    if len(text) > MAX_TEXT_CHARS:
+        raise BadPost(f"text too long: {len(text)} characters > {MAX_TEXT_CHARS}")
+    return text
+
+
+_NO_USER: dict[str, str] = {}
+
+
+def make_post(
+    tid: str,
+    conversation_id: str,
+    author_id: str,
+    created: datetime,
+    retrieved: str,
+    source: str,
+    lang: str,
+    text: Any,
+    reference: tuple[str, str],
+    user: dict[str, str] | None,
+    hashtags: str,
+    media: list[MediaRef],
+) -> dict[str, str]:
+    """The post row, keys in POST_COLUMNS order; media columns position for position."""
+    u = user or _NO_USER
+    return {
+        "id": tid,
+        "conversation_id": conversation_id,
+        "author_id": author_id,
+        "created_at": created.isoformat(),
+        "retrieved_at": retrieved,
+        "source": source,
+        "lang": lang,
+        "text": checked_text(text),
+        "reference_type": reference[0],
+        "referenced_tweet_id": reference[1],
+        "author.created_at": u.get("created_at", ""),
+        "author.location": u.get("location", ""),
+        "author.name": u.get("name", ""),
+        "author.username": u.get("username", ""),
+        "author.verified": u.get("verified", ""),
+        "author.protected": u.get("protected", ""),
+        "author.public_metrics.followers_count": u.get("followers_count", ""),
+        "author.public_metrics.following_count": u.get("following_count", ""),
+        "author.public_metrics.tweet_count": u.get("tweet_count", ""),
+        "author.public_metrics.listed_count": u.get("listed_count", ""),
+        "hashtags": hashtags,
+        "media_keys": "|".join(m.media_key for m in media) if media else "",
+        "media_types": "|".join(m.type for m in media) if media else "",
+        "media_urls": "|".join(m.url for m in media) if media else "",
+    }
+
+
+# --- v2 --------------------------------------------------------------------------------------
+
+
+def _user(author: Any, retrieved: str, author_id: Any) -> dict[str, str] | None:
+    if not isinstance(author, dict) or not author.get("id"):
+        # twarc inlines {} for an author missing from includes (withheld, suspended). The
+        # users file still gets a row for the id, with an empty retrieved_at so that it
+        # never wins over a real profile ("newest retrieved_at wins" in the hourly writer).
+        if not author_id:
+            return None
+        return {**dict.fromkeys(USER_COLUMNS, ""), "id": s(author_id)}
+    pm = author.get("public_metrics")
+    if not isinstance(pm, dict):
+        pm = {}
+    return {
+        "id": s(author["id"]),
+        "username": s(author.get("username")),
+        "name": s(author.get("name")),
+        "created_at": secondary(parse_iso, author.get("created_at")),
+        "location": s(author.get("location")),
+        "description": s(author.get("description")),
+        "verified": s(author.get("verified")),
+        "protected": s(author.get("protected")),
+        "followers_count": s(pm.get("followers_count")),
+        "following_count": s(pm.get("following_count")),
+        "tweet_count": s(pm.get("tweet_count")),
+        "listed_count": s(pm.get("listed_count")),
+        "retrieved_at": retrieved,
+    }
+
+
+def _normalise_v2(payload: dict[str, Any], retrieved_at: str) -> Normalised:
+    tid = post_id(payload.get("id"))
+    created = parse_iso(payload.get("created_at"))
+    retrieved = stored_retrieved_at(payload, retrieved_at)
+    note = payload.get("note_tweet")
+    if isinstance(note, dict) and isinstance(note.get("text"), str):
+        text = note["text"]
+        entities = note.get("entities") or payload.get("entities")
+    else:
+        text = payload.get("text")
+        entities = payload.get("entities")
+    reference = ("", "")
+    refs = payload.get("referenced_tweets")
+    if isinstance(refs, list) and refs and isinstance(refs[0], dict):
+        reference = (s(refs[0].get("type")), s(refs[0].get("id")))
+    tags = entities.get("hashtags") if isinstance(entities, dict) else None
+    hashtags = (
+        "|".join(s(t["tag"]) for t in tags if isinstance(t, dict) and "tag" in t) if tags else ""
+    )
+    user = _user(payload.get("author"), retrieved, payload.get("author_id"))
+    media, missing = v2_media_and_missing(payload, tid)
+    post = make_post(
+        tid,
+        s(payload.get("conversation_id")),
+        s(payload.get("author_id") or (user and user["id"])),
+        created,
+        retrieved,
+        s(payload.get("source")),
+        s(payload.get("lang")),
+        text,
+        reference,
+        user,
+        hashtags,
+        media,
+    )
+    return Normalised("twitter", tid, created, post, user, media, missing)
+
+
+def normalise_v2(payload: dict[str, Any], retrieved_at: str) -> Normalised:
+    """One flattened v2 tweet -> its row, its author's row and its media."""
+    try:
+        return _normalise_v2(payload, retrieved_at)
+    except BadPost:
+        raise
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+        raise BadPost(f"malformed v2 tweet: {exc!r}") from None
+
+
+FORMATS = {"twitter-v2": normalise_v2}
