@@ -117,25 +117,23 @@ def guarded_socket_factory(config: FetchConfig) -> Any:
     return factory
 
 
-_SENDING_GATE: contextvars.ContextVar[_Gate | None] = contextvars.ContextVar(
-    "shoal_fetch_gate", default=None
+_SENDING: contextvars.ContextVar[_Ticket | None] = contextvars.ContextVar(
+    "shoal_fetch_ticket", default=None
 )
 
 
 class _StampedSocket(socket.socket):
-    """Tells the gate of the request being written the moment its bytes went to the kernel.
+    """Tells the gate the moment a request's first bytes went to the kernel: its start.
 
-    A pause between the grant and the write (a GC pass, a busy loop) would otherwise bunch
-    two starts closer than T at the server; spacing from the write keeps them apart. The
-    request's task sets ``_SENDING_GATE``; asyncio writes a fresh request synchronously
-    from that task, so the context reaches here.
+    The request's task sets ``_SENDING``; asyncio writes a fresh request (and a TLS
+    handshake) synchronously from that task, so the context reaches here.
     """
 
     def send(self, data: Any, flags: int = 0) -> int:
         n = super().send(data, flags)
-        gate = _SENDING_GATE.get()
-        if gate is not None:
-            gate.sent()
+        ticket = _SENDING.get()
+        if ticket is not None:
+            ticket.mark_sent()
         return n
 
 
@@ -183,43 +181,68 @@ class _Scheduler:
             gate.pump()
 
 
+class _Ticket:
+    """One granted request; it counts as started at its first byte to the kernel."""
+
+    __slots__ = ("gate", "sent")
+
+    def __init__(self, gate: _Gate) -> None:
+        self.gate = gate
+        self.sent = False
+
+    def mark_sent(self) -> None:
+        if not self.sent:
+            self.sent = True
+            self.gate.started()
+
+
 class _Gate:
     """One politeness key's budget. Waiters are served first come, first served by timers,
-    never by polling, so a key with thousands of waiting URLs costs O(1) per grant."""
+    never by polling, so a key with thousands of waiting URLs costs O(1) per grant.
+
+    T is kept between the moments requests really leave, not between grants: a grant is
+    followed by a connection set-up, a pause of the loop or of the collector, any of which
+    would otherwise let two requests reach the server closer than T. So while a granted
+    request has not gone out, nothing else is granted, and the next start is T after it.
+    """
 
     def __init__(self, parallelism: int, spacing: float, sched: _Scheduler) -> None:
         self.parallelism = parallelism
         self.spacing = spacing
         self.in_flight = 0
+        self.unsent = 0
         self.next_start = 0.0
         self.blocked_until = 0.0
         self.starved = False
         self._sched = sched
         self._loop = asyncio.get_running_loop()
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[_Ticket]] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
-    async def acquire(self) -> None:
-        fut: asyncio.Future[None] = self._loop.create_future()
+    async def acquire(self) -> _Ticket:
+        fut: asyncio.Future[_Ticket] = self._loop.create_future()
         self._waiters.append(fut)
         self.pump()
         try:
-            await fut
+            return await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
-                self.release()
+                self.release(fut.result())
             raise
 
-    def release(self) -> None:
+    def release(self, ticket: _Ticket) -> None:
+        # Not seen leaving (refused before connecting, or a write path we do not see):
+        # count it as started now, which can only widen the gap.
+        ticket.mark_sent()
         self.in_flight -= 1
         self._sched.give_back()
         self.pump()
 
-    def sent(self) -> None:
-        """The request really left now: the next start must keep its distance from this
-        moment too, not only from the grant (a new connection delays the first bytes)."""
+    def started(self) -> None:
+        self.unsent -= 1
         if self.spacing:
             self.next_start = max(self.next_start, self._loop.time() + self.spacing)
+        self.pump()
 
     def block(self, seconds: float) -> None:
         """Nothing starts on this key for ``seconds`` (Retry-After, back-off of a 429/503)."""
@@ -240,6 +263,8 @@ class _Gate:
                 continue
             if self.in_flight >= self.parallelism or self.starved:
                 return
+            if self.spacing and self.unsent:
+                return  # started() pumps again
             now = self._loop.time()
             ready = max(self.next_start, self.blocked_until)
             if now < ready:
@@ -249,8 +274,9 @@ class _Gate:
                 return
             self._waiters.popleft()
             self.in_flight += 1
+            self.unsent += 1
             self.next_start = now + self.spacing
-            head.set_result(None)
+            head.set_result(_Ticket(self))
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -405,13 +431,13 @@ class Fetcher:
         current, failures, hops = url, 0, 0
         while True:
             gate = self._gate(current)
-            await gate.acquire()
+            ticket = await gate.acquire()
             res.attempts += 1
             res.error = ""
             try:
-                outcome = await self._request(gate, current, url, meta, res)
+                outcome = await self._request(ticket, current, url, meta, res)
             finally:
-                gate.release()
+                gate.release(ticket)
             if outcome.kind == "done":
                 return
             if outcome.kind == "redirect":
@@ -442,7 +468,8 @@ class Fetcher:
                 await asyncio.sleep(delay)
 
     async def _request(
-        self, gate: _Gate, url: str, original: str, meta: Mapping[str, Any], res: FetchResult
+        self, ticket: _Ticket, url: str, original: str, meta: Mapping[str, Any],
+        res: FetchResult,
     ) -> _Outcome:
         cfg = self.config
         assert self._session is not None
@@ -451,11 +478,11 @@ class Fetcher:
         )
         try:
             async with asyncio.timeout(cfg.total_timeout):
-                token = _SENDING_GATE.set(gate)
+                token = _SENDING.set(ticket)
                 try:
                     resp = await self._session.get(url, allow_redirects=False, timeout=timeout)
                 finally:
-                    _SENDING_GATE.reset(token)
+                    _SENDING.reset(token)
                 async with resp:
                     res.http_status = resp.status
                     kind = status_class(resp.status)

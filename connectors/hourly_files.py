@@ -256,6 +256,7 @@ class HourSummary:
     users: int
     media: int
     resealed: bool
+    combos: dict[str, int]
 
 
 def _csv_bytes(columns: tuple[str, ...], rows: Iterable[dict[str, str]]) -> bytes:
@@ -304,16 +305,19 @@ def seal_hour(
     users_csv = _csv_bytes(USER_COLUMNS, user_rows)
     media_csv = _csv_bytes(MEDIA_FILE_COLUMNS, media_rows)
 
-    per_collector: dict[str, int] = {}
+    combos: dict[str, int] = {}
     for pid in ids:
-        for c in state.collectors[pid]:
-            per_collector[c] = per_collector.get(c, 0) + 1
-    everyone = set(per_collector)
-    diff = sum(1 for pid in ids if state.collectors[pid] != everyone)
+        combo = "|".join(sorted(state.collectors[pid]))
+        combos[combo] = combos.get(combo, 0) + 1
+    new_collectors = remember_collectors(
+        data_dir, platform, {c for combo in combos for c in combo.split("|") if c}
+    )
+    everyone = known_collectors(data_dir, platform)
+    per_collector, diff = collector_counts(combos, everyone)
     name = paths.name
     summary = HourSummary(
-        platform, start, name.day, name.label, dict(sorted(per_collector.items())),
-        len(ids), diff, state.late, len(user_rows), len(media_rows), sealed_before,
+        platform, start, name.day, name.label, per_collector,
+        len(ids), diff, state.late, len(user_rows), len(media_rows), sealed_before, combos,
     )
 
     if catalog is not None:
@@ -324,7 +328,13 @@ def seal_hour(
     atomic_write(paths.folder / f".{name.stem}_meta.json", orjson.dumps(_meta(summary)))
     # The IDs file goes last: its presence is what marks the hour as sealed.
     atomic_write(paths.file("IDs"), _xz(("\n".join(ids) + "\n").encode() if ids else b""))
-    write_day_report(data_dir, platform, name.day)
+    if new_collectors:
+        # A collector seen for the first time is a new column in every day report.
+        for day_dir in sorted((data_dir / platform).iterdir()):
+            if day_dir.is_dir() and any(day_dir.glob(".*_meta.json")):
+                write_day_report(data_dir, platform, day_dir.name)
+    else:
+        write_day_report(data_dir, platform, name.day)
     fsync_dir(paths.folder)
     for chunk in chunks:
         chunk.unlink(missing_ok=True)
@@ -338,10 +348,37 @@ def _meta(summary: HourSummary) -> dict[str, Any]:
         "start": summary.start,
         "hour": summary.label,
         "collectors": summary.collectors,
+        "combos": summary.combos,
         "total": summary.total,
         "diff": summary.diff,
         "late": summary.late,
     }
+
+
+def known_collectors(data_dir: Path, platform: str) -> list[str]:
+    path = data_dir / platform / ".collectors.json"
+    return sorted(orjson.loads(path.read_bytes())) if path.exists() else []
+
+
+def remember_collectors(data_dir: Path, platform: str, collectors: set[str]) -> bool:
+    """Every collector ever seen gets a column in every day report: a zero shows a gap."""
+    known = set(known_collectors(data_dir, platform))
+    if known.issuperset(collectors):
+        return False
+    path = data_dir / platform / ".collectors.json"
+    atomic_write(path, orjson.dumps(sorted(known | collectors)))
+    return True
+
+
+def collector_counts(combos: dict[str, int], everyone: list[str]) -> tuple[dict[str, int], int]:
+    """Unique IDs per collector, and how many IDs not every collector delivered."""
+    per: dict[str, int] = dict.fromkeys(everyone, 0)
+    for combo, n in combos.items():
+        for c in combo.split("|"):
+            if c:
+                per[c] = per.get(c, 0) + n
+    total = sum(combos.values())
+    return per, total - combos.get("|".join(sorted(per)), 0)
 
 
 def write_day_report(data_dir: Path, platform: str, day: str) -> Path:
@@ -351,13 +388,14 @@ def write_day_report(data_dir: Path, platform: str, day: str) -> Path:
     for meta in sorted(folder.glob(f".{day}_*_meta.json")):
         metas.append(orjson.loads(meta.read_bytes()))
     metas.sort(key=lambda m: m["start"])
-    collectors = sorted({c for m in metas for c in m["collectors"]})
+    collectors = known_collectors(data_dir, platform)
     lines = ["\t".join(["hour", *collectors, "total", "diff", "diff %", "late"])]
     for m in metas:
         total = m["total"]
-        pct = f"{100.0 * m['diff'] / total:.2f}" if total else "0.00"
-        cells = [m["hour"], *(str(m["collectors"].get(c, 0)) for c in collectors)]
-        cells += [str(total), str(m["diff"]), pct, str(m["late"])]
+        per, diff = collector_counts(m["combos"], collectors)
+        pct = f"{100.0 * diff / total:.2f}" if total else "0.00"
+        cells = [m["hour"], *(str(per.get(c, 0)) for c in collectors)]
+        cells += [str(total), str(diff), pct, str(m["late"])]
         lines.append("\t".join(cells))
     path = folder / f"{day}_report.txt"
     atomic_write(path, ("\n".join(lines) + "\n").encode())
