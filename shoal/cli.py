@@ -52,14 +52,19 @@ def _flow_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info")
 
 
-def _flow_config(args: argparse.Namespace, brokers: str, **extra: Any) -> Any:
-    from flows.ingest import FlowConfig
+def _check_zone(name: str) -> None:
     from shoal.hours import zone
 
     try:
-        zone(args.tz)
+        zone(name)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
+
+def _flow_config(args: argparse.Namespace, brokers: str, **extra: Any) -> Any:
+    from flows.ingest import FlowConfig
+
+    _check_zone(args.tz)
     return FlowConfig(
         data_dir=args.data_dir,
         brokers=brokers,
@@ -140,6 +145,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from flows.ingest import run
 
     sources = _parse_sources(args.source or ["demo"])
+    _check_zone(args.tz)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     done = threading.Event()
     failure: list[BaseException] = []
@@ -194,8 +200,9 @@ def cmd_process(args: argparse.Namespace) -> int:
     from connectors.kafka_io import ensure_topics
     from flows.ingest import run
 
+    cfg = _flow_config(args, args.brokers)
     ensure_topics(args.brokers, args.partitions)
-    run(_flow_config(args, args.brokers), workers=args.workers, recovery=not args.no_recovery,
+    run(cfg, workers=args.workers, recovery=not args.no_recovery,
         epoch_seconds=args.epoch_seconds)
     return 0
 

@@ -1,0 +1,113 @@
+"""The commands as a user types them: real processes, real broker, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+from connectors.broker import free_port, wait_for_port
+
+SHOAL = [sys.executable, "-m", "shoal"]
+V2 = "twitter-v2/DocNow__twarc-csv/test-data"
+
+
+def shoal(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*SHOAL, *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"shoal {' '.join(args)} -> {proc.returncode}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_help_lists_every_planned_subcommand() -> None:
+    out = shoal("--help").stdout
+    for name in ("up", "collect", "process", "broker", "query", "fetch", "replay"):
+        assert f"    {name}" in out
+
+
+def test_up_demo_then_query(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    shoal("up", "--source", "demo:600", "--data-dir", str(data), "--idle-exit", "1")
+    res = shoal("query", "--data-dir", str(data), "--format", "json",
+                "SELECT count(*) AS n, count(DISTINCT id) AS u FROM posts")
+    row = json.loads(res.stdout)
+    assert row["n"] == row["u"] == 600
+    report = next((data / "twitter").glob("*/*_report.txt")).read_text()
+    assert report.startswith("hour\tdemo-a\tdemo-b\ttotal\tdiff\tdiff %\tlate")
+    csv_out = shoal("query", "--data-dir", str(data), "--format", "csv",
+                    "SELECT sum(total) AS t FROM reports").stdout
+    assert csv_out.splitlines() == ["t", "600"]
+
+
+def test_errors_are_one_line(tmp_path: Path) -> None:
+    cases = [
+        ("up", "--source", "file:/no/such/file.jsonl", "--data-dir", str(tmp_path)),
+        ("up", "--source", "ftp:x", "--data-dir", str(tmp_path)),
+        ("query", "--data-dir", str(tmp_path / "nope"), "SELECT 1"),
+        ("up", "--source", "demo:10", "--tz", "Mars/Olympus", "--data-dir", str(tmp_path)),
+        ("replay",),
+    ]
+    for args in cases:
+        proc = shoal(*args, check=False)
+        assert proc.returncode != 0, args
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("shoal: error:"), (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+def test_separate_services_resume_and_read_while_writing(fixtures: Path, tmp_path: Path) -> None:
+    port = free_port()
+    broker = subprocess.Popen([*SHOAL, "broker", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, 20)
+        brokers = f"127.0.0.1:{port}"
+        data = tmp_path / "d"
+        out = shoal("collect", "file", str(fixtures / V2 / "brexit.jsonl"),
+                    "--brokers", brokers, "--collector", "lab-1").stdout
+        assert json.loads(out.strip().splitlines()[-1]) == {"lab-1": 100}
+        first = shoal("process", "--brokers", brokers, "--data-dir", str(data),
+                      "--idle-exit", "1", "--epoch-seconds", "0.5")
+        assert '"hour sealed"' in first.stderr
+        # A known data dir resumes where it stopped: nothing new, nothing sealed again.
+        again = shoal("process", "--brokers", brokers, "--data-dir", str(data),
+                      "--idle-exit", "1", "--epoch-seconds", "0.5")
+        assert '"hour sealed"' not in again.stderr
+        # Read the catalog with DuckDB while a processor is running and sealing more.
+        shoal("collect", "file", str(fixtures / V2 / "kpop.jsonl"),
+              "--brokers", brokers, "--collector", "lab-1")
+        proc = subprocess.Popen(
+            [*SHOAL, "process", "--brokers", brokers, "--data-dir", str(data), "--idle-exit", "2",
+             "--epoch-seconds", "0.5"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        counts = []
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            con = duckdb.connect(str(data / "shoal.duckdb"), read_only=True)
+            counts.append(con.execute("SELECT count(*) FROM posts").fetchone()[0])
+            con.close()
+            time.sleep(0.1)
+        assert proc.wait(30) == 0
+        con = duckdb.connect(str(data / "shoal.duckdb"), read_only=True)
+        final = con.execute("SELECT count(DISTINCT id), count(*) FROM posts").fetchone()
+        con.close()
+        assert final[0] == final[1] == 200
+        assert counts and min(counts) >= 100  # readers never saw a half-published catalog
+    finally:
+        broker.terminate()
+        broker.wait(10)
+
+
+def test_no_media_flag_is_accepted(tmp_path: Path) -> None:
+    env = {**os.environ}
+    proc = subprocess.run(
+        [*SHOAL, "up", "--source", "demo:50", "--data-dir", str(tmp_path / "d"), "--idle-exit",
+         "0.5", "--no-media"], capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
