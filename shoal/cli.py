@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -253,6 +253,47 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from connectors.kafka_io import POSTS_TOPIC
+    from connectors.kafka_offsets import OffsetError, OffsetFinder, parse_offsets
+    from flows.ingest import run
+    from shoal.hours import parse_iso
+
+    if args.data_dir.exists() and any(args.data_dir.iterdir()):
+        raise UserError(f"replay writes into a fresh data dir; {args.data_dir} is not empty")
+    chosen = [bool(args.from_beginning), bool(args.from_offset), bool(args.from_time)]
+    if sum(chosen) > 1:
+        raise UserError("choose one of --from-beginning, --from-offset, --from-time")
+    try:
+        from_time = parse_iso(args.from_time) if args.from_time else None
+        until_time = parse_iso(args.until_time) if args.until_time else None
+    except ValueError as exc:
+        raise UserError(f"bad time: {exc}") from None
+    finder = OffsetFinder(args.brokers, POSTS_TOPIC)
+    try:
+        parts = finder.partitions()
+        start = {p: finder.bounds(p)[0] for p in parts}
+        if args.from_offset:
+            given = parse_offsets(args.from_offset)
+            unknown = set(given) - set(parts)
+            if unknown:
+                raise UserError(f"no partition {sorted(unknown)} in {POSTS_TOPIC}")
+            start.update(given)
+        elif from_time is not None:
+            start = finder.offsets_for_time(from_time)
+        # Stop at what the topic holds now (or at --until-time), so a replay is a fixed set of
+        # messages and its outputs can be compared byte for byte.
+        end = finder.offsets_for_time(until_time) if until_time else finder.end_offsets()
+    except OffsetError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        finder.close()
+    event(log, "replay", start=start, end=end)
+    cfg = _flow_config(args, args.brokers, start_offsets=start, end_offsets=end)
+    run(cfg, workers=args.workers, recovery=True, epoch_seconds=args.epoch_seconds)
+    return 0
+
+
 def _not_yet(name: str, issue: int) -> Callable[[argparse.Namespace], int]:
     def run(_args: argparse.Namespace) -> int:
         raise UserError(f"'shoal {name}' is planned (issue #{issue}) and not available yet")
@@ -263,8 +304,15 @@ def _not_yet(name: str, issue: int) -> Callable[[argparse.Namespace], int]:
 # --------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="shoal",
         description="Collect social-media posts through Kafka into hourly files and DuckDB.",
     )
@@ -315,8 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         fetch_cmd.add_parser(sub)
 
-    p = sub.add_parser("replay", help="reprocess the topic into a fresh data dir (planned)")
-    p.set_defaults(func=_not_yet("replay", 5))
+    p = sub.add_parser("replay", help="reprocess the topic into a fresh data dir")
+    p.add_argument("--brokers", required=True)
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--from-beginning", action="store_true", help="(default)")
+    start.add_argument("--from-offset", metavar="P:O,...", help="start offsets per partition")
+    start.add_argument("--from-time", metavar="ISO8601", help="first message at or after")
+    p.add_argument("--until-time", metavar="ISO8601", help="stop before messages from then on")
+    _flow_options(p)
+    p.set_defaults(func=cmd_replay)
     return parser
 
 

@@ -23,7 +23,7 @@ class JsonFormatter(logging.Formatter):
             out.update(fields)
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return orjson.dumps(out, default=str).decode()
+        return orjson.dumps(out, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def setup(level: str = "info") -> None:
