@@ -90,7 +90,7 @@ class EmbeddedBroker:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads hold locks this early
+            preexec_fn=_die_with_parent,
         )
         try:
             wait_for_port(self.host, self.port, timeout)

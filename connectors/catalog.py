@@ -120,6 +120,9 @@ class Catalog:
                 _publish(self.con, f"SELECT {_select(cols)} FROM {src}", paths.parquet(table))
             finally:
                 tmp_csv.unlink(missing_ok=True)
+        self.publish_report(paths, summary)
+
+    def publish_report(self, paths: HourPaths, summary: HourSummary) -> None:
         collectors = ", ".join(f"{_lit(k)}: {v}" for k, v in summary.collectors.items())
         sql = (
             f"SELECT to_timestamp({summary.start}) AS hour_start, "

@@ -200,15 +200,18 @@ class _Gate:
     """One politeness key's budget. Waiters are served first come, first served by timers,
     never by polling, so a key with thousands of waiting URLs costs O(1) per grant.
 
-    T is kept between the moments requests really leave, not between grants: a grant is
-    followed by a connection set-up, a pause of the loop or of the collector, any of which
-    would otherwise let two requests reach the server closer than T. So while a granted
-    request has not gone out, nothing else is granted, and the next start is T after it.
+    T is kept between the moments requests really leave, not only between grants: a grant
+    is followed by a connection set-up, a pause of the loop or of the collector, any of
+    which would otherwise let two requests reach the server closer than T. So while a
+    granted request has not gone out, nothing else is granted, and the next grant comes
+    T after it left and T + margin after it was granted: the margin absorbs the usual
+    grant-to-wire delay instead of adding it to every gap.
     """
 
-    def __init__(self, parallelism: int, spacing: float, sched: _Scheduler) -> None:
+    def __init__(self, parallelism: int, throttle: float, margin: float, sched: _Scheduler):
         self.parallelism = parallelism
-        self.spacing = spacing
+        self.throttle = throttle
+        self.spacing = throttle + margin if throttle > 0 else 0.0
         self.in_flight = 0
         self.unsent = 0
         self.next_start = 0.0
@@ -240,8 +243,8 @@ class _Gate:
 
     def started(self) -> None:
         self.unsent -= 1
-        if self.spacing:
-            self.next_start = max(self.next_start, self._loop.time() + self.spacing)
+        if self.throttle:
+            self.next_start = max(self.next_start, self._loop.time() + self.throttle)
         self.pump()
 
     def block(self, seconds: float) -> None:
@@ -263,7 +266,7 @@ class _Gate:
                 continue
             if self.in_flight >= self.parallelism or self.starved:
                 return
-            if self.spacing and self.unsent:
+            if self.throttle and self.unsent:
                 return  # started() pumps again
             now = self._loop.time()
             ready = max(self.next_start, self.blocked_until)
@@ -367,7 +370,7 @@ class Fetcher:
                 self._gates = {k: g for k, g in self._gates.items() if not g.idle()}
             p, t = self.config.limits(key)
             assert self._sched is not None
-            gate = _Gate(p, t + self.config.throttle_margin if t > 0 else 0.0, self._sched)
+            gate = _Gate(p, t, self.config.throttle_margin, self._sched)
             self._gates[key] = gate
         return gate
 

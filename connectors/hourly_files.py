@@ -17,6 +17,7 @@ import csv
 import io
 import lzma
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from shoal import faults
 from shoal.hours import hour_name
 from shoal.model import MEDIA_COLUMNS, POST_COLUMNS, USER_COLUMNS
 
@@ -110,7 +112,21 @@ class HourState:
     collectors: dict[str, set[str]] = field(default_factory=dict)
     users: dict[str, dict[str, str]] = field(default_factory=dict)
     media: dict[tuple[str, int], dict[str, str]] = field(default_factory=dict)
-    late: int = 0
+    # Posts no copy of which arrived within the allowed lateness (see StageLogic).
+    late_ids: set[str] = field(default_factory=set)
+    on_time: set[str] = field(default_factory=set)
+    late_copies: set[str] = field(default_factory=set)
+
+    @property
+    def late(self) -> int:
+        return len(self.late_ids)
+
+    def settle_late(self) -> None:
+        """A post is late if every copy of it was; an on-time copy anywhere clears it."""
+        self.late_ids |= self.late_copies - self.on_time
+        self.late_ids -= self.on_time
+        self.late_copies.clear()
+        self.on_time.clear()
 
     def add_post(self, row: dict[str, str], collectors: Iterable[str]) -> bool:
         """Merge one copy of a post; True if the id is new to the hour."""
@@ -218,13 +234,11 @@ def load_sealed(paths: HourPaths) -> HourState:
         state.add_media(row)
     meta = paths.folder / f".{paths.name.stem}_meta.json"
     if meta.exists():
-        state.late = int(orjson.loads(meta.read_bytes()).get("late", 0))
+        state.late_ids = set(orjson.loads(meta.read_bytes()).get("late_ids", []))
     return state
 
 
-def apply_chunk(
-    state: HourState, path: Path, sealed_before: bool, seen_by: list[tuple[str, str]]
-) -> None:
+def apply_chunk(state: HourState, path: Path, seen_by: list[tuple[str, str]]) -> None:
     """Merge one chunk; "seen by" marks are collected, to be applied once all rows are in."""
     with open(path, "rb") as fh:
         for line in fh:
@@ -233,8 +247,12 @@ def apply_chunk(
             rec = orjson.loads(line)
             kind = rec["k"]
             if kind == "p":
-                if state.add_post(rec["r"], (rec["c"],)) and sealed_before:
-                    state.late += 1
+                is_new = state.add_post(rec["r"], (rec["c"],))
+                pid = rec["r"]["id"]
+                if not rec.get("l"):
+                    state.on_time.add(pid)
+                elif is_new or pid in state.late_ids:
+                    state.late_copies.add(pid)
             elif kind == "s":
                 seen_by.append((rec["id"], rec["c"]))
             elif kind == "u":
@@ -283,7 +301,8 @@ def seal_hour(
     state = load_sealed(paths) if sealed_before else HourState()
     seen_by: list[tuple[str, str]] = []
     for chunk in chunks:
-        apply_chunk(state, chunk, sealed_before, seen_by)
+        apply_chunk(state, chunk, seen_by)
+    state.settle_late()
     for pid, collector in seen_by:
         # The row a mark refers to may sit in any chunk, whatever order they are read in.
         if pid in state.collectors:
@@ -322,17 +341,19 @@ def seal_hour(
 
     if catalog is not None:
         catalog.publish_hour(paths, posts_csv, users_csv, media_csv, summary)
-    atomic_write(paths.file(posts_word(platform)), _xz(posts_csv))
-    atomic_write(paths.file("users"), _xz(users_csv))
-    atomic_write(paths.file("media"), _xz(media_csv))
-    atomic_write(paths.folder / f".{name.stem}_meta.json", orjson.dumps(_meta(summary)))
-    # The IDs file goes last: its presence is what marks the hour as sealed.
-    atomic_write(paths.file("IDs"), _xz(("\n".join(ids) + "\n").encode() if ids else b""))
+    publish_together(data_dir, platform, start, {
+        paths.file(posts_word(platform)): _xz(posts_csv),
+        paths.file("users"): _xz(users_csv),
+        paths.file("media"): _xz(media_csv),
+        paths.folder / f".{name.stem}_meta.json": orjson.dumps(_meta(summary, state.late_ids)),
+        # The IDs file goes last: its presence is what marks the hour as sealed.
+        paths.file("IDs"): _xz(("\n".join(ids) + "\n").encode() if ids else b""),
+    })
     if new_collectors:
-        # A collector seen for the first time is a new column in every day report.
-        for day_dir in sorted((data_dir / platform).iterdir()):
-            if day_dir.is_dir() and any(day_dir.glob(".*_meta.json")):
-                write_day_report(data_dir, platform, day_dir.name)
+        # A collector seen for the first time is a new column in every report, so every
+        # sealed hour's report row and every day report is redone: the final files then do
+        # not depend on when each collector was first seen.
+        restate_reports(data_dir, platform, tz, catalog)
     else:
         write_day_report(data_dir, platform, name.day)
     fsync_dir(paths.folder)
@@ -343,16 +364,92 @@ def seal_hour(
     return summary
 
 
-def _meta(summary: HourSummary) -> dict[str, Any]:
+STAGING = "_work/seal"
+
+
+def publish_together(data_dir: Path, platform: str, start: int, files: dict[Path, bytes]) -> None:
+    """Replace an hour's files as one unit, even across a crash.
+
+    The new files are written to a staging folder first; a COMMIT list written last decides
+    the outcome: a crash before it leaves the old files untouched (the staging folder is
+    dropped on restart), a crash after it is rolled forward on restart. Readers always see
+    one consistent version of the hour, and a re-seal never merges with a half-replaced one
+    (which would miscount late posts).
+    """
+    stage = data_dir / STAGING / platform / str(start)
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    moves = []
+    for n, (final, data) in enumerate(files.items()):
+        staged = stage / f"{n}.part"
+        with open(staged, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        moves.append([str(staged), str(final)])
+    faults.point("seal")  # everything staged, nothing committed
+    atomic_write(stage / "COMMIT", orjson.dumps(moves))
+    faults.point("seal-commit")  # committed, not yet moved into place
+    _roll_forward(stage)
+
+
+def _roll_forward(stage: Path) -> None:
+    for src, dst in orjson.loads((stage / "COMMIT").read_bytes()):
+        if os.path.exists(src):
+            Path(dst).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+    for final in {Path(dst).parent for _src, dst in orjson.loads((stage / "COMMIT").read_bytes())}:
+        fsync_dir(final)
+    shutil.rmtree(stage)
+
+
+def recover_staged(data_dir: Path) -> None:
+    """At start: finish committed seals, drop uncommitted ones."""
+    root = data_dir / STAGING
+    if not root.is_dir():
+        return
+    for stage in sorted(root.glob("*/*")):
+        if (stage / "COMMIT").exists():
+            _roll_forward(stage)
+        else:
+            shutil.rmtree(stage)
+
+
+def _meta(summary: HourSummary, late_ids: set[str]) -> dict[str, Any]:
+    """What the reports are made of; nothing here depends on other hours."""
     return {
         "start": summary.start,
         "hour": summary.label,
-        "collectors": summary.collectors,
         "combos": summary.combos,
         "total": summary.total,
-        "diff": summary.diff,
         "late": summary.late,
+        "late_ids": sort_ids(late_ids),
+        "users": summary.users,
+        "media": summary.media,
     }
+
+
+def summary_from_meta(platform: str, day: str, meta: dict[str, Any], everyone: list[str]) -> HourSummary:
+    per, diff = collector_counts(meta["combos"], everyone)
+    return HourSummary(
+        platform, meta["start"], day, meta["hour"], per, meta["total"], diff, meta["late"],
+        meta.get("users", 0), meta.get("media", 0), True, meta["combos"],
+    )
+
+
+def restate_reports(data_dir: Path, platform: str, tz: str, catalog: Any | None) -> None:
+    everyone = known_collectors(data_dir, platform)
+    for day_dir in sorted((data_dir / platform).iterdir()):
+        metas = sorted(day_dir.glob(".*_meta.json")) if day_dir.is_dir() else []
+        if not metas:
+            continue
+        if catalog is not None:
+            for path in metas:
+                meta = orjson.loads(path.read_bytes())
+                summary = summary_from_meta(platform, day_dir.name, meta, everyone)
+                catalog.publish_report(HourPaths(data_dir, platform, meta["start"], tz), summary)
+        write_day_report(data_dir, platform, day_dir.name)
 
 
 def known_collectors(data_dir: Path, platform: str) -> list[str]:

@@ -43,6 +43,8 @@ MAX_HOSTS = 200
 
 POSTS_IN = Counter("shoal_posts_in", "Posts received, per collector", ["collector"],
                    registry=REGISTRY)
+POSTS_OUT = Counter("shoal_posts_published", "Posts a collector published to Kafka",
+                    ["collector"], registry=REGISTRY)
 DEAD = Counter("shoal_dead_letters", "Inputs that could not become posts", registry=REGISTRY)
 HOURS_SEALED = Counter("shoal_hours_sealed", "Hours sealed (re-seals included)", ["platform"],
                        registry=REGISTRY)
@@ -63,7 +65,9 @@ NOTICES = Counter("shoal_notices", "Alert notices sent per kind and channel outc
 
 _lock = threading.Lock()  # guards creation of children and the late-count memory only
 _posts_children: dict[str, Any] = {}
+_out_children: dict[str, Any] = {}
 _fetch_children: dict[tuple[str, str], Any] = {}
+_host_label: dict[str, str] = {}
 _lag_children: dict[int, Any] = {}
 _last_post: dict[str, float] = {}
 _late_seen: dict[tuple[str, int], int] = {}
@@ -79,7 +83,7 @@ class _LastPostCollector(Collector):
         fam = GaugeMetricFamily("shoal_last_post_timestamp_seconds",
                                 "Unix time of the last post received, per collector",
                                 labels=["collector"])
-        for name, ts in sorted(_last_post.items()):
+        for name, ts in sorted(dict(_last_post).items()):  # a copy is atomic; iterating is not
             fam.add_metric([name], ts)
         yield fam
 
@@ -98,6 +102,16 @@ def posts_in(collector: str, n: int = 1, now: float | None = None) -> None:
             child = _posts_children.setdefault(collector, POSTS_IN.labels(collector))
     child.inc(n)
     _last_post[collector] = time.time() if now is None else now
+
+
+def posts_out(collector: str, n: int = 1) -> None:
+    """Count posts a collector published; kept apart from posts_in because ``shoal up`` runs
+    collectors and the dataflow in one process."""
+    child = _out_children.get(collector)
+    if child is None:
+        with _lock:
+            child = _out_children.setdefault(collector, POSTS_OUT.labels(collector))
+    child.inc(n)
 
 
 def dead(n: int = 1) -> None:
@@ -128,14 +142,17 @@ def hour_sealed(summary: Any, now: float | None = None) -> None:
 
 def fetch_outcome(host: str, outcome: str | int) -> None:
     """Count a fetch result: outcome is an HTTP status or a word (ok, timeout, refused...)."""
-    key = (host, str(outcome))
+    label = _host_label.get(host)
+    if label is None:
+        with _lock:
+            label = host if len(_host_label) < MAX_HOSTS else "other"
+            if label == host:
+                _host_label[host] = host
+    key = (label, str(outcome))
     child = _fetch_children.get(key)
     if child is None:
         with _lock:
-            known_hosts = {h for h, _ in _fetch_children}
-            label = host if host in known_hosts or len(known_hosts) < MAX_HOSTS else "other"
-            child = FETCH.labels(label, key[1])
-            _fetch_children[key] = child
+            child = _fetch_children.setdefault(key, FETCH.labels(*key))
     child.inc()
 
 
@@ -190,7 +207,8 @@ def health(now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     started = _state["started"] or now
     last_seal = _state["last_seal"]
-    last_post = max(_last_post.values(), default=None)
+    posts = dict(_last_post)  # the dataflow may add a collector while we read
+    last_post = max(posts.values(), default=None)
     since_seal = now - (last_seal if last_seal is not None else started)
     since_post = now - (last_post if last_post is not None else started)
     problems: list[str] = []
@@ -212,7 +230,7 @@ def health(now: float | None = None) -> dict[str, Any]:
         "seconds_since_last_seal": None if last_seal is None else round(now - last_seal, 3),
         "last_post": _iso(last_post),
         "seconds_since_last_post": None if last_post is None else round(now - last_post, 3),
-        "collectors": {c: round(now - t, 3) for c, t in sorted(_last_post.items())},
+        "collectors": {c: round(now - t, 3) for c, t in sorted(posts.items())},
         "uptime_seconds": round(now - started, 3),
     }
 
@@ -256,7 +274,9 @@ class MetricsServer:
     def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread):
         self._httpd = httpd
         self._thread = thread
-        self.host, self.port = httpd.server_address[:2]
+        host, port = httpd.server_address[:2]
+        self.host = host.decode() if isinstance(host, bytes) else str(host)
+        self.port = int(port)
 
     @property
     def url(self) -> str:
@@ -282,10 +302,12 @@ def start_server(port: int, host: str = "127.0.0.1") -> MetricsServer:
 def reset_for_tests() -> None:
     """Forget every label and time; counters of unlabelled metrics keep counting."""
     with _lock:
-        for metric in (POSTS_IN, HOURS_SEALED, LATE, FETCH, LAG, HOOKS, NOTICES):
+        for metric in (POSTS_IN, POSTS_OUT, HOURS_SEALED, LATE, FETCH, LAG, HOOKS, NOTICES):
             metric.clear()
         _posts_children.clear()
+        _out_children.clear()
         _fetch_children.clear()
+        _host_label.clear()
         _lag_children.clear()
         _last_post.clear()
         _late_seen.clear()
