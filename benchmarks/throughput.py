@@ -82,7 +82,7 @@ def main() -> int:
                  "--collector", "bench"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
-            proc_s, proc_rss = timed([
+            _proc_s, proc_rss = timed([
                 shoal, "process", "--brokers", broker.bootstrap, "--data-dir", str(tmp / "out"),
                 "--idle-exit", str(args.idle), "--workers", str(args.workers), "--no-recovery",
                 "--lateness", "300",
@@ -95,7 +95,8 @@ def main() -> int:
 
             ids += lzma.decompress(f.read_bytes()).count(b"\n")
 
-        peer_s, peer_rss = timed([str(BIN / "twarc2"), "--bearer-token", "unused", "csv", str(src), str(tmp / "peer.csv")])
+        twarc2 = [str(BIN / "twarc2"), "--bearer-token", "unused"]
+        peer_s, peer_rss = timed([*twarc2, "csv", str(src), str(tmp / "peer.csv")])
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -106,7 +107,8 @@ def main() -> int:
     table.add_row("twarc2 csv (peer)", str(args.posts), f"{peer_s:.1f}",
                   f"{args.posts / peer_s:,.0f}", str(peer_rss))
     console.print(table)
-    console.print(f"ratio shoal/peer: {peer_s / shoal_s:.1f}x  (target: >= 20,000 posts/s, >= 10x)")
+    ratio = peer_s / shoal_s
+    console.print(f"ratio shoal/peer: {ratio:.1f}x  (target: >= 20,000 posts/s, >= 10x)")
     if ids != args.posts:
         console.print(f"[red]expected {args.posts} unique IDs, found {ids}[/red]")
         return 1

@@ -52,7 +52,8 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise BrokerError(f"broker did not open {host}:{port} within {timeout:.0f}s") from None
+                msg = f"broker did not open {host}:{port} within {timeout:.0f}s"
+                raise BrokerError(msg) from None
             time.sleep(0.05)
 
 

@@ -430,7 +430,9 @@ def _meta(summary: HourSummary, late_ids: set[str]) -> dict[str, Any]:
     }
 
 
-def summary_from_meta(platform: str, day: str, meta: dict[str, Any], everyone: list[str]) -> HourSummary:
+def summary_from_meta(
+    platform: str, day: str, meta: dict[str, Any], everyone: list[str]
+) -> HourSummary:
     per, diff = collector_counts(meta["combos"], everyone)
     return HourSummary(
         platform, meta["start"], day, meta["hour"], per, meta["total"], diff, meta["late"],

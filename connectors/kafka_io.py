@@ -7,6 +7,7 @@ event time per partition without a global shuffle.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,10 +50,8 @@ def ensure_topics(
             new = [
                 NewTopic(t, partitions if t == POSTS_TOPIC else 1, replication) for t in missing
             ]
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
         counts: dict[str, int] = {}
         for meta in admin.describe_topics(list(topics)):
             counts[meta.get("topic") or meta["name"]] = len(meta.get("partitions") or [])
@@ -61,7 +60,9 @@ def ensure_topics(
         admin.close()
 
 
-def post_headers(fmt: str, collector: str, retrieved_at: str, source: str) -> list[tuple[str, bytes]]:
+def post_headers(
+    fmt: str, collector: str, retrieved_at: str, source: str
+) -> list[tuple[str, bytes]]:
     return [
         ("format", fmt.encode()),
         ("collector", collector.encode()),

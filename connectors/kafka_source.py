@@ -59,7 +59,8 @@ def list_partitions(brokers: str, topic: str, timeout: float = 10.0) -> list[int
     meta = AdminClient({"bootstrap.servers": brokers}).list_topics(topic, timeout=timeout)
     tmeta = meta.topics.get(topic)
     if tmeta is None or tmeta.error is not None:
-        raise RuntimeError(f"cannot list partitions of {topic!r}: {tmeta.error if tmeta else 'missing'}")
+        why = tmeta.error if tmeta else "missing"
+        raise RuntimeError(f"cannot list partitions of {topic!r}: {why}")
     return sorted(tmeta.partitions)
 
 
@@ -105,7 +106,7 @@ class _Partition(StatefulSourcePartition[Message, int]):
             off = m.offset()
             if self._end_offset is not None and off >= self._end_offset:
                 break
-            ts_type, ts = m.timestamp()
+            _ts_type, ts = m.timestamp()
             batch.append(
                 Message(
                     self._partition, off, m.key(), m.value(), tuple(m.headers() or ()), ts

@@ -329,7 +329,9 @@ def build_flow(cfg: FlowConfig) -> Dataflow:
     return flow
 
 
-def run(cfg: FlowConfig, workers: int = 1, recovery: bool = True, epoch_seconds: float = 5.0) -> None:
+def run(
+    cfg: FlowConfig, workers: int = 1, recovery: bool = True, epoch_seconds: float = 5.0
+) -> None:
     """Run the dataflow in this process until its input ends (idle exit) or Ctrl-C.
 
     With recovery (the default) Bytewax keeps offsets and watermarks in ``DIR/_recovery``:

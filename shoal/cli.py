@@ -213,7 +213,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from connectors.broker import EmbeddedBroker
 
     with EmbeddedBroker(port=args.port) as broker:
-        print(f"embedded broker on {broker.bootstrap} (memory only); Ctrl-C stops it", file=sys.stderr)
+        note = f"embedded broker on {broker.bootstrap} (memory only); Ctrl-C stops it"
+        print(note, file=sys.stderr)
         try:
             while broker.proc is not None and broker.proc.poll() is None:
                 time.sleep(0.5)
@@ -235,7 +236,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise UserError(str(exc).splitlines()[0]) from None
     if args.format == "json":
         for row in rows:
-            sys.stdout.write(orjson.dumps(dict(zip(names, row, strict=True)), default=str).decode() + "\n")
+            record = dict(zip(names, row, strict=True))
+            sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
     elif args.format == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

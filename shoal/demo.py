@@ -50,7 +50,9 @@ def _user(rng: random.Random, uid: int) -> dict[str, Any]:
         "id": str(1000 + uid),
         "username": name,
         "name": f"Demo {name.title()}",
-        "created_at": f"20{rng.randint(9, 20):02d}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T08:00:00.000Z",
+        "created_at": (
+            f"20{rng.randint(9, 20):02d}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T08:00:00.000Z"
+        ),
         "location": rng.choice(("Paris", "Lyon", "", "Berlin", "Montréal")),
         "description": "demo account",
         "verified": rng.random() < 0.05,

@@ -14,5 +14,5 @@ FIXTURES = Path(os.environ.get("SHOAL_FIXTURES", ROOT.parent / "shared" / "fixtu
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     if not FIXTURES.is_dir():
-        raise RuntimeError(f"fixtures not found at {FIXTURES}: clone with ../shared beside the repo")
+        raise RuntimeError(f"no fixtures at {FIXTURES}: clone with ../shared beside the repo")
     return FIXTURES

@@ -1,4 +1,4 @@
-"""Dedupe across collectors, the day report, other platforms, hour naming, late data, dead letters."""
+"""Dedupe across collectors, the day report, other platforms, hours, late data, dead letters."""
 
 from __future__ import annotations
 

@@ -158,7 +158,7 @@ def test_media_urls_match_twitwi_oracle(fixtures: Path, twitter_run: tuple[Path,
 
 def test_catalog_answers_sql(twitter_run: tuple[Path, dict]) -> None:
     out, expected = twitter_run
-    names, rows = query(out, "SELECT count(*), count(DISTINCT id) FROM posts")
+    _names, rows = query(out, "SELECT count(*), count(DISTINCT id) FROM posts")
     assert rows[0][0] == rows[0][1] == len(set().union(*expected.values()))
     _, rows = query(out, "SELECT sum(total) FROM reports WHERE platform = 'twitter'")
     assert rows[0][0] == len(set().union(*expected.values()))

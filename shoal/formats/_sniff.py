@@ -41,11 +41,11 @@ def first_value(path: Path) -> JsonHead | CsvHead | TextHead:
             value = orjson.loads(first_line)
         except orjson.JSONDecodeError:
             value = None
-        if value is not None and (b"\n" in stripped.rstrip() or stripped.startswith(b"{")):
-            if isinstance(value, dict):
-                # One object per line, or one object in the whole file.
-                rest = stripped[len(first_line) :].strip()
-                return JsonHead("lines" if rest else "object", value)
+        one_per_line = b"\n" in stripped.rstrip() or stripped.startswith(b"{")
+        if one_per_line and isinstance(value, dict):
+            # One object per line, or one object in the whole file.
+            rest = stripped[len(first_line) :].strip()
+            return JsonHead("lines" if rest else "object", value)
         if stripped.startswith(b"["):
             try:
                 whole = orjson.loads(path.read_bytes().lstrip(b"\xef\xbb\xbf"))
