@@ -1,0 +1,187 @@
+"""Configuration: file, environment and command line in that order of strength, secrets masked,
+one clear line for a bad file; exercised through shoal's real argument parser."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from shoal import config
+from shoal.cli import build_parser
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "docker" / "shoal.example.toml"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "shoal.toml"
+    path.write_text(text)
+    return path
+
+
+def _check(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="shoal")
+    config.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["config", "check", *argv])
+    code: int = args.func(args)
+    return code
+
+
+def test_precedence_cli_over_env_over_file_over_defaults(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[kafka]\nbrokers = "file:1"\npartitions = 8\n'
+                            '[flow]\ndata_dir = "/srv/shoal"\nlateness = 60\n'
+                            '[media]\nenabled = false\n')
+    env = {"SHOAL_KAFKA_BROKERS": "env:2", "SHOAL_FLOW_LATENESS": "90.5"}
+
+    def parse(argv: list[str], env: dict[str, str]) -> argparse.Namespace:
+        parser = build_parser()
+        config.prepare(parser, argv, env)
+        return parser.parse_args(argv)
+
+    args = parse(["process", "--config", str(path)], env)
+    assert args.brokers == "env:2"  # env beats file
+    assert args.partitions == 8  # file beats the command's default
+    assert args.data_dir == Path("/srv/shoal")  # a required flag filled in by the file
+    assert args.lateness == 90.5
+    assert args.no_media is True  # inverted flag follows [media] enabled = false
+    assert args.tz == "UTC" and args.epoch_seconds == 2.0  # untouched defaults
+
+    args = parse(["process", "--brokers", "cli:3", "--lateness", "5", "--config", str(path)], env)
+    assert (args.brokers, args.lateness) == ("cli:3", 5.0)  # the command line beats everything
+
+    # $SHOAL_CONFIG names the file when --config does not.
+    args = parse(["process"], {"SHOAL_CONFIG": str(path)})
+    assert args.brokers == "file:1"
+
+    # Nothing configured: required flags stay required, commands keep their own defaults.
+    with pytest.raises(SystemExit):
+        parse(["process"], {})
+    up = parse(["up", "--data-dir", str(tmp_path)], {})
+    assert up.collector == "file" and up.partitions == 4
+
+
+def test_default_file_in_the_working_directory(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert config.load(env={}).file is None
+    _write(tmp_path, '[flow]\ntz = "Europe/Berlin"\n')
+    settings = config.load(env={})
+    assert settings.file == Path("shoal.toml") and settings.flow.tz == "Europe/Berlin"
+    assert settings.source("flow", "tz") == "file"
+    assert settings.source("flow", "lateness") == "default"
+
+
+def test_environment_values_are_typed() -> None:
+    s = config.load(env={
+        "SHOAL_ALERTS_SMTP_TO": "a@x.org, b@x.org",
+        "SHOAL_HOOKS_COMMANDS": '["rsync {path} backup:/s/{day}/", "echo {name}"]',
+        "SHOAL_ALERTS_SMTP_STARTTLS": "off",
+        "SHOAL_FLOW_IDLE_EXIT": "30",
+        "SHOAL_METRICS_SEAL_STALE_SECONDS": "none",
+        "SHOAL_METRICS_PORT": "9108",
+        "SHOAL_ALERTS_SMTP_HOST": "",  # empty: as if unset
+        "SHOAL_KAFKA_NOPE": "x",
+    }, search=False)
+    assert s.alerts.smtp_to == ["a@x.org", "b@x.org"]
+    assert s.hooks.commands == ["rsync {path} backup:/s/{day}/", "echo {name}"]
+    assert s.alerts.smtp_starttls is False
+    assert s.flow.idle_exit == 30.0 and s.metrics.seal_stale_seconds is None
+    assert s.metrics.port == 9108 and s.alerts.smtp_host == ""
+    assert s.ignored_env == ["SHOAL_KAFKA_NOPE"]
+    # A non-secret alias: the collectors read TWITTER_BEARER_TOKEN, the SHOAL_ name wins.
+    both = {"TWITTER_BEARER_TOKEN": "a", "SHOAL_COLLECTORS_TWITTER_BEARER_TOKEN": "b"}
+    assert config.load(env=both, search=False).collectors.twitter_bearer_token == "b"
+
+    for env, message in [
+        ({"SHOAL_KAFKA_PARTITIONS": "four"},
+         "environment SHOAL_KAFKA_PARTITIONS: expected a number"),
+        ({"SHOAL_MEDIA_ENABLED": "maybe"}, "expected true or false"),
+        ({"SHOAL_FLOW_TZ": "Mars/Olympus"}, "environment SHOAL_FLOW_TZ tz:"),
+        ({"SHOAL_HOOKS_COMMANDS": "{path} x"}, "first word"),
+        ({"SHOAL_ALERTS_SMTP_HOST": "mail"}, "smtp_to: needs at least one address"),
+    ]:
+        with pytest.raises(config.ConfigError, match=re.escape(message)):
+            config.load(env=env, search=False)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[kafka\nbrokers = 1", "invalid TOML"),
+    ('[kafka]\nbrokrs = "x"', "unknown key 'brokrs' in [kafka] (known: brokers,"),
+    ("[kafak]\n", "unknown section [kafak]"),
+    ('[kafka]\npartitions = "4"', "[kafka] partitions: expected an integer, got '4'"),
+    ("[flow]\nlateness = true", "[flow] lateness: expected a number"),
+    ('[flow]\npartition_by = "posted"', "'posted' is not one of created, retrieved"),
+    ("[alerts]\nsmtp_port = 70000", "[alerts] smtp_port: not a port"),
+    ('[hooks]\ncommands = ["rsync {file} b:"]', "unknown field {file}"),
+    ('[hooks]\nkinds = ["tweet"]', "unknown kind 'tweet'"),
+    ("[metrics]\nport = -1", "must not be negative"),
+])
+def test_invalid_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             text: str, message: str) -> None:
+    path = _write(tmp_path, text)
+    assert _check(["--config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith(f"shoal: error: {path}: ")
+    assert message in err
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert _check(["--config", str(tmp_path / "nope.toml")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+
+
+def test_check_prints_effective_values_with_secrets_masked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path, '[alerts]\nsmtp_host = "mail.lab.example"\nsmtp_from = "s@lab"\n'
+                            'smtp_to = ["ops@lab"]\nsmtp_user = "shoal"\n'
+                            'smtp_password = "hunter2-file"\n')
+    monkeypatch.setenv("SHOAL_ALERTS_SMTP_PASSWORD", "hunter2-env")
+    monkeypatch.setenv("SHOAL_ALERTS_WEBHOOK_URL", "https://hooks.example.org/T000/B000/XyZsecret")
+    monkeypatch.setenv("TWITTER_BEARER_TOKEN", "AAAAtoken")
+    monkeypatch.setenv("SHOAL_KAFKA_BROKERS", "kafka:9092")
+    assert _check(["--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    for secret in ("hunter2", "XyZsecret", "T000", "AAAAtoken"):
+        assert secret not in out
+    assert 'smtp_password = "***"  # env SHOAL_ALERTS_SMTP_PASSWORD' in out
+    assert 'webhook_url = "https://hooks.example.org/***"' in out
+    assert 'twitter_bearer_token = "***"  # env TWITTER_BEARER_TOKEN' in out
+    assert 'smtp_user = "shoal"  # file' in out  # a login name is not a secret
+    assert 'brokers = "kafka:9092"  # env SHOAL_KAFKA_BROKERS' in out
+    printed = tomllib.loads(out)  # TOML-like is real TOML
+    assert printed["kafka"]["partitions"] == 4 and printed["alerts"]["smtp_to"] == ["ops@lab"]
+    assert "idle_exit" not in printed["flow"]  # unset optional: commented out
+
+    assert _check(["--config", str(path), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["settings"]["alerts"]["smtp_password"] == "***"
+    assert doc["sources"]["alerts.smtp_host"] == "file"
+    assert "hunter2" not in json.dumps(doc)
+
+
+def test_unmasked_output_loads_back_to_the_same_settings(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[hooks]\ncommands = ["osf -p abc upload {path} \\"{day}/{name}\\""]\n'
+                            '[flow]\nidle_exit = 12.5\ntz = "Europe/Berlin"\n')
+    first = config.load(path, env={})
+    again = config.load(_write(tmp_path, config.format_toml(first, mask=False)), env={})
+    assert config.as_dict(again, mask=False) == config.as_dict(first, mask=False)
+
+
+def test_example_file_documents_every_option_and_loads() -> None:
+    text = EXAMPLE.read_text()
+    sections = re.split(r"^\[(\w+)\]$", text, flags=re.M)
+    by_section = dict(zip(sections[1::2], sections[2::2], strict=True))
+    assert list(by_section) == list(config.SECTIONS)
+    for section in config.SECTIONS:
+        for key, _typ, _fld in config.options(section):
+            assert re.search(rf"^#? ?{key} = ", by_section[section], re.M), f"[{section}] {key}"
+    settings = config.load(EXAMPLE, env={})
+    defaults = config.Settings()
+    assert config.as_dict(settings, mask=False) == config.as_dict(defaults, mask=False)

@@ -1,0 +1,133 @@
+"""The metrics server as Prometheus and a healthcheck see it: real HTTP on loopback."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from connectors import observe
+from connectors.hourly_files import HourSummary
+
+
+@pytest.fixture
+def server() -> Iterator[observe.MetricsServer]:
+    observe.reset_for_tests()
+    srv = observe.start_server(0, "127.0.0.1")
+    try:
+        yield srv
+    finally:
+        srv.close()
+        observe.reset_for_tests()
+
+
+def _get(url: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.headers["Content-Type"], resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read()
+
+
+def _samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _summary(platform: str, start: int, late: int) -> HourSummary:
+    """A real HourSummary; fields this module does not read get empty values by type."""
+    known: dict[str, Any] = {"platform": platform, "start": start, "day": "2024-05-01",
+                             "label": "10", "late": late}
+    empty = {"dict[str, int]": {}, "int": 0, "bool": False, "str": ""}
+    return HourSummary(**{f.name: known.get(f.name, empty.get(str(f.type)))
+                          for f in dataclasses.fields(HourSummary)})
+
+
+def test_metrics_page_counts_what_was_reported(server: observe.MetricsServer) -> None:
+    dead_before = observe.DEAD._value.get()
+    observe.posts_in("server-a", 3)
+    observe.posts_in("server-a")
+    observe.posts_in("server-b", 2, now=1_700_000_000.0)
+    observe.posts_out("server-a", 7)
+    observe.dead(2)
+    observe.hour_sealed(_summary("twitter", 3600, 0), now=1_700_000_100.0)
+    observe.hour_sealed(_summary("twitter", 3600, 2))
+    observe.hour_sealed(_summary("twitter", 3600, 5))  # running total: adds 3, not 5
+    observe.fetch_outcome("pbs.twimg.com", 200)
+    observe.fetch_outcome("pbs.twimg.com", 200)
+    observe.fetch_outcome("pbs.twimg.com", "timeout")
+    observe.lag(0, 17)
+    observe.lag(1, 4)
+    observe.lag(0, 12)
+    observe.hook_run("ok")
+
+    status, ctype, body = _get(server.url + "/metrics")
+    assert status == 200 and ctype.startswith("text/plain")
+    s = _samples(body)
+    assert s[("shoal_posts_in_total", (("collector", "server-a"),))] == 4
+    assert s[("shoal_posts_in_total", (("collector", "server-b"),))] == 2
+    assert s[("shoal_posts_published_total", (("collector", "server-a"),))] == 7
+    assert s[("shoal_dead_letters_total", ())] == dead_before + 2
+    assert s[("shoal_hours_sealed_total", (("platform", "twitter"),))] == 3
+    assert s[("shoal_late_posts_total", (("platform", "twitter"),))] == 5
+    assert s[("shoal_fetch_outcomes_total", (("host", "pbs.twimg.com"), ("outcome", "200")))] == 2
+    assert s[("shoal_fetch_outcomes_total",
+              (("host", "pbs.twimg.com"), ("outcome", "timeout")))] == 1
+    assert s[("shoal_consumer_lag", (("partition", "0"),))] == 12
+    assert s[("shoal_consumer_lag", (("partition", "1"),))] == 4
+    assert s[("shoal_hook_runs_total", (("outcome", "ok"),))] == 1
+    assert s[("shoal_last_post_timestamp_seconds", (("collector", "server-b"),))] == 1_700_000_000
+    assert s[("shoal_last_seal_timestamp_seconds", ())] > 1_700_000_100  # the later, real time
+    assert any(name == "process_cpu_seconds_total" for name, _ in s)
+
+
+def test_fetch_hosts_are_capped(server: observe.MetricsServer) -> None:
+    for i in range(observe.MAX_HOSTS + 5):
+        observe.fetch_outcome(f"scontent-{i}.cdninstagram.com", 200)
+    observe.fetch_outcome("scontent-0.cdninstagram.com", 404)  # a known host keeps its label
+    s = _samples(_get(server.url + "/metrics")[2])
+    hosts = {dict(k[1])["host"] for k in s if k[0] == "shoal_fetch_outcomes_total"}
+    assert len(hosts) == observe.MAX_HOSTS + 1
+    assert s[("shoal_fetch_outcomes_total", (("host", "other"), ("outcome", "200")))] == 5
+    assert s[("shoal_fetch_outcomes_total",
+              (("host", "scontent-0.cdninstagram.com"), ("outcome", "404")))] == 1
+
+
+def test_healthz_reports_times_and_turns_503_when_stale(server: observe.MetricsServer) -> None:
+    status, ctype, body = _get(server.url + "/healthz")
+    doc = json.loads(body)
+    assert status == 200 and ctype == "application/json"
+    assert doc["ok"] is True and doc["last_seal"] is None and doc["seconds_since_last_post"] is None
+
+    now = time.time()
+    observe.posts_in("server-a", now=now - 30)
+    observe.hour_sealed(_summary("bluesky", 7200, 0), now=now - 600)
+    doc = json.loads(_get(server.url + "/healthz")[2])
+    assert doc["ok"] is True
+    assert 29 <= doc["seconds_since_last_post"] <= 40
+    assert 599 <= doc["seconds_since_last_seal"] <= 610
+    assert doc["last_seal"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 600))
+    assert set(doc["collectors"]) == {"server-a"}
+
+    observe.set_health_limits(seal_seconds=300)
+    status, _, body = _get(server.url + "/healthz")
+    doc = json.loads(body)
+    assert status == 503 and doc["ok"] is False
+    assert doc["problems"][0].startswith("no hour sealed for")
+
+    observe.set_health_limits(seal_seconds=3600, post_seconds=3600)
+    observe.add_health_check(lambda: (False, "dataflow thread died"))
+    status, _, body = _get(server.url + "/healthz")
+    assert status == 503 and json.loads(body)["problems"] == ["dataflow thread died"]
+
+    assert _get(server.url + "/nope")[0] == 404
