@@ -155,17 +155,22 @@ def view_sql(data_dir: Path, table: str) -> str:
 
 
 def write_views(data_dir: Path) -> None:
-    """(Re)create the catalog's views; skipped quietly if a reader holds the file open."""
+    """(Re)create the catalog without ever locking it: build a new file, rename it over.
+
+    A reader that has the old file open keeps reading it; the next one opens the new one.
+    """
     path = data_dir / CATALOG
-    try:
-        con = duckdb.connect(str(path))
-    except duckdb.IOException:
-        return
+    tmp = data_dir / f".{CATALOG}.{uuid.uuid4().hex[:8]}.tmp"
+    con = duckdb.connect(str(tmp))
     try:
         for table in TABLES:
             con.execute(view_sql(data_dir, table))
+        con.execute("CHECKPOINT")
     finally:
         con.close()
+    os.replace(tmp, path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{tmp}.wal")
 
 
 def connect_readonly(data_dir: Path) -> duckdb.DuckDBPyConnection:

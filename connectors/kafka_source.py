@@ -19,6 +19,8 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from connectors import observe
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -88,6 +90,7 @@ class _Partition(StatefulSourcePartition[Message, int]):
         self._idle_sent = False
         self._idle_since: float | None = None
         self._tp = TopicPartition(topic, partition)
+        self._lag_at = 0.0
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[Message]:
@@ -113,6 +116,10 @@ class _Partition(StatefulSourcePartition[Message, int]):
                 )
             )
             self._offset = off + 1
+        now_mono = time.monotonic()
+        if now_mono - self._lag_at >= 1.0:
+            self._lag_at = now_mono
+            self._report_lag()
         if batch:
             self._idle_since = None
             self._idle_sent = False
@@ -133,6 +140,14 @@ class _Partition(StatefulSourcePartition[Message, int]):
         # Nothing to do: sleep a little instead of spinning the worker.
         self._awake = datetime.now(UTC) + timedelta(milliseconds=50)
         return batch
+
+    def _report_lag(self) -> None:
+        try:
+            _low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        except Exception:  # no statistics yet
+            return
+        if high >= 0 and self._offset >= 0:
+            observe.lag(self._partition, max(0, high - self._offset))
 
     def _caught_up(self) -> bool:
         """At the end of the partition, asked of the broker (EOF events can be stale)."""

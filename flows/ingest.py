@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +27,7 @@ import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
+from connectors import observe
 from connectors.catalog import Catalog
 from connectors.deadletters import DeadLetterSink
 from connectors.hourly_files import (
@@ -64,6 +65,7 @@ class FlowConfig:
     until_time: datetime | None = None
     deadletter_topic: bool = True
     partitions: int = 0  # of the topic; filled in by build_flow
+    on_sealed: Callable[[HourSummary], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,7 @@ class StageLogic(StatefulBatchLogic[Message, Any, tuple[int, int]]):
         return self._drain(), StatefulBatchLogic.RETAIN
 
     def _dead(self, msg: Message, reason: str, fmt: str = "", collector: str = "") -> None:
+        observe.dead()
         self.out.append(
             DeadLetter(reason, _origin(msg, self.cfg.topic), msg.value or b"", fmt, collector)
         )
@@ -131,6 +134,7 @@ class StageLogic(StatefulBatchLogic[Message, Any, tuple[int, int]]):
     def _take(self, msg: Message) -> None:
         h = _headers(msg)
         fmt, collector = h.get("format", ""), h.get("collector", "unknown")
+        observe.posts_in(collector)
         retrieved = h.get("retrieved_at") or datetime.fromtimestamp(
             max(msg.timestamp_ms, 0) / 1000, UTC
         ).replace(microsecond=0).isoformat()
@@ -268,6 +272,9 @@ class SealLogic(StatefulBatchLogic[ChunkFact, HourSummary, dict[int, int]]):
                 self.open.discard((platform, start))
                 if summary is not None:
                     done.append(summary)
+                    observe.hour_sealed(summary)
+                    if self.cfg.on_sealed is not None:
+                        self.cfg.on_sealed(summary)
                     log.info(
                         "hour sealed",
                         extra={"fields": {

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import orjson
 
 from shoal import __version__
+from shoal import config as shoal_config
 from shoal.logs import event, setup
 
 log = logging.getLogger("shoal")
@@ -49,6 +50,9 @@ def _flow_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epoch-seconds", type=float, default=2.0,
                    help="how often recovery state is snapshotted (default 2)")
     p.add_argument("--no-media", action="store_true", help="do not fetch media")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve /metrics and /healthz on this port (default off)")
+    p.add_argument("--metrics-host", default="127.0.0.1")
     p.add_argument("--log-level", default="info")
 
 
@@ -72,6 +76,7 @@ def _flow_config(args: argparse.Namespace, brokers: str, **extra: Any) -> Any:
         partition_by=args.partition_by,
         lateness=args.lateness,
         idle_exit=args.idle_exit,
+        on_sealed=extra.pop("on_sealed", None),
         **extra,
     )
 
@@ -139,6 +144,43 @@ def _collect_into(brokers: str, sources: list[tuple[str, str]], collector: str,
 # --------------------------------------------------------------------------- commands
 
 
+class _Services:
+    """Metrics, alerts and after-seal hooks around a running dataflow."""
+
+    def __init__(self, args: argparse.Namespace):
+        from connectors import observe
+        from connectors.alerts import Alerts
+        from connectors.hooks import HookRunner
+
+        self.server: Any = None
+        settings = getattr(args, "settings", None)
+        if args.metrics_port:
+            self.server = observe.start_server(args.metrics_port, args.metrics_host)
+            event(log, "metrics", url=self.server.url)
+        self.alerts: Any = None
+        self.hooks: Any = None
+        if settings is not None:
+            observe.set_health_limits(settings.metrics.seal_stale_seconds,
+                                      settings.metrics.post_stale_seconds)
+            self.alerts = Alerts.from_settings(settings.alerts, args.data_dir)
+            if self.alerts is not None:
+                self.alerts.start(settings.alerts.check_seconds)
+            self.hooks = HookRunner.from_settings(settings.hooks, args.data_dir)
+            if self.hooks is not None:
+                self.hooks.start()
+
+    def on_sealed(self, summary: Any) -> None:
+        if self.alerts is not None:
+            self.alerts.on_sealed(summary)
+        if self.hooks is not None:
+            self.hooks.on_sealed(summary)
+
+    def close(self) -> None:
+        for part in (self.hooks, self.alerts, self.server):
+            if part is not None:
+                part.close()
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from connectors.broker import EmbeddedBroker
     from connectors.kafka_io import ensure_topics
@@ -164,11 +206,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         thread = threading.Thread(target=produce, name="collectors", daemon=True)
         thread.start()
-        cfg = _flow_config(args, broker.bootstrap, producers_done=done)
+        services = _Services(args)
+        cfg = _flow_config(args, broker.bootstrap, producers_done=done,
+                           on_sealed=services.on_sealed)
         # The embedded broker forgets everything on exit, so offsets from an earlier run would
         # point nowhere: `up` starts from the beginning each time and relies on sealing being
         # idempotent. Resumable deployments use `collect` + `process` on a durable Kafka.
-        run(cfg, workers=args.workers, recovery=False)
+        try:
+            run(cfg, workers=args.workers, recovery=False)
+        finally:
+            services.close()
         thread.join(5)
     if failure:
         raise UserError(f"collector failed: {failure[0]}")
@@ -200,10 +247,14 @@ def cmd_process(args: argparse.Namespace) -> int:
     from connectors.kafka_io import ensure_topics
     from flows.ingest import run
 
-    cfg = _flow_config(args, args.brokers)
     ensure_topics(args.brokers, args.partitions)
-    run(cfg, workers=args.workers, recovery=not args.no_recovery,
-        epoch_seconds=args.epoch_seconds)
+    services = _Services(args)
+    try:
+        cfg = _flow_config(args, args.brokers, on_sealed=services.on_sealed)
+        run(cfg, workers=args.workers, recovery=not args.no_recovery,
+            epoch_seconds=args.epoch_seconds)
+    finally:
+        services.close()
     return 0
 
 
@@ -365,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         fetch_cmd.add_parser(sub)
 
+    shoal_config.add_parser(sub)
+
     p = sub.add_parser("replay", help="reprocess the topic into a fresh data dir")
     p.add_argument("--brokers", required=True)
     start = p.add_mutually_exclusive_group()
@@ -378,8 +431,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    try:
+        settings = shoal_config.prepare(parser, argv)
+    except shoal_config.ConfigError as exc:
+        print(f"shoal: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
+    args.settings = settings
     setup(getattr(args, "log_level", "info"))
     try:
         result: int = args.func(args)
