@@ -39,7 +39,9 @@ from connectors.hourly_files import (
 )
 from connectors.kafka_io import POSTS_TOPIC
 from connectors.kafka_source import Message, PostsSource, list_partitions
+from flows.media import FetchLogic, MediaFact, MediaJob
 from shoal import faults
+from shoal.fetch.policy import FetchConfig, key_for
 from shoal.hours import HOUR, hour_start, parse_iso, zone
 from shoal.model import BadPost, DeadLetter
 from shoal.normalise import normalise
@@ -66,6 +68,10 @@ class FlowConfig:
     deadletter_topic: bool = True
     partitions: int = 0  # of the topic; filled in by build_flow
     on_sealed: Callable[[HourSummary], None] | None = None
+    media: bool = True
+    media_types: frozenset[str] = frozenset({"photo", "video", "gif"})
+    fetch: FetchConfig | None = None
+    reseal_interval: float = 10.0  # a sealed hour is redone at most this often (late, media)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +188,10 @@ class StageLogic(StatefulBatchLogic[Message, Any, tuple[int, int]]):
             if norm.user:
                 buf.append(_line({"k": "u", "r": norm.user}))
             for m in norm.media:
-                buf.append(_line({"k": "m", "r": m.row()}))
+                row = m.row()
+                buf.append(_line({"k": "m", "r": row}))
+                if self.cfg.media and m.type in self.cfg.media_types:
+                    self.out.append(MediaJob(norm.platform, start, row))
             self.buffered += 1
         elif collector not in have:
             have.add(collector)
@@ -239,7 +248,7 @@ def _line(rec: dict[str, Any]) -> bytes:
     return data + b"\n"
 
 
-class SealLogic(StatefulBatchLogic[ChunkFact, HourSummary, dict[int, int]]):
+class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int, int]]):
     """One instance for the whole flow: decides which hours are done and seals them."""
 
     def __init__(self, cfg: FlowConfig, resume: dict[int, int] | None):
@@ -248,10 +257,16 @@ class SealLogic(StatefulBatchLogic[ChunkFact, HourSummary, dict[int, int]]):
         self.idle: set[int] = set()
         recover_staged(cfg.data_dir)
         self.open: set[tuple[str, int]] = pending_hours(cfg.data_dir)
+        self.last_sealed: dict[tuple[str, int], float] = {}
         self.catalog = Catalog(cfg.data_dir)
 
-    def on_batch(self, values: list[ChunkFact]) -> tuple[Iterable[HourSummary], bool]:
+    def on_batch(
+        self, values: list[ChunkFact | MediaFact]
+    ) -> tuple[Iterable[HourSummary], bool]:
         for fact in values:
+            if isinstance(fact, MediaFact):
+                self.open.update(fact.hours)
+                continue
             self.part_wm[fact.partition] = max(self.part_wm.get(fact.partition, 0), fact.watermark)
             self.open.update(fact.hours)
             if fact.idle:
@@ -265,8 +280,13 @@ class SealLogic(StatefulBatchLogic[ChunkFact, HourSummary, dict[int, int]]):
             return []
         threshold = self._threshold()
         done = []
+        now = time.monotonic()
         for platform, start in sorted(self.open, key=lambda k: (k[1], k[0])):
+            last = self.last_sealed.get((platform, start))
+            if not everything and last is not None and now - last < self.cfg.reseal_interval:
+                continue  # redone soon enough: late posts and fetched media are batched
             if everything or start + HOUR <= threshold:
+                self.last_sealed[(platform, start)] = now
                 t0 = time.perf_counter()
                 summary = seal_hour(self.cfg.data_dir, platform, start, self.cfg.tz, self.catalog)
                 self.open.discard((platform, start))
@@ -298,7 +318,16 @@ class SealLogic(StatefulBatchLogic[ChunkFact, HourSummary, dict[int, int]]):
         clock = min(busy) if busy else max(self.part_wm.values())
         return clock - self.cfg.lateness
 
+    def on_notify(self) -> tuple[Iterable[HourSummary], bool]:
+        # Chunks written at a snapshot, or by a run that crashed, are found on disk.
+        self.open |= pending_hours(self.cfg.data_dir)
+        return self._seal(everything=False), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return datetime.now(UTC) + timedelta(seconds=1)
+
     def on_eof(self) -> tuple[Iterable[HourSummary], bool]:
+        self.open |= pending_hours(self.cfg.data_dir)
         if self.cfg.idle_exit is not None or self.cfg.end_offsets:
             return self._seal(everything=True), StatefulBatchLogic.RETAIN
         return [], StatefulBatchLogic.RETAIN
@@ -327,10 +356,27 @@ def build_flow(cfg: FlowConfig) -> Dataflow:
     by_partition = op.key_on("by-partition", msgs, lambda m: str(m.partition))
     staged = op.stateful_batch("stage", by_partition, lambda resume: StageLogic(cfg, resume))
     outputs = op.map("drop-key", staged, lambda kv: kv[1])
-    branch = op.branch("facts-or-dead", outputs, lambda x: isinstance(x, ChunkFact))
-    op.output("dead-letters", branch.falses, DeadLetterSink(
+    dead = op.branch("dead-or-not", outputs, lambda x: isinstance(x, DeadLetter))
+    op.output("dead-letters", dead.trues, DeadLetterSink(
         cfg.data_dir, cfg.brokers if cfg.deadletter_topic else None))
-    to_sealer = op.key_on("to-sealer", branch.trues, lambda _f: "sealer")
+    facts_or_jobs = op.branch("facts-or-media", dead.falses, lambda x: isinstance(x, ChunkFact))
+    facts: Any = facts_or_jobs.trues
+    if cfg.media:
+        fetch_cfg = cfg.fetch or FetchConfig()
+        by_host = op.key_on("by-host", facts_or_jobs.falses,
+                            lambda job: key_for(job.row["url"], fetch_cfg))
+
+        def fetch_service() -> Any:
+            from connectors.fetcher import FetchService
+
+            return FetchService(cfg.data_dir, fetch_cfg, max_pending=64)
+
+        fetched = op.stateful_batch(
+            "fetch", by_host,
+            lambda resume: FetchLogic(cfg.data_dir, fetch_cfg, resume, fetch_service),
+        )
+        facts = op.merge("facts", facts, op.map("media-facts", fetched, lambda kv: kv[1]))
+    to_sealer = op.key_on("to-sealer", facts, lambda _f: "sealer")
     sealed = op.stateful_batch("seal", to_sealer, lambda resume: SealLogic(cfg, resume))
     op.inspect("sealed", sealed, lambda _s, _x: None)
     return flow

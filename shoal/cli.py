@@ -14,6 +14,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -50,10 +51,46 @@ def _flow_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epoch-seconds", type=float, default=2.0,
                    help="how often recovery state is snapshotted (default 2)")
     p.add_argument("--no-media", action="store_true", help="do not fetch media")
+    p.add_argument("--media-types", default="photo,video,gif",
+                   help="media types to fetch (default photo,video,gif)")
+    add_fetch_options(p)
     p.add_argument("--metrics-port", type=int, default=0,
                    help="serve /metrics and /healthz on this port (default off)")
     p.add_argument("--metrics-host", default="127.0.0.1")
     p.add_argument("--log-level", default="info")
+
+
+def add_fetch_options(p: argparse.ArgumentParser) -> None:
+    """The politeness and safety knobs shared by the dataflow and ``shoal fetch``."""
+    g = p.add_argument_group("media fetching")
+    g.add_argument("--domain-parallelism", type=int, default=2,
+                   help="requests at once per host (default 2)")
+    g.add_argument("--throttle", type=float, default=0.2,
+                   help="seconds between two request starts to a host (default 0.2)")
+    g.add_argument("--domain-key", choices=("host", "domain"), default="host")
+    g.add_argument("--retries", type=int, default=3)
+    g.add_argument("--timeout", type=float, default=300.0, help="total seconds per URL")
+    g.add_argument("--max-bytes", type=int, default=200 * 1024 * 1024)
+    g.add_argument("--allow-private-networks", action="store_true",
+                   help="allow hosts on loopback/private addresses (tests, intranets)")
+
+
+def fetch_config(args: argparse.Namespace, **extra: Any) -> Any:
+    from shoal.fetch.policy import FetchConfig
+
+    try:
+        return FetchConfig(
+            domain_parallelism=args.domain_parallelism,
+            throttle=args.throttle,
+            domain_key=args.domain_key,
+            retries=args.retries,
+            total_timeout=args.timeout,
+            max_bytes=args.max_bytes,
+            allow_private_networks=args.allow_private_networks,
+            **extra,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _check_zone(name: str) -> None:
@@ -77,6 +114,9 @@ def _flow_config(args: argparse.Namespace, brokers: str, **extra: Any) -> Any:
         lateness=args.lateness,
         idle_exit=args.idle_exit,
         on_sealed=extra.pop("on_sealed", None),
+        media=not args.no_media,
+        media_types=frozenset(t.strip() for t in args.media_types.split(",") if t.strip()),
+        fetch=extra.pop("fetch", None) or fetch_config(args),
         **extra,
     )
 
@@ -112,7 +152,8 @@ def _progress() -> Any:
 
 
 def _collect_into(brokers: str, sources: list[tuple[str, str]], collector: str,
-                  data_dir: Path | None, fmt: str | None = None) -> dict[str, int]:
+                  data_dir: Path | None, fmt: str | None = None,
+                  media_bases: tuple[str, str] | None = None) -> dict[str, int]:
     """Publish every source; returns per-collector post counts."""
     from connectors.files import collect_files
     from connectors.kafka_io import Publisher
@@ -124,7 +165,10 @@ def _collect_into(brokers: str, sources: list[tuple[str, str]], collector: str,
             jobs.append((collector, Path(value)))
         else:
             folder = (data_dir or Path(".")) / "_work" / "demo"
-            for name, path in write_demo_files(folder, DemoSpec(posts=int(value))).items():
+            spec = DemoSpec(posts=int(value))
+            if media_bases:
+                spec = replace(spec, photo_base=media_bases[0], video_base=media_bases[1])
+            for name, path in write_demo_files(folder, spec).items():
                 jobs.append((name, path))
     counts: dict[str, int] = {}
     with _progress() as progress:
@@ -191,6 +235,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     done = threading.Event()
     failure: list[BaseException] = []
+    demo_media = None
+    fetch = None
+    if any(kind == "demo" for kind, _ in sources) and not args.no_media:
+        # Demo posts point at a loopback media server of ours, reached under its own names
+        # (a trusted resolver override), so the demo downloads real files without internet.
+        from connectors.demo_media import HOSTS, DemoMediaServer
+
+        demo_media = DemoMediaServer().start()
+        fetch = fetch_config(args, resolve=demo_media.resolve,
+                             per_host=dict.fromkeys(HOSTS, (8, 0.0)))
     with EmbeddedBroker(log=args.data_dir / "_work" / "broker.log"
                         if _mkdir(args.data_dir / "_work") else None) as broker:
         ensure_topics(broker.bootstrap, args.partitions)
@@ -198,7 +252,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         def produce() -> None:
             try:
-                _collect_into(broker.bootstrap, sources, args.collector, args.data_dir, args.format)
+                _collect_into(broker.bootstrap, sources, args.collector, args.data_dir,
+                              args.format, demo_media.bases if demo_media else None)
             except BaseException as exc:  # surfaced after the flow stops
                 failure.append(exc)
             finally:
@@ -208,7 +263,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         thread.start()
         services = _Services(args)
         cfg = _flow_config(args, broker.bootstrap, producers_done=done,
-                           on_sealed=services.on_sealed)
+                           on_sealed=services.on_sealed, fetch=fetch)
         # The embedded broker forgets everything on exit, so offsets from an earlier run would
         # point nowhere: `up` starts from the beginning each time and relies on sealing being
         # idempotent. Resumable deployments use `collect` + `process` on a durable Kafka.
@@ -216,6 +271,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             run(cfg, workers=args.workers, recovery=False)
         finally:
             services.close()
+            if demo_media is not None:
+                demo_media.stop()
         thread.join(5)
     if failure:
         raise UserError(f"collector failed: {failure[0]}")

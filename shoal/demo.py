@@ -42,6 +42,8 @@ class DemoSpec:
     page_size: int = 100
     media_share: float = 0.35
     retweet_share: float = 0.3
+    photo_base: str = "https://pbs.twimg.com"
+    video_base: str = "https://video.twimg.com"
 
 
 def _user(rng: random.Random, uid: int) -> dict[str, Any]:
@@ -66,22 +68,22 @@ def _user(rng: random.Random, uid: int) -> dict[str, Any]:
     }
 
 
-def _media(rng: random.Random, tid: int, k: int) -> dict[str, Any]:
+def _media(rng: random.Random, tid: int, k: int, spec: DemoSpec) -> dict[str, Any]:
     if rng.random() < 0.8:
         key = f"3_{tid}{k}"
         return {
             "media_key": key,
             "type": "photo",
-            "url": f"https://pbs.twimg.com/media/D{tid:x}{k}.jpg",
+            "url": f"{spec.photo_base}/media/D{tid:x}{k}.jpg",
             "width": 1200,
             "height": 900,
         }
     key = f"7_{tid}{k}"
-    base = f"https://video.twimg.com/ext_tw_video/{tid}/pu/vid"
+    base = f"{spec.video_base}/ext_tw_video/{tid}/pu/vid"
     return {
         "media_key": key,
         "type": "video",
-        "preview_image_url": f"https://pbs.twimg.com/ext_tw_video_thumb/{tid}/pu/img/p{k}.jpg",
+        "preview_image_url": f"{spec.photo_base}/ext_tw_video_thumb/{tid}/pu/img/p{k}.jpg",
         "duration_ms": rng.randint(3000, 60000),
         "variants": [
             {"bit_rate": 256000, "content_type": "video/mp4", "url": f"{base}/480x270/{k}.mp4"},
@@ -143,7 +145,7 @@ def demo_pages(spec: DemoSpec) -> Iterator[dict[str, Any]]:
             tweet["text"] = text
             media: list[dict[str, Any]] = []
             if rng.random() < spec.media_share:
-                media = [_media(rng, tid, k) for k in range(rng.randint(1, 4))]
+                media = [_media(rng, tid, k, spec) for k in range(rng.randint(1, 4))]
                 tweet["attachments"] = {"media_keys": [m["media_key"] for m in media]}
                 page["includes"]["media"].extend(media)
             originals.append((tweet, media))

@@ -180,6 +180,6 @@ def test_day_report_totals(twitter_run: tuple[Path, dict]) -> None:
 
 def test_nothing_half_written(twitter_run: tuple[Path, dict]) -> None:
     out, _ = twitter_run
-    leftovers = [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    leftovers = [p for p in out.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
     assert leftovers == []
     assert not any((out / "_work" / "chunks").rglob("*.jsonl"))

@@ -1,0 +1,215 @@
+"""The keyed per-domain fetch operator: one logic per politeness key.
+
+Keying by host (or registered domain) puts every URL of a host on one worker, so the host's
+budget (P requests at once, T seconds between starts, Retry-After blocks) is enforced in one
+place however many workers run. Bytewax has no async operator: each logic hands URLs to a
+per-process aiohttp loop (``connectors.fetcher.FetchService``) and harvests what finished on
+``notify_at`` ticks. The backlog beyond a small in-memory window waits in a spill file on disk,
+so a million pending URLs cost disk, not RAM; the snapshot is the window, the in-flight jobs
+and the spill file's two offsets, and on resume the spill file is cut back to its snapshot
+length (so nothing is queued twice) and in-flight jobs are submitted again (at-least-once on
+the wire; the ledger and content addressing make it exactly-once in the outputs).
+
+Results go back to the hour's chunks as fetched media rows; the sealer merges them into the
+hour's ``_media.csv.xz`` and the ``media`` view.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from bytewax.operators import StatefulBatchLogic
+
+from connectors import observe
+from connectors.hourly_files import write_chunk
+from shoal.fetch.policy import FetchConfig, FetchResult, url_host
+
+WINDOW = 500  # jobs kept in memory per key; the rest wait in the spill file
+TICK = timedelta(milliseconds=100)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaJob:
+    platform: str
+    start: int  # the post's hour
+    row: dict[str, Any]  # the media row (MEDIA_COLUMNS)
+
+    @property
+    def job_id(self) -> str:
+        return f"{self.row['platform']}:{self.row['post_id']}:{self.row['position']}"
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFact:
+    """Hours that got fetched media rows: the sealer re-seals them (rate-limited)."""
+
+    hours: tuple[tuple[str, int], ...]
+
+
+@dataclass
+class FetchSnapshot:
+    window: list[tuple[str, int, dict[str, Any]]]
+    spill_read: int
+    spill_size: int
+    spill_path: str | None = None
+
+
+def _to_tuple(job: MediaJob) -> tuple[str, int, dict[str, Any]]:
+    return (job.platform, job.start, job.row)
+
+
+class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
+    def __init__(
+        self,
+        data_dir: Path,
+        config: FetchConfig,
+        resume: FetchSnapshot | None,
+        service_factory: Any,
+    ):
+        self.data_dir = data_dir
+        self.config = config
+        self.service = service_factory()
+        self.window: deque[MediaJob] = deque()
+        self.in_flight: dict[str, MediaJob] = {}
+        self.spill: Path | None = None
+        self.spill_read = 0
+        self.spill_size = 0
+        self.done: dict[tuple[str, int], list[bytes]] = {}
+        if resume is not None:
+            self.window.extend(MediaJob(*t) for t in resume.window)
+            self.spill_read, self.spill_size = resume.spill_read, resume.spill_size
+            if resume.spill_path:
+                self.spill = Path(resume.spill_path)
+                if self.spill.exists():
+                    # Cut back to the snapshot: jobs spilled after it will be queued again.
+                    with open(self.spill, "r+b") as fh:
+                        fh.truncate(self.spill_size)
+
+    # -- queueing
+    def _spill_path(self, job: MediaJob) -> Path:
+        if self.spill is None:
+            key = url_host(job.row["url"]) or "data"
+            safe = "".join(c if c.isalnum() or c in ".-_" else "_" for c in key)[:80]
+            folder = self.data_dir / "_work" / "media-queue"
+            folder.mkdir(parents=True, exist_ok=True)
+            self.spill = folder / f"{safe}.jsonl"
+            self.spill.unlink(missing_ok=True)  # a fresh key: anything there is stale
+            self.spill_read = self.spill_size = 0
+        return self.spill
+
+    def _enqueue(self, job: MediaJob) -> None:
+        if len(self.window) < WINDOW and self.spill_read >= self.spill_size:
+            self.window.append(job)
+            return
+        path = self._spill_path(job)
+        line = orjson.dumps(_to_tuple(job)) + b"\n"
+        with open(path, "ab") as fh:
+            fh.write(line)
+        self.spill_size += len(line)
+
+    def _refill(self) -> None:
+        if self.spill_read >= self.spill_size or len(self.window) >= WINDOW // 2:
+            return
+        if self.spill is None:
+            return
+        with open(self.spill, "rb") as fh:
+            fh.seek(self.spill_read)
+            while len(self.window) < WINDOW and self.spill_read < self.spill_size:
+                line = fh.readline()
+                if not line:
+                    break
+                self.spill_read += len(line)
+                self.window.append(MediaJob(*orjson.loads(line)))
+        if self.spill_read >= self.spill_size:
+            with open(self.spill, "r+b") as fh:
+                fh.truncate(0)
+            self.spill_read = self.spill_size = 0
+
+    # -- work
+    def _submit(self) -> None:
+        self._refill()
+        while self.window and self.service.capacity() > 0:
+            job = self.window.popleft()
+            self.in_flight[job.job_id] = job
+            self.service.submit(job.job_id, job.row["url"], {"row": job.row})
+            self._refill()
+
+    def _harvest(self, results: list[tuple[str, FetchResult]]) -> None:
+        for job_id, res in results:
+            job = self.in_flight.pop(job_id, None)
+            if job is None:
+                continue
+            row = dict(job.row)
+            row.update(
+                final_url=res.final_url,
+                http_status=str(res.http_status or ""),
+                error=res.error,
+                attempts=str(res.attempts),
+                bytes=str(res.bytes),
+                sha256=res.sha256,
+                mimetype=res.mimetype,
+                path=res.path,
+                fetched_at=res.fetched_at,
+            )
+            observe.fetch_outcome(url_host(job.row["url"]) or "data",
+                                  "ok" if res.ok else (res.error.split(":")[0] or "error"))
+            self.done.setdefault((job.platform, job.start), []).append(
+                orjson.dumps({"k": "m", "r": row}) + b"\n"
+            )
+
+    def _write(self) -> list[MediaFact]:
+        if not self.done:
+            return []
+        hours = []
+        for (platform, start), lines in self.done.items():
+            write_chunk(self.data_dir, platform, start, "media", lines)
+            hours.append((platform, start))
+        self.done.clear()
+        return [MediaFact(tuple(sorted(hours)))]
+
+    def on_batch(self, values: list[MediaJob]) -> tuple[Iterable[MediaFact], bool]:
+        for job in values:
+            self._enqueue(job)
+        self._submit()
+        return [], StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[MediaFact], bool]:
+        self._harvest(self.service.harvest())
+        self._submit()
+        return self._write(), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        busy = self.window or self.in_flight or self.done or self.spill_read < self.spill_size
+        return datetime.now(UTC) + TICK if busy else None
+
+    def on_eof(self) -> tuple[Iterable[MediaFact], bool]:
+        # The input is over (idle exit or replay end): finish every URL before exiting.
+        while self.window or self.in_flight or self.spill_read < self.spill_size:
+            self._submit()
+            self._harvest(self.service.drain(timeout=0.5))
+        return self._write(), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> FetchSnapshot:
+        # Results harvested but not yet written must be on disk before this snapshot.
+        self._write_pending_quietly()
+        pending = [*self.in_flight.values(), *self.window]
+        if self.spill is not None and self.spill.exists():
+            with open(self.spill, "rb") as fh:
+                os.fsync(fh.fileno())
+        return FetchSnapshot(
+            [_to_tuple(j) for j in pending], self.spill_read, self.spill_size,
+            str(self.spill) if self.spill else None,
+        )
+
+    def _write_pending_quietly(self) -> None:
+        # Written chunks are found by the sealer on its next tick or at restart.
+        for (platform, start), lines in self.done.items():
+            write_chunk(self.data_dir, platform, start, "media", lines)
+        self.done.clear()
