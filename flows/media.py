@@ -29,6 +29,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from connectors import observe
 from connectors.hourly_files import write_chunk
+from shoal import faults
 from shoal.fetch.policy import FetchConfig, FetchResult, url_host
 
 WINDOW = 500  # jobs kept in memory per key; the rest wait in the spill file
@@ -40,10 +41,6 @@ class MediaJob:
     platform: str
     start: int  # the post's hour
     row: dict[str, Any]  # the media row (MEDIA_COLUMNS)
-
-    @property
-    def job_id(self) -> str:
-        return f"{self.row['platform']}:{self.row['post_id']}:{self.row['position']}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +74,9 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
         self.config = config
         self.service = service_factory()
         self.window: deque[MediaJob] = deque()
-        self.in_flight: dict[str, MediaJob] = {}
+        # URL -> the jobs waiting for it: a retweet and its original share media, and one
+        # request serves them all.
+        self.in_flight: dict[str, list[MediaJob]] = {}
         self.spill: Path | None = None
         self.spill_read = 0
         self.spill_size = 0
@@ -137,32 +136,39 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
         self._refill()
         while self.window and self.service.capacity() > 0:
             job = self.window.popleft()
-            self.in_flight[job.job_id] = job
-            self.service.submit(job.job_id, job.row["url"], {"row": job.row})
+            url = job.row["url"]
+            waiting = self.in_flight.get(url)
+            if waiting is not None:
+                waiting.append(job)
+            else:
+                self.in_flight[url] = [job]
+                self.service.submit(url, url, {"row": job.row})
             self._refill()
 
     def _harvest(self, results: list[tuple[str, FetchResult]]) -> None:
-        for job_id, res in results:
-            job = self.in_flight.pop(job_id, None)
-            if job is None:
-                continue
-            row = dict(job.row)
-            row.update(
-                final_url=res.final_url,
-                http_status=str(res.http_status or ""),
-                error=res.error,
-                attempts=str(res.attempts),
-                bytes=str(res.bytes),
-                sha256=res.sha256,
-                mimetype=res.mimetype,
-                path=res.path,
-                fetched_at=res.fetched_at,
-            )
-            observe.fetch_outcome(url_host(job.row["url"]) or "data",
-                                  "ok" if res.ok else (res.error.split(":")[0] or "error"))
-            self.done.setdefault((job.platform, job.start), []).append(
-                orjson.dumps({"k": "m", "r": row}) + b"\n"
-            )
+        for url, res in results:
+            for job in self.in_flight.pop(url, ()):
+                self._done(job, res)
+            faults.point("fetch")  # a result in hand, maybe not yet written anywhere
+
+    def _done(self, job: MediaJob, res: FetchResult) -> None:
+        row = dict(job.row)
+        row.update(
+            final_url=res.final_url,
+            http_status=str(res.http_status or ""),
+            error=res.error,
+            attempts=str(res.attempts),
+            bytes=str(res.bytes),
+            sha256=res.sha256,
+            mimetype=res.mimetype,
+            path=res.path,
+            fetched_at=res.fetched_at,
+        )
+        outcome = "ok" if res.ok else (res.error.split(":")[0] or "error")
+        observe.fetch_outcome(url_host(job.row["url"]) or "data", outcome)
+        self.done.setdefault((job.platform, job.start), []).append(
+            orjson.dumps({"k": "m", "r": row}) + b"\n"
+        )
 
     def _write(self) -> list[MediaFact]:
         if not self.done:
@@ -199,7 +205,7 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
     def snapshot(self) -> FetchSnapshot:
         # Results harvested but not yet written must be on disk before this snapshot.
         self._write_pending_quietly()
-        pending = [*self.in_flight.values(), *self.window]
+        pending = [*(j for jobs in self.in_flight.values() for j in jobs), *self.window]
         if self.spill is not None and self.spill.exists():
             with open(self.spill, "rb") as fh:
                 os.fsync(fh.fileno())
