@@ -55,22 +55,41 @@ console = Console(stderr=True)
 # --- the server ---------------------------------------------------------------------------
 
 
+def stamp_arrivals(arrivals: dict[int, float]) -> None:
+    """Record when each request reached the server: for the first request of a connection,
+    when it was accepted, for the next ones, when their bytes came in (as in the tests)."""
+    from aiohttp import web_protocol
+
+    made = web_protocol.RequestHandler.connection_made
+    received = web_protocol.RequestHandler.data_received
+    fresh: set[int] = set()
+
+    def connection_made(self: web_protocol.RequestHandler, transport: Any) -> None:
+        arrivals[id(self)] = time.monotonic()
+        fresh.add(id(self))
+        made(self, transport)
+
+    def data_received(self: web_protocol.RequestHandler, data: bytes) -> None:
+        if id(self) in fresh:
+            fresh.discard(id(self))
+        else:
+            arrivals[id(self)] = time.monotonic()
+        received(self, data)
+
+    web_protocol.RequestHandler.connection_made = connection_made  # type: ignore[method-assign]
+    web_protocol.RequestHandler.data_received = data_received  # type: ignore[method-assign]
+
+
 def serve(ips: list[str], latency: float, port_out: Any, lifetime: float) -> None:
     """Child process: a media server on every address, until ``lifetime`` runs out."""
-    from aiohttp import web, web_protocol
+    from aiohttp import web
 
     with contextlib.suppress(OSError):
         os.nice(-10)  # its clock readings are the measurement: keep them prompt
     gc.disable()
     log: list[tuple[str, float, float]] = []
-    arrivals: dict[int, float] = {}  # connection -> when its last bytes came in
-    original = web_protocol.RequestHandler.data_received
-
-    def stamped(self: web_protocol.RequestHandler, data: bytes) -> None:
-        arrivals[id(self)] = time.monotonic()
-        original(self, data)
-
-    web_protocol.RequestHandler.data_received = stamped  # type: ignore[method-assign]
+    arrivals: dict[int, float] = {}  # connection -> its latest request's arrival
+    stamp_arrivals(arrivals)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.path == "/_stats":
@@ -222,8 +241,8 @@ def main() -> int:
     ap.add_argument("--urls", type=int, default=3000)
     ap.add_argument("--hosts", type=int, default=30, help="at most 250")
     ap.add_argument("--zipf", type=float, default=1.0, help="skew exponent")
-    ap.add_argument("--latency", type=float, default=0.08, help="server latency L, seconds")
-    ap.add_argument("--settings", default="1:0.1,2:0.1,4:0.05",
+    ap.add_argument("--latency", type=float, default=0.25, help="server latency L, seconds")
+    ap.add_argument("--settings", default="1:0.2,2:0.1,4:0.1",
                     help="comma-separated P:T pairs")
     ap.add_argument("--no-minet", action="store_true")
     ap.add_argument("--minet-venv", type=Path, help="reuse (or create) minet's venv here")

@@ -203,14 +203,13 @@ class _Gate:
     T is kept between the moments requests really leave, not only between grants: a grant
     is followed by a connection set-up, a pause of the loop or of the collector, any of
     which would otherwise let two requests reach the server closer than T. So while a
-    granted request has not gone out, nothing else is granted, and the next grant comes
-    T after it left and T + margin after it was granted: the margin absorbs the usual
-    grant-to-wire delay instead of adding it to every gap.
+    granted request has not gone out, nothing else is granted, and the next start is
+    T + margin after it left (the margin absorbs the jitter between our send and the
+    server's reading of it).
     """
 
     def __init__(self, parallelism: int, throttle: float, margin: float, sched: _Scheduler):
         self.parallelism = parallelism
-        self.throttle = throttle
         self.spacing = throttle + margin if throttle > 0 else 0.0
         self.in_flight = 0
         self.unsent = 0
@@ -243,8 +242,8 @@ class _Gate:
 
     def started(self) -> None:
         self.unsent -= 1
-        if self.throttle:
-            self.next_start = max(self.next_start, self._loop.time() + self.throttle)
+        if self.spacing:
+            self.next_start = max(self.next_start, self._loop.time() + self.spacing)
         self.pump()
 
     def block(self, seconds: float) -> None:
@@ -266,7 +265,7 @@ class _Gate:
                 continue
             if self.in_flight >= self.parallelism or self.starved:
                 return
-            if self.throttle and self.unsent:
+            if self.spacing and self.unsent:
                 return  # started() pumps again
             now = self._loop.time()
             ready = max(self.next_start, self.blocked_until)
@@ -704,7 +703,11 @@ class FetchService:
 
     The caller keeps the backlog and submits only while ``capacity() > 0``: the service
     holds just the submitted jobs and their unharvested results, so memory stays bounded
-    however many URLs wait upstream.
+    however many URLs wait upstream. In a Bytewax operator, roughly::
+
+        svc = FetchService(data_dir / "media-root", config)      # once per worker
+        backlog.extend(refs); while backlog and svc.capacity(): svc.submit(...)
+        emit(svc.harvest())                                       # on every batch/tick
     """
 
     def __init__(

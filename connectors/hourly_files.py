@@ -16,6 +16,7 @@ import contextlib
 import csv
 import io
 import lzma
+import operator
 import os
 import shutil
 import uuid
@@ -138,7 +139,7 @@ class HourState:
             return True
         # Copies from different collectors differ in retrieval time and counters; keep the
         # earliest retrieval so the choice does not depend on arrival order.
-        if _pick_key(row) < _pick_key(known):
+        if row is not known and row != known and _earlier(row, known):
             self.posts[pid] = row
         self.collectors[pid].update(collectors)
         return False
@@ -147,10 +148,7 @@ class HourState:
         uid = row["id"]
         known = self.users.get(uid)
         # Newest stats win; ties broken by content so the result is order-free.
-        if known is None or (row.get("retrieved_at", ""), _dumps(row)) > (
-            known.get("retrieved_at", ""),
-            _dumps(known),
-        ):
+        if known is None or (row != known and _earlier(known, row)):
             self.users[uid] = row
 
     def add_media(self, row: dict[str, str]) -> None:
@@ -164,8 +162,12 @@ def _dumps(row: dict[str, Any]) -> bytes:
     return orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
 
 
-def _pick_key(row: dict[str, str]) -> tuple[str, bytes]:
-    return (row.get("retrieved_at", ""), _dumps(row))
+def _earlier(a: dict[str, str], b: dict[str, str]) -> bool:
+    """Does ``a`` sort before ``b`` by retrieval time, then content (serialised only on ties)?"""
+    ta, tb = a.get("retrieved_at", ""), b.get("retrieved_at", "")
+    if ta != tb:
+        return ta < tb
+    return _dumps(a) < _dumps(b)
 
 
 def _media_rank(row: dict[str, str]) -> tuple[int, str, bytes]:
@@ -279,9 +281,14 @@ class HourSummary:
 
 def _csv_bytes(columns: tuple[str, ...], rows: Iterable[dict[str, str]]) -> bytes:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    pick = operator.itemgetter(*columns)
+    for row in rows:
+        try:
+            writer.writerow(pick(row))
+        except KeyError:  # a row without some column: write it empty
+            writer.writerow([row.get(c, "") for c in columns])
     return buf.getvalue().encode("utf-8")
 
 

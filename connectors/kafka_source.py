@@ -116,25 +116,29 @@ class _Partition(StatefulSourcePartition[Message, int]):
                 )
             )
             self._offset = off + 1
-        now_mono = time.monotonic()
-        if now_mono - self._lag_at >= 1.0:
-            self._lag_at = now_mono
-            self._report_lag()
         if batch:
             self._idle_since = None
             self._idle_sent = False
             self._awake = None
             return batch
-        if self._caught_up():
-            now = time.monotonic()
+        now = time.monotonic()
+        if now - self._lag_at >= 1.0:
+            self._lag_at = now
+            self._report_lag()
+        if self._at_eof:
             if not self._idle_sent:
+                # librdkafka says end of partition: tell the sealer this partition does not
+                # hold event time back. Cheap, and harmless if it was premature.
                 self._idle_sent = True
                 return [idle_marker(self._partition)]
             done = self._producers_done is None or self._producers_done.is_set()
             if self._idle_since is None or not done:
                 self._idle_since = now
             elif self._idle_exit is not None and now - self._idle_since >= self._idle_exit:
-                raise StopIteration
+                # Only now ask the broker (a round trip) whether we really are at the end.
+                if self._caught_up():
+                    raise StopIteration
+                self._idle_since = now
         else:
             self._idle_since = None
         # Nothing to do: sleep a little instead of spinning the worker.

@@ -1,0 +1,519 @@
+"""The rules of fetching, kept free of I/O so that they can be tested exhaustively.
+
+The engine (``connectors/fetcher.py``) asks this module every question that has a right
+answer independent of the network: may this URL be fetched, which politeness key does it
+count against, how long to wait before trying again, where do its bytes go on disk, and how
+long must a whole job take at best if the politeness promise is kept.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import random
+import re
+import socket
+import string
+import zlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+ALLOWED_SCHEMES = frozenset({"http", "https", "data"})
+TEMPLATE_FIELDS = frozenset(
+    {"platform", "post_id", "position", "ext", "sha256", "host", "date", "hour", "query",
+     "collector"}
+)
+FOLDER_STRATEGIES = ("content", "flat", "hostname", "prefix-N")
+MEDIA_ROOT = "media"
+# Bounds on names: a component longer than ~255 bytes fails on most file systems, and a
+# long path is a nuisance for every tool that lists the tree.
+MAX_COMPONENT = 120
+MAX_VALUE = 64
+MAX_DEPTH = 6
+
+IpVerdict = Literal[
+    "loopback", "private", "link-local", "multicast", "reserved", "unspecified",
+    "ipv4-mapped", "site-local", "non-global",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchConfig:
+    """Every knob of a fetch job; defaults are the polite ones.
+
+    ``per_host`` and ``split_hosts`` are looked up by politeness key (a host name, or a
+    registered domain when ``domain_key == "domain"``). ``resolve`` maps host names to
+    addresses without DNS; such a mapping is the operator's explicit choice and is trusted
+    even when it points at a private address (that is how tests reach loopback servers
+    under names), while every other private address needs ``allow_private_networks``.
+    """
+
+    domain_parallelism: int = 2
+    throttle: float = 0.2
+    per_host: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    domain_key: Literal["host", "domain"] = "host"
+    split_hosts: Mapping[str, int] = field(default_factory=dict)
+    retries: int = 3
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    total_timeout: float = 300.0
+    max_bytes: int = 200 * 1024 * 1024
+    max_redirects: int = 10
+    allow_private_networks: bool = False
+    media_types: frozenset[str] = frozenset()  # "image", "video/mp4"...; empty: anything
+    user_agent: str = "shoal-fetch/0.1 (+research media archiver)"
+    folder_strategy: str = "content"
+    filename_template: str | None = None
+    compress: bool = False
+    resolve: Mapping[str, str] = field(default_factory=dict)
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 3600.0
+    max_connections: int = 256
+    # Added to every throttle gap: a request granted at t reaches the server a little after
+    # t (connection set-up, scheduling), and that delay varies from one request to the next.
+    throttle_margin: float = 0.003
+
+    def __post_init__(self) -> None:
+        if self.domain_parallelism < 1:
+            raise ValueError("domain_parallelism must be >= 1")
+        if self.throttle < 0:
+            raise ValueError("throttle must be >= 0")
+        if self.domain_key not in ("host", "domain"):
+            raise ValueError(f"domain_key must be 'host' or 'domain', not {self.domain_key!r}")
+        for host, (p, t) in self.per_host.items():
+            if p < 1 or t < 0:
+                raise ValueError(f"bad per-host limits for {host!r}: {(p, t)!r}")
+        for host, n in self.split_hosts.items():
+            if n < 1:
+                raise ValueError(f"split_hosts[{host!r}] must be >= 1")
+        if self.retries < 0 or self.max_redirects < 0 or self.max_bytes < 1:
+            raise ValueError("retries and max_redirects must be >= 0, max_bytes >= 1")
+        if min(self.connect_timeout, self.read_timeout, self.total_timeout) <= 0:
+            raise ValueError("timeouts must be > 0")
+        folder_prefix(self.folder_strategy)  # raises on an unknown strategy
+        if self.filename_template is not None:
+            validate_template(self.filename_template)
+        for host, addr in self.resolve.items():
+            ipaddress.ip_address(addr)  # raises ValueError on a bad override
+            if not host:
+                raise ValueError("empty host in resolve overrides")
+
+    def limits(self, key: str) -> tuple[int, float]:
+        """(parallelism, throttle) of a budget key."""
+        return self.per_host.get(key, (self.domain_parallelism, self.throttle))
+
+
+@dataclass(slots=True)
+class FetchResult:
+    """The fate of one URL, whatever it was: minet's lesson is that a report with a row for
+    every input is what lets a researcher trust, resume and audit a download."""
+
+    url: str
+    final_url: str = ""
+    http_status: int = 0  # 0: no HTTP response (refused, network error, data: URL)
+    error: str = ""  # "" on success
+    attempts: int = 0  # HTTP requests sent, retries and redirect hops included
+    bytes: int = 0
+    sha256: str = ""
+    mimetype: str = ""
+    path: str = ""  # relative to the storage root, POSIX separators
+    fetched_at: str = ""  # ISO 8601, UTC
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FetchResult:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- URL safety ---------------------------------------------------------------------------
+
+
+def classify_ip(addr: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> IpVerdict | None:
+    """Why an address must not be contacted, or None for a public unicast address.
+
+    Addresses that embed an IPv4 one (mapped, 6to4, Teredo, NAT64) are judged by what they
+    embed too, since the network may route them there.
+    """
+    ip = ipaddress.ip_address(addr) if isinstance(addr, str) else addr
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return "ipv4-mapped"
+        if ip.scope_id:
+            return "link-local"
+        embedded = [ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+        if ip in ipaddress.ip_network("64:ff9b::/96"):
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        for inner in embedded:
+            if inner is not None and classify_ip(inner) is not None:
+                return "reserved"
+        if ip.is_site_local:
+            return "site-local"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_reserved:
+        return "reserved"
+    if ip.is_private:
+        return "private"
+    if not ip.is_global:  # 100.64/10, 192.0.0/24 and friends
+        return "non-global"
+    return None
+
+
+def parse_ip_host(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names literally, counting the legacy IPv4 spellings
+    (``2130706433``, ``0x7f.1``, ``127.1``) that ``inet_aton`` and many resolvers accept."""
+    h = host.strip("[]").rstrip(".")
+    try:
+        return ipaddress.ip_address(h.split("%", 1)[0])
+    except ValueError:
+        pass
+    if h and re.fullmatch(r"[0-9a-fA-FxX.]+", h) and re.match(r"\d", h):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(h))
+        except OSError:
+            return None
+    return None
+
+
+def check_url(url: str, config: FetchConfig) -> str:
+    """"" when the URL may be fetched, else the reason it is refused.
+
+    Host names are judged again, address by address, when the engine resolves them; this
+    check covers what can be seen from the URL alone (scheme, literal addresses).
+    """
+    scheme, _, rest = url.partition(":")
+    scheme = scheme.lower()
+    if not rest or not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+        return "refused: not an absolute URL"
+    if scheme not in ALLOWED_SCHEMES:
+        return f"refused: scheme {scheme!r} not allowed (only http, https, data)"
+    if scheme == "data":
+        return "" if "," in rest else "refused: malformed data: URL"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port  # raises on a bad port
+    except ValueError as exc:
+        return f"refused: invalid URL ({exc})"
+    if not host:
+        return "refused: no host"
+    if any(ord(c) < 33 or c in "\\" for c in url):
+        return "refused: control or blank character in URL"
+    ip = parse_ip_host(host)
+    if ip is not None and not config.allow_private_networks:
+        verdict = classify_ip(ip)
+        if verdict is not None:
+            return f"refused: {verdict} address {ip}"
+    return ""
+
+
+def check_resolved(host: str, addresses: list[str], config: FetchConfig) -> str:
+    """"" when every address a name resolved to may be contacted; one bad address is
+    enough to refuse, since the connector may pick any of them."""
+    if config.allow_private_networks or host.lower().rstrip(".") in config.resolve:
+        return ""
+    for addr in addresses:
+        verdict = classify_ip(addr)
+        if verdict is not None:
+            return f"refused: {host} resolves to {verdict} address {addr}"
+    return ""
+
+
+# --- politeness ---------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _extractor() -> Any:
+    import tldextract  # bundled Public Suffix List snapshot: no network, ever
+
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+def registered_domain(host: str) -> str:
+    """``a.b.example.co.uk`` -> ``example.co.uk``; a host under no known suffix keeps its
+    last two labels, and an address stays itself."""
+    host = host.lower().rstrip(".")
+    if parse_ip_host(host) is not None or "." not in host:
+        return host
+    ext = _extractor()(host)
+    if ext.suffix and ext.domain:
+        return f"{ext.domain}.{ext.suffix}"
+    return ".".join(host.split(".")[-2:])
+
+
+def url_host(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").rstrip(".")
+    except ValueError:
+        return ""
+
+
+def key_for(url: str, config: FetchConfig) -> str:
+    """The politeness key of a URL: its host or registered domain, then for a host listed
+    in ``split_hosts`` one of N sub-keys ``key#i`` chosen by the URL's hash, so that a
+    dominant host can be spread over workers. Sub-keys share the host's budget: the engine
+    limits by :func:`budget_key`, never by the sub-key."""
+    if url[:5].lower() == "data:":
+        return "data:"
+    host = url_host(url)
+    key = registered_domain(host) if config.domain_key == "domain" else host
+    n = config.split_hosts.get(key, 1)
+    if n > 1:
+        return f"{key}#{zlib.crc32(url.encode('utf-8', 'surrogatepass')) % n}"
+    return key
+
+
+def budget_key(key: str) -> str:
+    return key.partition("#")[0]
+
+
+def politeness_bound(
+    urls_per_key: Mapping[str, int], parallelism: int, throttle: float, latency: float
+) -> float:
+    """The shortest wall time a job can take while keeping the promise: on each key, at most
+    P requests of latency L at once, and starts at least T apart."""
+    best = 0.0
+    for n in urls_per_key.values():
+        if n <= 0:
+            continue
+        best = max(best, math.ceil(n / parallelism) * latency, (n - 1) * throttle + latency)
+    return best
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rand: float) -> float:
+    """Delay before try ``attempt + 1`` after ``attempt`` failures: exponential, capped,
+    with "equal jitter" (half fixed, half random) so that retries of URLs that failed
+    together spread out yet never come back at once."""
+    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    return delay / 2 + (delay / 2) * rand
+
+
+def backoff_schedule(retries: int, base: float, cap: float, rng: random.Random) -> list[float]:
+    return [backoff_delay(i, base, cap, rng.random()) for i in range(1, retries + 1)]
+
+
+def status_class(status: int) -> Literal["ok", "redirect", "retry", "permanent"]:
+    if 200 <= status < 300:
+        return "ok"
+    if status in (301, 302, 303, 307, 308):
+        return "redirect"
+    if status in (408, 425, 429) or 500 <= status < 600:
+        return "retry"
+    return "permanent"
+
+
+# --- content type -------------------------------------------------------------------------
+
+_EXT_BY_TYPE = {
+    "image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp",
+    "image/avif": "avif", "image/heic": "heic", "image/bmp": "bmp", "image/tiff": "tiff",
+    "image/svg+xml": "svg", "image/x-icon": "ico", "image/vnd.microsoft.icon": "ico",
+    "video/mp4": "mp4", "video/webm": "webm", "video/quicktime": "mov", "video/x-matroska": "mkv",
+    "video/mp2t": "ts", "audio/mp4": "m4a", "audio/mpeg": "mp3", "audio/ogg": "ogg",
+    "application/vnd.apple.mpegurl": "m3u8", "application/x-mpegurl": "m3u8",
+    "application/dash+xml": "mpd", "application/pdf": "pdf", "text/html": "html",
+    "application/json": "json", "text/plain": "txt", "application/octet-stream": "bin",
+}
+
+
+def sniff_type(head: bytes, content_type: str = "") -> tuple[str, str]:
+    """(mimetype, extension) from the first bytes, falling back on the Content-Type header:
+    CDNs often serve media as octet-stream or with the wrong type, the bytes don't lie."""
+    sniffed = _sniff_magic(head)
+    if sniffed:
+        return sniffed, _EXT_BY_TYPE[sniffed]
+    ct = content_type.split(";", 1)[0].strip().lower()
+    if ct in _EXT_BY_TYPE:
+        return ct, _EXT_BY_TYPE[ct]
+    if re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", ct):
+        sub = ct.split("/", 1)[1].rsplit("+", 1)[0].removeprefix("x-")
+        return ct, sanitize_value(sub)[:8] or "bin"
+    return "application/octet-stream", "bin"
+
+
+def _sniff_magic(head: bytes) -> str:
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand == b"qt  ":
+            return "video/quicktime"
+        if brand in (b"avif", b"avis"):
+            return "image/avif"
+        if brand in (b"heic", b"heix", b"mif1", b"msf1"):
+            return "image/heic"
+        if brand in (b"M4A ", b"M4B "):
+            return "audio/mp4"
+        return "video/mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm" if b"webm" in head[:64] else "video/x-matroska"
+    if head.startswith(b"#EXTM3U"):
+        return "application/vnd.apple.mpegurl"
+    if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
+        return "video/mp2t"
+    if head.startswith(b"ID3") or head[:2] in (b"\xff\xfb", b"\xff\xf3"):
+        return "audio/mpeg"
+    if head.startswith(b"OggS"):
+        return "audio/ogg"
+    if head.startswith(b"%PDF-"):
+        return "application/pdf"
+    if head[:2] == b"BM":
+        return "image/bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    text = head[:256].lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "text/html"
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head[:1024]):
+        return "image/svg+xml"
+    return ""
+
+
+def type_allowed(mimetype: str, wanted: frozenset[str]) -> bool:
+    return not wanted or mimetype in wanted or mimetype.split("/", 1)[0] in wanted
+
+
+# --- storage paths ------------------------------------------------------------------------
+
+
+def sanitize_value(value: object) -> str:
+    """A field value made safe to appear inside one file name component."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", str(value))
+    text = re.sub(r"\.{2,}", "_", text).lstrip(".")
+    return text[:MAX_VALUE]
+
+
+def validate_template(template: str) -> None:
+    """Refuse unknown fields, attribute/index access and conversions: a template is data
+    from the command line, not code."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad filename template {template!r}: {exc}") from None
+    for _, name, spec, conv in parsed:
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS or spec or conv:
+            raise ValueError(
+                f"bad filename template field {{{name}}}: use only "
+                + ", ".join(f"{{{f}}}" for f in sorted(TEMPLATE_FIELDS))
+            )
+    if template.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", template):
+        raise ValueError("filename template must be relative")
+
+
+def folder_prefix(strategy: str) -> int:
+    """N of ``prefix-N`` (0 for the other strategies); raises on an unknown strategy."""
+    if strategy in ("content", "flat", "hostname"):
+        return 0
+    m = re.fullmatch(r"prefix-(\d)", strategy)
+    if not m or not 1 <= int(m.group(1)) <= 8:
+        raise ValueError(
+            f"unknown folder strategy {strategy!r}: use content, flat, hostname or prefix-N"
+            " (N from 1 to 8)"
+        )
+    return int(m.group(1))
+
+
+def _safe_component(part: str, keep_suffix: bool = False) -> str:
+    part = re.sub(r"[^A-Za-z0-9._=+-]+", "_", part)
+    part = part.lstrip(".-") or "_"
+    if part in (".", ".."):
+        part = "_"
+    if len(part) > MAX_COMPONENT:
+        stem, dot, suffix = part.rpartition(".")
+        if keep_suffix and dot and len(suffix) <= 10:
+            part = stem[: MAX_COMPONENT - len(suffix) - 1] + "." + suffix
+        else:
+            part = part[:MAX_COMPONENT]
+    return part
+
+
+def storage_path(
+    config: FetchConfig, sha256: str, ext: str, fields: Mapping[str, object] | None = None
+) -> str:
+    """Relative POSIX path of a stored file; whatever the fields hold, it stays under the
+    root: every component is rebuilt from a safe alphabet, and ``.``/``..`` cannot occur."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError("sha256 must be 64 lowercase hex digits")
+    ext = sanitize_value(ext).lower()[:10] or "bin"
+    if config.compress:
+        ext += ".gz"
+    values = {name: sanitize_value((fields or {}).get(name, "")) for name in TEMPLATE_FIELDS}
+    values.update(sha256=sha256, ext=ext)
+    if config.filename_template:
+        rendered = config.filename_template.format_map(values)
+        parts = [p for p in re.split(r"[/\\]+", rendered) if p not in ("", ".")]
+        parts = [_safe_component(p) for p in parts][-MAX_DEPTH:] or [f"{sha256}.{ext}"]
+        parts[-1] = _safe_component(parts[-1], keep_suffix=True)
+    else:
+        parts = [f"{sha256}.{ext}"]
+    strategy = config.folder_strategy
+    if strategy == "content":
+        folders = [sha256[0:2], sha256[2:4]]
+    elif strategy == "hostname":
+        folders = [_safe_component(values["host"] or "_")]
+    elif strategy == "flat":
+        folders = []
+    else:
+        folders = [sha256[: folder_prefix(strategy)]]
+    return "/".join([MEDIA_ROOT, *folders, *parts])
+
+
+def template_fields(
+    url: str, meta: Mapping[str, Any] | None, fetched_at: str
+) -> dict[str, object]:
+    """The values a template may use: the post's metadata, plus host/date/hour."""
+    fields: dict[str, object] = {k: v for k, v in (meta or {}).items() if k in TEMPLATE_FIELDS}
+    fields.setdefault("host", url_host(url))
+    fields.setdefault("date", fetched_at[:10])
+    fields.setdefault("hour", fetched_at[11:13])
+    return fields

@@ -1,0 +1,226 @@
+"""The pure rules of fetching: URL safety, politeness keys, back-off, types, storage paths."""
+
+from __future__ import annotations
+
+import posixpath
+import random
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shoal.fetch.policy import (
+    TEMPLATE_FIELDS,
+    FetchConfig,
+    FetchResult,
+    backoff_delay,
+    backoff_schedule,
+    budget_key,
+    check_resolved,
+    check_url,
+    classify_ip,
+    key_for,
+    parse_retry_after,
+    politeness_bound,
+    registered_domain,
+    sniff_type,
+    status_class,
+    storage_path,
+    validate_template,
+)
+
+SHA = "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize(
+    ("addr", "verdict"),
+    [
+        ("127.0.0.1", "loopback"), ("127.9.9.9", "loopback"), ("::1", "loopback"),
+        ("10.0.0.1", "private"), ("172.16.5.4", "private"), ("192.168.1.1", "private"),
+        ("fc00::1", "private"), ("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
+        ("224.0.0.1", "multicast"), ("ff02::1", "multicast"), ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"), ("240.0.0.1", "reserved"), ("::ffff:127.0.0.1", "ipv4-mapped"),
+        ("::ffff:8.8.8.8", "ipv4-mapped"), ("2002:7f00:1::", "reserved"),
+        ("64:ff9b::a00:1", "reserved"), ("100.64.0.1", "non-global"),
+        ("8.8.8.8", None), ("2606:4700:4700::1111", None), ("151.101.1.1", None),
+    ],
+)
+def test_classify_ip(addr: str, verdict: str | None) -> None:
+    assert classify_ip(addr) == verdict
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://pbs.twimg.com/media/a.jpg", ""),
+        ("HTTP://Example.COM/x", ""),
+        ("data:image/png;base64,iVBORw0KGgo=", ""),
+        ("file:///etc/passwd", "refused: scheme 'file' not allowed"),
+        ("ftp://example.com/a", "refused: scheme 'ftp' not allowed"),
+        ("javascript:alert(1)", "refused: scheme 'javascript' not allowed"),
+        ("gopher://example.com/", "refused: scheme 'gopher' not allowed"),
+        ("//example.com/x", "refused: not an absolute URL"),
+        ("http:///nohost", "refused: no host"),
+        ("http://127.0.0.1/", "refused: loopback address 127.0.0.1"),
+        ("http://2130706433/", "refused: loopback address 127.0.0.1"),
+        ("http://0x7f.1/", "refused: loopback address 127.0.0.1"),
+        ("http://[::ffff:169.254.169.254]/", "refused: ipv4-mapped"),
+        ("http://169.254.169.254/latest", "refused: link-local address 169.254.169.254"),
+        ("http://example.com:99999/", "refused: invalid URL"),
+        ("data:nocomma", "refused: malformed data: URL"),
+    ],
+)
+def test_check_url(url: str, reason: str) -> None:
+    got = check_url(url, FetchConfig())
+    assert got.startswith(reason) if reason else got == ""
+
+
+def test_private_addresses_allowed_only_on_request() -> None:
+    allowed = FetchConfig(allow_private_networks=True)
+    assert check_url("http://127.0.0.1:8080/x", allowed) == ""
+    assert check_url("file:///x", allowed).startswith("refused: scheme")
+    assert check_resolved("a.test", ["127.0.0.1"], FetchConfig()) == (
+        "refused: a.test resolves to loopback address 127.0.0.1")
+    assert check_resolved("a.test", ["8.8.8.8", "10.1.1.1"], FetchConfig()).endswith("10.1.1.1")
+    trusted = FetchConfig(resolve={"a.test": "127.0.0.2"})  # the operator's explicit mapping
+    assert check_resolved("a.test", ["127.0.0.2"], trusted) == ""
+    assert check_resolved("a.test", ["127.0.0.1"], allowed) == ""
+
+
+def test_politeness_keys() -> None:
+    cfg = FetchConfig()
+    assert key_for("https://PBS.twimg.com./media/a.jpg", cfg) == "pbs.twimg.com"
+    dom = FetchConfig(domain_key="domain")
+    assert key_for("https://pbs.twimg.com/a", dom) == "twimg.com"
+    assert key_for("https://a.b.example.co.uk/a", dom) == "example.co.uk"
+    assert key_for("http://img1.test:8080/a", dom) == "img1.test"
+    assert key_for("http://127.0.0.2/a", dom) == "127.0.0.2"
+    assert key_for("data:,x", cfg) == "data:"
+    assert registered_domain("video.twimg.com") == "twimg.com"
+
+
+def test_split_hosts_share_one_budget() -> None:
+    cfg = FetchConfig(split_hosts={"pbs.twimg.com": 4}, per_host={"pbs.twimg.com": (3, 0.5)})
+    keys = {key_for(f"https://pbs.twimg.com/media/{i}.jpg", cfg) for i in range(200)}
+    assert keys == {f"pbs.twimg.com#{i}" for i in range(4)}
+    assert {budget_key(k) for k in keys} == {"pbs.twimg.com"}
+    assert cfg.limits(budget_key(keys.pop())) == (3, 0.5)
+    assert cfg.limits("other.example") == (cfg.domain_parallelism, cfg.throttle)
+
+
+def test_politeness_bound() -> None:
+    # P-bound: 10 URLs, 2 at a time, 1 s each -> 5 s; T-bound: 9 gaps of 0.1 s + 1 s.
+    assert politeness_bound({"a": 10, "b": 1}, 2, 0.1, 1.0) == 5.0
+    assert politeness_bound({"a": 10}, 4, 0.5, 0.1) == pytest.approx(4.6)
+    assert politeness_bound({}, 1, 1, 1) == 0.0
+
+
+def test_retry_after() -> None:
+    now = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now) == 0.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    assert parse_retry_after("-5") is None
+
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    assert backoff_delay(1, 1.0, 30, 0.0) == 0.5 and backoff_delay(1, 1.0, 30, 1.0) == 1.0
+    assert backoff_delay(3, 1.0, 30, 0.0) == 2.0
+    assert backoff_delay(20, 1.0, 30, 0.999) < 30
+    schedule = backoff_schedule(5, 0.5, 4.0, random.Random(1))
+    assert len(schedule) == 5 and all(0 < d <= 4.0 for d in schedule)
+    assert len(set(backoff_schedule(3, 1, 9, random.Random(2)))) == 3
+
+
+def test_status_classes() -> None:
+    assert [status_class(s) for s in (200, 206, 301, 308, 304, 404, 410, 429, 500, 503)] == [
+        "ok", "ok", "redirect", "redirect", "permanent", "permanent", "permanent", "retry",
+        "retry", "retry"]
+
+
+@pytest.mark.parametrize(
+    ("head", "ctype", "expected"),
+    [
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "", ("image/jpeg", "jpg")),
+        (b"\x89PNG\r\n\x1a\n....", "text/html", ("image/png", "png")),
+        (b"GIF89a...", "", ("image/gif", "gif")),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "", ("image/webp", "webp")),
+        (b"\x00\x00\x00\x18ftypmp42", "application/octet-stream", ("video/mp4", "mp4")),
+        (b"\x00\x00\x00\x14ftypqt  ", "", ("video/quicktime", "mov")),
+        (b"\x1a\x45\xdf\xa3\x9fB\x86\x81\x01webm", "", ("video/webm", "webm")),
+        (b"#EXTM3U\n#EXT-X-VERSION:3", "text/plain", ("application/vnd.apple.mpegurl", "m3u8")),
+        (b"<!DOCTYPE html><html>", "", ("text/html", "html")),
+        (b"\x00\x01\x02", "image/jpeg; charset=binary", ("image/jpeg", "jpg")),
+        (b"\x00\x01\x02", "video/x-foo", ("video/x-foo", "foo")),
+        (b"\x00\x01\x02", "", ("application/octet-stream", "bin")),
+        (b"\x00\x01\x02", "garbage/../../x", ("application/octet-stream", "bin")),
+    ],
+)
+def test_sniff_type(head: bytes, ctype: str, expected: tuple[str, str]) -> None:
+    assert sniff_type(head, ctype) == expected
+
+
+def test_default_storage_is_content_addressed() -> None:
+    assert storage_path(FetchConfig(), SHA, "jpg") == f"media/01/23/{SHA}.jpg"
+    assert storage_path(FetchConfig(compress=True), SHA, "mp4") == f"media/01/23/{SHA}.mp4.gz"
+    assert storage_path(FetchConfig(folder_strategy="prefix-3"), SHA, "jpg") == (
+        f"media/012/{SHA}.jpg")
+    cfg = FetchConfig(folder_strategy="hostname", filename_template="{post_id}_{position}.{ext}")
+    assert storage_path(cfg, SHA, "png", {"post_id": "99", "position": 2, "host": "a.b"}) == (
+        "media/a.b/99_2.png")
+
+
+@pytest.mark.parametrize(
+    "template", ["{post_id.__class__}", "{nope}", "{post_id!r}", "{post_id:>10}", "/abs/{ext}",
+                 "{post_id", "C:{ext}"]
+)
+def test_bad_templates_are_refused(template: str) -> None:
+    with pytest.raises(ValueError):
+        validate_template(template)
+    with pytest.raises(ValueError):
+        FetchConfig(filename_template=template)
+
+
+def test_bad_configs_are_refused() -> None:
+    for kw in ({"domain_parallelism": 0}, {"throttle": -1}, {"domain_key": "path"},
+               {"folder_strategy": "prefix-0"}, {"resolve": {"a": "not-an-ip"}},
+               {"split_hosts": {"a": 0}}, {"total_timeout": 0}):
+        with pytest.raises(ValueError):
+            FetchConfig(**kw)  # type: ignore[arg-type]
+
+
+nasty = st.lists(
+    st.sampled_from(["..", ".", "/", "\\", "\x00", "\n", "~", "a", "é", ":", " ", "%", "-"]),
+    max_size=150,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.fixed_dictionaries({f: nasty for f in sorted(TEMPLATE_FIELDS - {"sha256", "ext"})}),
+    ext=nasty,
+    template=st.sampled_from([
+        "{platform}/{post_id}_{position}.{ext}", "{query}/../{collector}/{date}.{ext}",
+        "{host}/{hour}/{post_id}", "../../{post_id}", "{platform}{post_id}{query}" * 4,
+    ]),
+    strategy=st.sampled_from(["content", "flat", "hostname", "prefix-2"]),
+)
+def test_generated_names_never_escape_the_root(
+    values: dict[str, str], ext: str, template: str, strategy: str
+) -> None:
+    cfg = FetchConfig(filename_template=template, folder_strategy=strategy)
+    path = storage_path(cfg, SHA, ext, values)
+    parts = path.split("/")
+    assert parts[0] == "media" and not path.startswith("/")
+    assert posixpath.normpath(path) == path
+    assert all(p not in ("", ".", "..") and not p.startswith(".") for p in parts)
+    assert all(c.isascii() and (c.isalnum() or c in "._=+-") for p in parts for c in p)
+    assert all(len(p) <= 120 for p in parts) and len(parts) <= 10
+
+
+def test_result_round_trips() -> None:
+    r = FetchResult(url="http://x/", http_status=200, attempts=1, sha256=SHA, path="media/a")
+    assert FetchResult.from_dict({**r.as_dict(), "extra": 1}) == r and r.ok
