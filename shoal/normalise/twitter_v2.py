@@ -15,6 +15,7 @@ from typing import Any
 from shoal.formats.twitter_v2 import valid_id
 from shoal.media.extract import v2_media_and_missing
 from shoal.model import USER_COLUMNS, BadPost, MediaRef, Normalised
+from shoal.normalise._platform_rows import text
 
 # Twitter opened in 2006; dates outside 2006-2099 are parsing accidents that would open
 # absurd hourly files.
@@ -24,15 +25,8 @@ MIN_YEAR, MAX_YEAR = 2006, 2100
 MAX_TEXT_CHARS = 100_000
 
 
-def s(value: Any) -> str:
-    """A column value: None is empty, booleans are ``true``/``false``, the rest ``str()``."""
-    if value is None:
-        return ""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return value if isinstance(value, str) else str(value)
+# One rule for column values on every platform.
+s = text
 
 
 def checked(dt: datetime, raw: Any, what: str = "created_at") -> datetime:
