@@ -36,6 +36,7 @@ log = logging.getLogger("shoal.collect")
 Record = RawPost | DeadLetter | Control
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 PROGRESS_SECONDS = 60.0
+FLUSH_SECONDS = 60.0
 
 
 class ConnectorError(Exception):
@@ -111,7 +112,7 @@ class Stopper:
     def __init__(self) -> None:
         self._stopped = False
         self._blocking = 0
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[signal.Signals, Any] = {}
         self.reason = ""
 
     def is_set(self) -> bool:
@@ -158,7 +159,7 @@ class Stopper:
 def async_stop_signals(on_signal: Callable[[str], None]) -> Iterator[None]:
     """The asyncio side of :class:`Stopper`: signals call ``on_signal(name)`` in the loop."""
     loop = asyncio.get_running_loop()
-    installed: dict[int, Any] = {}
+    installed: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in _SIGNALS:
             installed[sig] = signal.getsignal(sig)
@@ -197,8 +198,10 @@ def save_state(path: Path | None, state: dict[str, Any]) -> None:
 class Checkpoint:
     """A resume point saved every few seconds and at the end, each time after a flush.
 
-    ``snapshot`` is read before the flush: whatever it covers was handed to the producer
-    before, so once the flush returns it is in Kafka and the point may be written.
+    ``snapshot`` is read before the flush: whatever it covers was handed to the publisher
+    before, so once the flush returns it is in Kafka (or in the publisher's disk spool) and
+    the point may be written. The flush runs in the posting thread: the publisher is not
+    thread-safe, and a flush is short (acknowledged or spooled).
     """
 
     def __init__(self, path: Path | None, publisher: Publisher, every: float,
@@ -216,7 +219,7 @@ class Checkpoint:
             if state == self._saved:
                 continue
             try:
-                await asyncio.to_thread(self.publisher.flush, 30)
+                self.publisher.flush(30)
             except Exception as exc:  # Kafka away: keep the old point, try again later
                 warn("flush failed; resume point not saved", error=type(exc).__name__)
                 continue
@@ -263,7 +266,8 @@ def _open(args: argparse.Namespace, kind: str) -> Outlet:
 
 def _close(outlet: Outlet | None, stopped_by: str) -> None:
     if outlet is not None:
-        outlet.publisher.close()  # flushes: nothing received is left in the producer
+        # Bounded: what Kafka does not take in time stays in the publisher's disk spool.
+        outlet.publisher.close(FLUSH_SECONDS)
         event(log, "collector stopped", stopped_by=stopped_by or "end", **outlet.counts())
 
 

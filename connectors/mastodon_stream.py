@@ -76,7 +76,7 @@ def _has_media(status: dict[str, Any]) -> bool:
 
 async def sse_events(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes]]:
     """``(event, data)`` pairs of a text/event-stream; ``:`` heartbeat comments are skipped."""
-    name, data = "", []
+    name, data = "", list[bytes]()
     while True:
         line = await content.readline(max_line_length=MAX_LINE)
         if not line:
@@ -236,13 +236,13 @@ class MastodonStream:
     def status(self, value: Any, raw: bytes | None, source: str) -> None:
         found = mastodon._one(Record(source, value, raw))
         if isinstance(found, RawPost):
-            if self.args.only_media and not _has_media(value):
-                self.outlet.filtered += 1  # the hashtag stream has no only_media of its own
-                return
-            key = _status_key(value)
+            key = _status_key(value)  # seen, even if filtered: the backfill starts after it
             if key is not None and (self.last_id is None
                                     or id_order(key) > id_order(self.last_id)):
                 self.last_id = key
+            if self.args.only_media and not _has_media(value):
+                self.outlet.filtered += 1  # the hashtag stream has no only_media of its own
+                return
         self.outlet.emit([found])
 
 

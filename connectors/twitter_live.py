@@ -65,6 +65,9 @@ DEFAULT_SLICE_HOURS = 24.0
 class LiveTwarc(Twarc2):
     """Twarc2 with our transport: see the module docstring for why."""
 
+    client: requests.Session | None
+    last_response: requests.Response | None
+
     def __init__(self, bearer_token: str, *, api_url: str, stopper: Stopper, backoff: Backoff,
                  max_rate_wait: float, kind: str) -> None:
         self.api_url = api_url.rstrip("/")
@@ -89,6 +92,16 @@ class LiveTwarc(Twarc2):
         )
         self.client = session
 
+    def session(self) -> requests.Session:
+        if self.client is None:
+            self.connect()
+        assert self.client is not None
+        return self.client
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
     def get(self, url: str, params: Any = None, stream: bool = False,  # type: ignore[override]
             **kwargs: Any) -> requests.Response:
         if url.startswith(API_URL):
@@ -99,8 +112,8 @@ class LiveTwarc(Twarc2):
         while True:
             try:
                 with self.stopper.blocking():
-                    resp = self.client.get(url, params=params, stream=stream, timeout=TIMEOUT,
-                                           **kwargs)
+                    resp = self.session().get(url, params=params, stream=stream,
+                                              timeout=TIMEOUT, **kwargs)
             except requests.RequestException as exc:
                 warn("request failed", kind=self.kind, error=type(exc).__name__)
                 self.stopper.sleep(self.backoff.next())
@@ -255,7 +268,7 @@ def _sample(args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
         _publish_dead(client, outlet)
         event(log, "stream summary", kind="twitter-sample", connections=client.connections,
               gaps=client.gaps)
-        client.client.close()
+        client.close()
 
 
 # --------------------------------------------------------------------------- search
@@ -406,7 +419,7 @@ def _search(args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
         event(log, "search done", kind="twitter-search", posts=plan.published,
               slices=len(plan.done))
     finally:
-        client.client.close()
+        client.close()
 
 
 # --------------------------------------------------------------------------- parsers

@@ -58,6 +58,18 @@ class FetchSnapshot:
     spill_path: str | None = None
 
 
+def _template_meta(job: MediaJob) -> dict[str, Any]:
+    """What ``--filename-template`` may name: the post's, and its hour (not the fetch's)."""
+    hour = datetime.fromtimestamp(job.start, UTC)
+    return {
+        "platform": job.platform,
+        "post_id": job.row["post_id"],
+        "position": job.row["position"],
+        "date": hour.strftime("%Y-%m-%d"),
+        "hour": hour.strftime("%H"),
+    }
+
+
 def _to_tuple(job: MediaJob) -> tuple[str, int, dict[str, Any]]:
     return (job.platform, job.start, job.row)
 
@@ -142,7 +154,7 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
                 waiting.append(job)
             else:
                 self.in_flight[url] = [job]
-                self.service.submit(url, url, {"row": job.row})
+                self.service.submit(url, url, _template_meta(job))
             self._refill()
 
     def _harvest(self, results: list[tuple[str, FetchResult]]) -> None:

@@ -73,6 +73,10 @@ def add_fetch_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-bytes", type=int, default=200 * 1024 * 1024)
     g.add_argument("--allow-private-networks", action="store_true",
                    help="allow hosts on loopback/private addresses (tests, intranets)")
+    g.add_argument("--folder-strategy", default="content",
+                   help="content (default: DIR/media/ab/cd/<sha256>.ext), flat, prefix-N, hostname")
+    g.add_argument("--filename-template", default=None,
+                   help="e.g. '{platform}/{date}/{post_id}_{position}.{ext}'")
 
 
 def fetch_config(args: argparse.Namespace, **extra: Any) -> Any:
@@ -87,6 +91,8 @@ def fetch_config(args: argparse.Namespace, **extra: Any) -> Any:
             total_timeout=args.timeout,
             max_bytes=args.max_bytes,
             allow_private_networks=args.allow_private_networks,
+            folder_strategy=args.folder_strategy,
+            filename_template=args.filename_template,
             **extra,
         )
     except ValueError as exc:
@@ -288,8 +294,6 @@ def _mkdir(path: Path) -> bool:
 def cmd_collect(args: argparse.Namespace) -> int:
     from connectors.kafka_io import ensure_topics
 
-    if args.kind != "file":
-        raise UserError(f"collector {args.kind!r} is not available yet (file only)")
     for p in args.paths:
         if not Path(p).is_file():
             raise UserError(f"no such file: {p}")
@@ -439,13 +443,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("collect", help="publish posts to Kafka from a collector")
-    p.add_argument("kind", choices=("file",), help="collector kind")
-    p.add_argument("paths", nargs="+", help="export files")
-    p.add_argument("--brokers", required=True)
-    p.add_argument("--collector", required=True, help="name of this collector")
-    p.add_argument("--format", default=None)
-    p.add_argument("--partitions", type=int, default=4)
-    p.set_defaults(func=cmd_collect)
+    kinds = p.add_subparsers(dest="kind", metavar="NAME", required=True)
+    f = kinds.add_parser("file", help="replay export files")
+    f.add_argument("paths", nargs="+", help="export files")
+    f.add_argument("--brokers", required=True)
+    f.add_argument("--collector", required=True, help="name of this collector")
+    f.add_argument("--format", default=None)
+    f.add_argument("--partitions", type=int, default=4)
+    f.set_defaults(func=cmd_collect)
+    from connectors.live import add_parsers as add_live_parsers
+
+    add_live_parsers(kinds)  # twitter-sample, twitter-search, bluesky, mastodon
+    for name in ("twitter-sample", "twitter-search", "bluesky", "mastodon"):
+        kinds.choices[name].set_defaults(func=lambda a: a.live_run(a))
 
     p = sub.add_parser("process", help="run the dataflow against any Kafka")
     p.add_argument("--brokers", required=True)

@@ -1,0 +1,218 @@
+"""mastodon against a local server speaking the streaming API (SSE) and the timelines API.
+
+The statuses are mastodon4j's real hashtag timeline. While the collector is disconnected the
+server "publishes" statuses that only the REST backfill (``min_id``) can return; the server
+pages them two at a time, newest first, as Mastodon does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.test_connector_twitter import (
+    KafkaTap,
+    LocalServer,
+    collector_name,
+    debug_logging,
+    live_args,
+    log_lines,
+    logged,
+    running_broker,
+    sigterm_when,
+    tapping,
+)
+
+TAG_JSON = "mastodon/sys1yagi__mastodon4j/mastodon4j/src/test/assets/tag.json"
+TOKEN = "mstdn-secret-9fQz"  # must never show up in a log line
+MALFORMED = b'{"id": 1, "content": "<p>cut'
+
+
+@pytest.fixture(scope="module")
+def brokers() -> Iterator[str]:
+    with running_broker() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def tap(brokers: str) -> Iterator[KafkaTap]:
+    with tapping(brokers) as reader:
+        yield reader
+
+
+@pytest.fixture(autouse=True)
+def spool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SHOAL_SPOOL_DIR", str(tmp_path / "spool"))  # the publisher's outbox
+
+
+@pytest.fixture
+def debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    with debug_logging(caplog) as captured:
+        yield captured
+
+
+def sse(event: str, data: bytes) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
+class Mastodon:
+    """Streams ``script(n)`` to the n-th stream connection; timelines show ``visible``."""
+
+    def __init__(self, statuses: list[dict[str, Any]]) -> None:
+        self.statuses = sorted(statuses, key=lambda s: s["id"])  # oldest first, as posted
+        self.visible = list(self.statuses)
+        self.streams: list[dict[str, Any]] = []
+        self.timelines: list[dict[str, Any]] = []
+        self.script: Callable[[int], list[bytes | None]] = lambda n: []
+        self.server: LocalServer | None = None
+        self.app = web.Application()
+        self.app.router.add_get("/api/v1/streaming/{kind}", self.stream)
+        self.app.router.add_get("/api/v1/timelines/public", self.timeline)
+        self.app.router.add_get("/api/v1/timelines/tag/{tag}", self.timeline)
+
+    @staticmethod
+    def authorised(request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {TOKEN}"
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        self.streams.append({"path": request.path, "query": dict(request.query)})
+        if not self.authorised(request):
+            return web.json_response({"error": "This method requires an authenticated user"},
+                                     status=401)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionResetError):
+            for chunk in self.script(len(self.streams)):
+                if chunk is None:  # the server goes away
+                    return resp
+                await resp.write(chunk)
+            while self.server is not None and not self.server.stopping:
+                await resp.write(b":thump\n")
+                await asyncio.sleep(0.1)
+        return resp
+
+    async def timeline(self, request: web.Request) -> web.Response:
+        q = request.query
+        self.timelines.append({"path": request.path, "query": dict(q)})
+        if not self.authorised(request):
+            return web.json_response({"error": "unauthorised"}, status=401)
+        newer = [s for s in self.visible if s["id"] > int(q["min_id"])]
+        page = newer[:min(int(q.get("limit", 20)), 2)]  # the oldest of the newer ones
+        return web.json_response(list(reversed(page)))  # newest first
+
+
+@pytest.fixture
+def statuses(fixtures: Path) -> list[dict[str, Any]]:
+    return json.loads((fixtures / TAG_JSON).read_text())
+
+
+@pytest.fixture
+def mastodon(statuses: list[dict[str, Any]]) -> Iterator[Mastodon]:
+    fake = Mastodon(statuses)
+    with LocalServer(fake.app) as server:
+        fake.server = server
+        yield fake
+
+
+def saved(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def mastodon_args(brokers: str, server: Mastodon, name: str, *extra: str) -> Any:
+    assert server.server is not None
+    return live_args("mastodon", server.server.url, "--brokers", brokers, "--collector", name,
+                     "--save-every", "0.1", "--backoff-base", "0.05", "--backoff-max", "0.2",
+                     *extra)
+
+
+def test_stream_disconnect_backfill_and_dead_letter(
+    mastodon: Mastodon, brokers: str, tap: KafkaTap, tmp_path: Path, debug_logs: Any,
+) -> None:
+    caplog = debug_logs
+    ordered = mastodon.statuses
+    assert len(ordered) == 20
+    dumps = [json.dumps(s).encode() for s in ordered]
+    # Connection 1: ten statuses, a heartbeat, a delete and a broken update, then it drops.
+    # Five statuses are posted meanwhile (only the timeline has them); connection 2 streams
+    # the last five.
+    mastodon.visible = ordered[:15]
+    mastodon.script = lambda n: (
+        [*(sse("update", d) for d in dumps[:5]), b":thump\n", sse("delete", b"704669"),
+         sse("update", MALFORMED), *(sse("update", d) for d in dumps[5:10]), None]
+        if n == 1 else [sse("update", d) for d in dumps[15:]]
+    )
+    state = tmp_path / "mastodon.json"
+    name = collector_name("mstdn")
+    args = mastodon_args(brokers, mastodon, name, "--hashtag", "#mastodon", "--token", TOKEN,
+                         "--state", str(state))
+    newest = str(ordered[-1]["id"])
+    with sigterm_when(lambda: saved(state).get("last_id") == newest) as fired:
+        assert args.live_run(args) == 0
+    assert fired.is_set()
+
+    assert [s["path"] for s in mastodon.streams] == ["/api/v1/streaming/hashtag"] * 2
+    assert mastodon.streams[0]["query"] == {"tag": "mastodon"}
+    min_ids = [t["query"]["min_id"] for t in mastodon.timelines]
+    # From the last status seen before the drop, two at a time, until an empty page.
+    assert min_ids == [str(ordered[i]["id"]) for i in (9, 11, 13, 14)]
+    assert {t["path"] for t in mastodon.timelines} == {"/api/v1/timelines/tag/mastodon"}
+
+    tap.settle(0.5)
+    posts = tap.posts(name)
+    assert sorted(p["payload"]["id"] for p in posts) == [s["id"] for s in ordered]
+    assert len(posts) == 20 and all(p["format"] == "mastodon-status" for p in posts)
+    dead = tap.dead(name)
+    assert len(dead) == 1 and dead[0]["raw"] == MALFORMED.decode()
+    assert dead[0]["format"] == "mastodon" and "update" in dead[0]["reason"]
+    assert saved(state) == {"server": mastodon.server.url if mastodon.server else "",
+                            "last_id": newest, "saved_at": saved(state)["saved_at"]}
+    stopped = logged(caplog, "collector stopped")[0]
+    assert stopped["control"] == {"delete": 1} and stopped["stopped_by"] == "SIGTERM"
+    assert all(TOKEN not in line for line in log_lines(caplog))
+
+
+def test_public_only_media_and_env_token(
+    mastodon: Mastodon, brokers: str, tap: KafkaTap, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, debug_logs: Any,
+) -> None:
+    monkeypatch.setenv("MASTODON_TOKEN", TOKEN)
+    dumps = [json.dumps(s).encode() for s in mastodon.statuses]
+    mastodon.script = lambda n: [sse("update", d) for d in dumps]  # not filtered by the server
+    state = tmp_path / "public.json"
+    name = collector_name("media")
+    args = mastodon_args(brokers, mastodon, name, "--only-media", "--state", str(state))
+    newest = str(mastodon.statuses[-1]["id"])
+    with sigterm_when(lambda: saved(state).get("last_id") == newest):
+        assert args.live_run(args) == 0
+    assert mastodon.streams == [{"path": "/api/v1/streaming/public",
+                                 "query": {"only_media": "true"}}]
+    tap.settle(0.5)
+    with_media = {s["id"] for s in mastodon.statuses if s["media_attachments"]}
+    assert len(with_media) == 3
+    assert {p["payload"]["id"] for p in tap.posts(name)} == with_media
+    assert logged(debug_logs, "collector stopped")[0]["filtered"] == 17
+    assert all(TOKEN not in line for line in log_lines(debug_logs))
+
+
+def test_unauthorised_is_one_clear_error(
+    mastodon: Mastodon, brokers: str, monkeypatch: pytest.MonkeyPatch, debug_logs: Any,
+) -> None:
+    monkeypatch.delenv("MASTODON_TOKEN", raising=False)
+    args = mastodon_args(brokers, mastodon, "nobody")
+    assert args.live_run(args) == 2
+    errors = [r for r in debug_logs.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    message = errors[0].fields["error"]
+    assert "401" in message and "--token" in message and "MASTODON_TOKEN" in message
+    assert len(mastodon.streams) == 1  # no retry loop against a refusal
