@@ -85,7 +85,7 @@ def main() -> int:
             _proc_s, proc_rss = timed([
                 shoal, "process", "--brokers", broker.bootstrap, "--data-dir", str(tmp / "out"),
                 "--idle-exit", str(args.idle), "--workers", str(args.workers), "--no-recovery",
-                "--lateness", "300",
+                "--lateness", "300", "--no-media",
             ])
             collect.wait()
             shoal_s = time.perf_counter() - t0 - args.idle

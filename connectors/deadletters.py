@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.hourly_files import atomic_write
+from connectors.hourly_files import atomic_write, refresh_day_reports
+from shoal.hours import parse_iso
 from shoal.model import DeadLetter
 
 FOLDER = "_deadletter"
@@ -54,9 +55,19 @@ def append_deadletters(path: Path, records: Iterable[dict[str, Any]]) -> int:
     return added
 
 
-def count_deadletters(data_dir: Path, day: str) -> int:
+def write_deadletter_report(data_dir: Path, day: str) -> Path:
+    """``_deadletter/DAY/DAY_report.txt``: how many inputs of the day failed, by reason."""
+    counts: dict[str, int] = defaultdict(int)
     folder = data_dir / FOLDER / day
-    return sum(len(read_deadletters(p)) for p in sorted(folder.glob("*_deadletter.jsonl.xz")))
+    for path in sorted(folder.glob("*_deadletter.jsonl.xz")):
+        for rec in read_deadletters(path):
+            reason = " ".join(str(rec.get("reason", "")).split(":")[0].split())[:120] or "?"
+            counts[reason] += 1
+    lines = ["reason\tcount", *(f"{r}\t{n}" for r, n in sorted(counts.items()))]
+    lines.append(f"total\t{sum(counts.values())}")
+    path = folder / f"{day}_report.txt"
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
+    return path
 
 
 class _Partition(StatelessSinkPartition[DeadLetter]):
@@ -69,18 +80,22 @@ class _Partition(StatelessSinkPartition[DeadLetter]):
             self.producer = KafkaProducer(bootstrap_servers=brokers.split(","), linger_ms=50)
 
     def write_batch(self, items: list[DeadLetter]) -> None:
-        now = datetime.now(UTC)
+        now = datetime.now(UTC).replace(microsecond=0)
         groups: dict[Path, list[dict[str, Any]]] = defaultdict(list)
         for letter in items:
             rec = letter.as_json()
-            rec["at"] = now.replace(microsecond=0).isoformat()
-            groups[deadletter_path(self.data_dir, now)].append(rec)
+            # Filed by the time the message reached Kafka, so a replay files it the same way.
+            when = parse_iso(letter.at) if letter.at else now
+            rec["at"] = when.isoformat()
+            groups[deadletter_path(self.data_dir, when)].append(rec)
             if self.producer is not None:
                 self.producer.send(
                     "shoal.deadletter", key=letter.source.encode(), value=orjson.dumps(rec)
                 )
         for path, recs in groups.items():
-            append_deadletters(path, recs)
+            if append_deadletters(path, recs):
+                write_deadletter_report(self.data_dir, path.parent.name)
+                refresh_day_reports(self.data_dir, path.parent.name)
         if self.producer is not None:
             self.producer.flush(30)
 

@@ -503,6 +503,26 @@ def write_day_report(data_dir: Path, platform: str, day: str) -> Path:
         cells = [m["hour"], *(str(per.get(c, 0)) for c in collectors)]
         cells += [str(total), str(diff), pct, str(m["late"])]
         lines.append("\t".join(cells))
+    dead = count_deadletters(data_dir, day)
+    lines.append(f"# dead letters {day} (inputs that became no post, all platforms): {dead}")
     path = folder / f"{day}_report.txt"
     atomic_write(path, ("\n".join(lines) + "\n").encode())
     return path
+
+
+def count_deadletters(data_dir: Path, day: str) -> int:
+    """Dead letters filed under ``day`` (``DIR/_deadletter/YYYY-mm-dd/*.jsonl.xz``)."""
+    total = 0
+    for path in sorted((data_dir / "_deadletter" / day).glob("*_deadletter.jsonl.xz")):
+        with lzma.open(path, "rb") as fh:
+            total += sum(1 for line in fh if line.strip())
+    return total
+
+
+def refresh_day_reports(data_dir: Path, day: str) -> None:
+    """Rewrite the reports of ``day`` that exist, e.g. after new dead letters were filed."""
+    for platform_dir in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+        if platform_dir.name.startswith((".", "_")) or platform_dir.name == "media":
+            continue
+        if (platform_dir / day / f"{day}_report.txt").exists():
+            write_day_report(data_dir, platform_dir.name, day)

@@ -133,9 +133,9 @@ class StageLogic(StatefulBatchLogic[Message, Any, tuple[int, int]]):
 
     def _dead(self, msg: Message, reason: str, fmt: str = "", collector: str = "") -> None:
         observe.dead()
-        self.out.append(
-            DeadLetter(reason, _origin(msg, self.cfg.topic), msg.value or b"", fmt, collector)
-        )
+        at = datetime.fromtimestamp(max(msg.timestamp_ms, 0) / 1000, UTC).replace(microsecond=0)
+        self.out.append(DeadLetter(reason, _origin(msg, self.cfg.topic), msg.value or b"", fmt,
+                                   collector, at.isoformat()))
 
     def _take(self, msg: Message) -> None:
         h = _headers(msg)

@@ -103,6 +103,8 @@ class DeadLetter:
     raw: bytes | str = b""
     format: str = ""
     collector: str = ""
+    # When it reached shoal, as the data says (the Kafka message time), ISO 8601 UTC.
+    at: str = ""
 
     def as_json(self) -> dict[str, Any]:
         raw = self.raw
@@ -116,6 +118,7 @@ class DeadLetter:
             "source": self.source,
             "format": self.format,
             "collector": self.collector,
+            "at": self.at,
             "raw": raw,
         }
 

@@ -66,3 +66,8 @@ def all_rows(data_dir: Path, platform: str = "twitter") -> list[dict[str, str]]:
     for path in sorted((data_dir / platform).glob(f"*/*_{word}.csv.xz")):
         rows.extend(read_csv_xz(path))
     return rows
+
+
+def report_lines(path: Path) -> list[str]:
+    """The table of a day report (its trailing ``#`` lines are notes, not rows)."""
+    return [line for line in path.read_text().splitlines() if not line.startswith("#")]

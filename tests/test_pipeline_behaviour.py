@@ -12,7 +12,15 @@ from connectors.broker import EmbeddedBroker
 from connectors.deadletters import read_deadletters
 from connectors.kafka_io import DEADLETTER_TOPIC, Publisher, ensure_topics
 from shoal.model import RawPost
-from tests.pipeline import all_ids, all_rows, pipeline, publish, read_xz_lines, run_flow
+from tests.pipeline import (
+    all_ids,
+    all_rows,
+    pipeline,
+    publish,
+    read_xz_lines,
+    report_lines,
+    run_flow,
+)
 
 V2 = "twitter-v2/DocNow__twarc-csv/test-data"
 
@@ -35,7 +43,7 @@ def test_two_collectors_overlapping_slices(fixtures: Path, tmp_path: Path) -> No
     assert len(ids) == len(set(ids)) and set(ids) == a_ids | b_ids
     got_a = got_b = total = diff = 0
     for report in (out / "twitter").glob("*/*_report.txt"):
-        rows = [r.split("\t") for r in report.read_text().splitlines()]
+        rows = [r.split("\t") for r in report_lines(report)]
         header = rows[0]
         assert header[1:3] == ["server-a", "server-b"]
         for r in rows[1:]:
@@ -117,7 +125,7 @@ def test_berlin_hours_around_the_autumn_change(tmp_path: Path) -> None:
     # Timestamps inside stay UTC.
     rows = all_rows(out)
     assert {r["id"]: r["created_at"] for r in rows}["3"] == "2021-10-31T01:30:00+00:00"
-    report = (day / "2021-10-31_report.txt").read_text().splitlines()
+    report = report_lines(day / "2021-10-31_report.txt")
     assert [line.split("\t")[0] for line in report[1:]] == ["01", "02", "02b", "03"]
 
 
@@ -135,7 +143,7 @@ def test_late_post_reseals_its_hour(tmp_path: Path) -> None:
                                  _tweet(10, "2021-05-01T10:10:00.000Z")])
         run_flow(b.bootstrap, out, recovery=True, lateness=60)
     assert read_xz_lines(ids_file) == ["9", "10"]
-    report = (out / "twitter/2021-05-01/2021-05-01_report.txt").read_text().splitlines()
+    report = report_lines(out / "twitter/2021-05-01/2021-05-01_report.txt")
     rows = {r.split("\t")[0]: r.split("\t") for r in report[1:]}
     assert rows["10"][-1] == "1"  # one late post, the duplicate is not late
     assert rows["13"][-1] == "0"
@@ -173,3 +181,7 @@ def test_bad_messages_become_dead_letters(fixtures: Path, tmp_path: Path) -> Non
     assert len(topic_letters) == 4
     raw = lzma.decompress(files[0].read_bytes())
     assert b"{not json" in raw
+    # The day they arrived on reports them, by reason.
+    report = files[0].parent / f"{files[0].parent.name}_report.txt"
+    table = dict(line.split("\t") for line in report.read_text().splitlines()[1:])
+    assert table["total"] == "3" and table["invalid JSON"] == "1"

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.pipeline import all_ids, run_flow
+from tests.pipeline import all_ids, report_lines, run_flow
 from tests.test_connector_twitter import KafkaTap, LocalServer, running_broker, tapping
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +198,7 @@ def test_the_day_reports_show_exactly_the_gap(
         counts["missed"] += tweet["id"] in missed
     seen: dict[tuple[str, str], dict[str, str]] = {}
     for report in sorted((out / "twitter").glob("*/*_report.txt")):
-        header, *rows = [line.split("\t") for line in report.read_text().splitlines()]
+        header, *rows = [line.split("\t") for line in report_lines(report)]
         assert header == ["hour", "server-a", "server-b", "total", "diff", "diff %", "late"]
         for cells in rows:
             seen[(report.parent.name, cells[0])] = dict(zip(header, cells, strict=True))

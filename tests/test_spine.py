@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from connectors.catalog import query
-from tests.pipeline import all_ids, all_rows, pipeline, read_csv_xz, read_xz_lines
+from tests.pipeline import all_ids, all_rows, pipeline, read_csv_xz, read_xz_lines, report_lines
 
 V2 = "twitter-v2/DocNow__twarc-csv/test-data"
 V1 = "twitter-v1/bear__python-twitter/testdata"
@@ -170,7 +170,7 @@ def test_day_report_totals(twitter_run: tuple[Path, dict]) -> None:
     out, _ = twitter_run
     total = 0
     for report in (out / "twitter").glob("*/*_report.txt"):
-        lines = report.read_text().splitlines()
+        lines = report_lines(report)
         header = lines[0].split("\t")
         assert header[0] == "hour" and header[-4:] == ["total", "diff", "diff %", "late"]
         for line in lines[1:]:
