@@ -73,15 +73,32 @@ def add_fetch_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-bytes", type=int, default=200 * 1024 * 1024)
     g.add_argument("--allow-private-networks", action="store_true",
                    help="allow hosts on loopback/private addresses (tests, intranets)")
+    g.add_argument("--host-limit", action="append", default=[], metavar="HOST=P,T",
+                   help="per-host override, e.g. pbs.twimg.com=8,0 (repeatable)")
     g.add_argument("--folder-strategy", default="content",
                    help="content (default: DIR/media/ab/cd/<sha256>.ext), flat, prefix-N, hostname")
     g.add_argument("--filename-template", default=None,
                    help="e.g. '{platform}/{date}/{post_id}_{position}.{ext}'")
 
 
+def _host_limits(specs: Sequence[str]) -> dict[str, tuple[int, float]]:
+    out: dict[str, tuple[int, float]] = {}
+    for spec in specs:
+        host, _, limits = spec.partition("=")
+        p, _, t = limits.partition(",")
+        try:
+            out[host.strip().lower()] = (int(p), float(t or 0))
+        except ValueError:
+            msg = f"bad --host-limit {spec!r}: use HOST=P,T (e.g. pbs.twimg.com=8,0)"
+            raise UserError(msg) from None
+    return out
+
+
 def fetch_config(args: argparse.Namespace, **extra: Any) -> Any:
     from shoal.fetch.policy import FetchConfig
 
+    per_host = _host_limits(getattr(args, "host_limit", []) or [])
+    per_host.update(extra.pop("per_host", {}))
     try:
         return FetchConfig(
             domain_parallelism=args.domain_parallelism,
@@ -93,6 +110,7 @@ def fetch_config(args: argparse.Namespace, **extra: Any) -> Any:
             allow_private_networks=args.allow_private_networks,
             folder_strategy=args.folder_strategy,
             filename_template=args.filename_template,
+            per_host=per_host,
             **extra,
         )
     except ValueError as exc:
@@ -408,6 +426,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_live(args: argparse.Namespace) -> int:
+    """A long-running collector, with /metrics and /healthz when asked for."""
+    from connectors import observe
+
+    server = None
+    if args.metrics_port:
+        server = observe.start_server(args.metrics_port, args.metrics_host)
+    try:
+        result: int = args.live_run(args)
+        return result
+    finally:
+        if server is not None:
+            server.close()
+
+
 def _not_yet(name: str, issue: int) -> Callable[[argparse.Namespace], int]:
     def run(_args: argparse.Namespace) -> int:
         raise UserError(f"'shoal {name}' is planned (issue #{issue}) and not available yet")
@@ -455,7 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_live_parsers(kinds)  # twitter-sample, twitter-search, bluesky, mastodon
     for name in ("twitter-sample", "twitter-search", "bluesky", "mastodon"):
-        kinds.choices[name].set_defaults(func=lambda a: a.live_run(a))
+        live = kinds.choices[name]
+        live.add_argument("--metrics-port", type=int, default=0,
+                          help="serve /metrics and /healthz on this port (default off)")
+        live.add_argument("--metrics-host", default="127.0.0.1")
+        live.set_defaults(func=_run_live)
 
     p = sub.add_parser("process", help="run the dataflow against any Kafka")
     p.add_argument("--brokers", required=True)
