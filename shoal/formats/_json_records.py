@@ -8,13 +8,13 @@ rest of the file is still read.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 
-from shoal.model import DeadLetter
+from shoal.model import Control, DeadLetter, RawPost
 
 _BLANK = b"\xef\xbb\xbf \t\r\n"
 
@@ -23,6 +23,17 @@ class Record(NamedTuple):
     source: str  # "path:line" for lines, "path[index]" for array elements
     value: Any
     raw: bytes | None  # the line as read; None for array elements (dump them on demand)
+
+
+def guarded(
+    fn: Callable[[Record], RawPost | DeadLetter | Control], record: Record, fmt: str
+) -> RawPost | DeadLetter | Control:
+    """Run a per-record reader; a bug it hits on odd input quarantines the record, not the file."""
+    try:
+        return fn(record)
+    except Exception as exc:
+        reason = f"unreadable record: {type(exc).__name__}: {exc}"
+        return DeadLetter(reason, record.source, raw_bytes(record), fmt)
 
 
 def raw_bytes(record: Record) -> bytes:

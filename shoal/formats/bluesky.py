@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from shoal.formats._json_records import Record, iter_records, raw_bytes
+from shoal.formats._json_records import Record, guarded, iter_records, raw_bytes
 from shoal.formats._sniff import JsonHead
 from shoal.model import Control, DeadLetter, RawPost
 from shoal.normalise.bluesky import POST_COLLECTION, post_uri, record_event_parts
@@ -49,9 +49,13 @@ def _classify(value: Any) -> str:
             return "missing"
         return ""
     did = value.get("did")
-    if value.get("kind") in _JETSTREAM_KINDS and isinstance(did, str) and did.startswith("did:"):
+    kind_field, type_field = value.get("kind"), value.get("type")
+    # Hostile input may put lists or objects where names belong: test types before lookups.
+    is_did = isinstance(did, str) and did.startswith("did:")
+    if isinstance(kind_field, str) and kind_field in _JETSTREAM_KINDS and is_did:
         return "jetstream"
-    if value.get("type") in _TAP_TYPES and isinstance(value.get(value["type"]), dict):
+    if (isinstance(type_field, str) and type_field in _TAP_TYPES
+            and isinstance(value.get(type_field), dict)):
         return "tap"
     if isinstance(did, str) and did.startswith("did:") and "handle" in value:
         return "profile"
@@ -81,9 +85,9 @@ def read(path: Path) -> Iterator[RawPost | DeadLetter | Control]:
             wrapped = next((value[k] for k in _WRAPPERS if isinstance(value.get(k), list)), None)
             if wrapped is not None:
                 for index, item in enumerate(wrapped):
-                    yield _one(Record(f"{record.source}[{index}]", item, None))
+                    yield guarded(_one, Record(f"{record.source}[{index}]", item, None), NAME)
                 continue
-        yield _one(record)
+        yield guarded(_one, record, NAME)
 
 
 def _one(record: Record) -> RawPost | DeadLetter | Control:

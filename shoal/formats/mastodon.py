@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from shoal.formats._json_records import Record, iter_records, raw_bytes
+from shoal.formats._json_records import Record, guarded, iter_records, raw_bytes
 from shoal.formats._sniff import JsonHead
 from shoal.model import Control, DeadLetter, RawPost
 from shoal.normalise.mastodon import status_id
@@ -51,7 +51,7 @@ def read(path: Path) -> Iterator[RawPost | DeadLetter | Control]:
         if isinstance(record, DeadLetter):
             yield record
         else:
-            yield _one(record)
+            yield guarded(_one, record, NAME)
 
 
 def _one(record: Record) -> RawPost | DeadLetter | Control:

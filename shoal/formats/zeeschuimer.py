@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from shoal.formats._json_records import Record, iter_records, raw_bytes
+from shoal.formats._json_records import Record, guarded, iter_records, raw_bytes
 from shoal.formats._sniff import JsonHead
 from shoal.model import Control, DeadLetter, RawPost
 from shoal.normalise._platform_rows import iso_or_empty
@@ -47,7 +47,7 @@ def read(path: Path) -> Iterator[RawPost | DeadLetter | Control]:
         if isinstance(record, DeadLetter):
             yield record
         else:
-            yield _route(record)
+            yield guarded(_route, record, NAME)
 
 
 def _item_id(platform: str, data: dict[str, Any]) -> str:
