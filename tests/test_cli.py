@@ -74,18 +74,20 @@ def test_separate_services_resume_and_read_while_writing(fixtures: Path, tmp_pat
         out = shoal("collect", "file", str(fixtures / V2 / "brexit.jsonl"),
                     "--brokers", brokers, "--collector", "lab-1").stdout
         assert json.loads(out.strip().splitlines()[-1]) == {"lab-1": 100}
-        first = shoal("process", "--brokers", brokers, "--data-dir", str(data),
+        # --no-media: the fixtures' media URLs are historical and must not be fetched.
+        first = shoal("process", "--no-media", "--brokers", brokers, "--data-dir", str(data),
                       "--idle-exit", "1", "--epoch-seconds", "0.5")
         assert '"hour sealed"' in first.stderr
         # A known data dir resumes where it stopped: nothing new, nothing sealed again.
-        again = shoal("process", "--brokers", brokers, "--data-dir", str(data),
+        again = shoal("process", "--no-media", "--brokers", brokers, "--data-dir", str(data),
                       "--idle-exit", "1", "--epoch-seconds", "0.5")
         assert '"hour sealed"' not in again.stderr
         # Read the catalog with DuckDB while a processor is running and sealing more.
         shoal("collect", "file", str(fixtures / V2 / "kpop.jsonl"),
               "--brokers", brokers, "--collector", "lab-1")
         proc = subprocess.Popen(
-            [*SHOAL, "process", "--brokers", brokers, "--data-dir", str(data), "--idle-exit", "2",
+            [*SHOAL, "process", "--no-media", "--brokers", brokers, "--data-dir", str(data),
+             "--idle-exit", "2",
              "--epoch-seconds", "0.5"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )

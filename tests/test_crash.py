@@ -31,7 +31,7 @@ def test_sigkill_anywhere_changes_nothing(tmp_path: Path) -> None:
         ensure_topics(b.bootstrap, 4)
         files = write_demo_files(tmp_path / "demo", DemoSpec(posts=40000, hours=12, seed=3))
         publish(b.bootstrap, list(files.items()))
-        cmd = [sys.executable, "-m", "shoal", "process", "--brokers", b.bootstrap,
+        cmd = [sys.executable, "-m", "shoal", "process", "--no-media", "--brokers", b.bootstrap,
                "--idle-exit", "1.5", "--epoch-seconds", "0.3", "--lateness", "60", "--data-dir"]
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         subprocess.run([*cmd, str(tmp_path / "clean")], check=True, timeout=180, **quiet)

@@ -43,7 +43,8 @@ def test_replay_is_byte_identical_and_from_time_finds_its_offsets(
 
         original = tmp_path / "original"
         run_flow(b.bootstrap, original, recovery=True)
-        argv = ["replay", "--brokers", b.bootstrap, "--idle-exit", "1", "--epoch-seconds", "0.5"]
+        argv = ["replay", "--no-media", "--brokers", b.bootstrap, "--idle-exit", "1",
+                "--epoch-seconds", "0.5"]
         assert main([*argv, "--data-dir", str(tmp_path / "replay")]) == 0
         assert main([*argv, "--data-dir", str(tmp_path / "replay2")]) == 0
 
