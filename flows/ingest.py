@@ -383,7 +383,12 @@ def build_flow(cfg: FlowConfig) -> Dataflow:
 
 
 def run(
-    cfg: FlowConfig, workers: int = 1, recovery: bool = True, epoch_seconds: float = 5.0
+    cfg: FlowConfig,
+    workers: int = 1,
+    recovery: bool = True,
+    epoch_seconds: float = 5.0,
+    recovery_dir: Path | None = None,
+    backup_seconds: float = 0.0,
 ) -> None:
     """Run the dataflow in this process until its input ends (idle exit) or Ctrl-C.
 
@@ -397,13 +402,13 @@ def run(
     flow = build_flow(cfg)
     recovery_config = None
     if recovery:
-        db = cfg.data_dir / "_recovery"
+        db = recovery_dir or cfg.data_dir / "_recovery"
         if not db.exists():
-            tmp = cfg.data_dir / "_recovery.tmp"
+            tmp = db.with_name(db.name + ".tmp")
             tmp.mkdir(parents=True, exist_ok=True)
             init_db_dir(tmp, 1)
             tmp.rename(db)
-        recovery_config = RecoveryConfig(str(db))
+        recovery_config = RecoveryConfig(str(db), timedelta(seconds=backup_seconds))
     cli_main(
         flow,
         workers_per_process=workers,

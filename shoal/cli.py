@@ -49,7 +49,11 @@ def _flow_options(p: argparse.ArgumentParser) -> None:
                    help="seal everything and exit once nothing arrived for SECONDS")
     p.add_argument("--workers", type=int, default=1, help="Bytewax workers in this process")
     p.add_argument("--epoch-seconds", type=float, default=2.0,
-                   help="how often recovery state is snapshotted (default 2)")
+                   help="how often recovery state is snapshotted (bytewax -s; default 2)")
+    p.add_argument("--recovery-dir", type=Path, default=None,
+                   help="Bytewax recovery partitions (bytewax -r; default DIR/_recovery)")
+    p.add_argument("--backup-seconds", type=float, default=0.0,
+                   help="keep superseded snapshots this long, for backups (bytewax -b)")
     p.add_argument("--no-media", action="store_true", help="do not fetch media")
     p.add_argument("--media-types", default="photo,video,gif",
                    help="media types to fetch (default photo,video,gif)")
@@ -331,7 +335,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     try:
         cfg = _flow_config(args, args.brokers, on_sealed=services.on_sealed)
         run(cfg, workers=args.workers, recovery=not args.no_recovery,
-            epoch_seconds=args.epoch_seconds)
+            epoch_seconds=args.epoch_seconds, recovery_dir=args.recovery_dir,
+            backup_seconds=args.backup_seconds)
     finally:
         services.close()
     return 0
@@ -422,7 +427,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         finder.close()
     event(log, "replay", start=start, end=end)
     cfg = _flow_config(args, args.brokers, start_offsets=start, end_offsets=end)
-    run(cfg, workers=args.workers, recovery=True, epoch_seconds=args.epoch_seconds)
+    run(cfg, workers=args.workers, recovery=True, epoch_seconds=args.epoch_seconds,
+        recovery_dir=args.recovery_dir, backup_seconds=args.backup_seconds)
     return 0
 
 
