@@ -73,8 +73,12 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
 def _publish(con: duckdb.DuckDBPyConnection, select_sql: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{uuid.uuid4().hex[:8]}.parquet.tmp")
-    con.execute(f"COPY ({select_sql}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
-    os.replace(tmp, target)
+    try:
+        con.execute(f"COPY ({select_sql}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
+        os.replace(tmp, target)
+    except BaseException:  # a full disk must not keep the half-written copy
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class Catalog:
@@ -108,8 +112,8 @@ class Catalog:
         for table, data in (("posts", posts_csv), ("users", users_csv), ("media", media_csv)):
             tmp_csv = paths.data_dir / "_work" / f"{uuid.uuid4().hex}.csv"
             tmp_csv.parent.mkdir(parents=True, exist_ok=True)
-            tmp_csv.write_bytes(data)
             try:
+                tmp_csv.write_bytes(data)
                 cols = _COLUMNS[table]
                 spec = "{" + ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in cols) + "}"
                 src = (
@@ -161,16 +165,21 @@ def write_views(data_dir: Path) -> None:
     """
     path = data_dir / CATALOG
     tmp = data_dir / f".{CATALOG}.{uuid.uuid4().hex[:8]}.tmp"
-    con = duckdb.connect(str(tmp))
     try:
-        for table in TABLES:
-            con.execute(view_sql(data_dir, table))
-        con.execute("CHECKPOINT")
+        con = duckdb.connect(str(tmp))
+        try:
+            for table in TABLES:
+                con.execute(view_sql(data_dir, table))
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, path)
+    except BaseException:  # a full disk must not keep the half-written copy
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
-        con.close()
-    os.replace(tmp, path)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(f"{tmp}.wal")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{tmp}.wal")
 
 
 def connect_readonly(data_dir: Path) -> duckdb.DuckDBPyConnection:

@@ -8,12 +8,18 @@ sealing is idempotent: replaying messages after a crash, a second collector deli
 same post, or a straggler for an hour sealed long ago all give the same files as a clean run.
 That is the whole exactly-once story of the outputs, and why the recovery snapshot only has to
 carry Kafka offsets and a few per-partition facts.
+
+A write the disk refuses (full, over quota, read-only, not ours) raises :class:`DiskTrouble`
+with one readable line, after removing whatever it had half-written: a chunk is there whole or
+not at all, and a failed seal leaves the hour's previous files untouched. The run stops; the
+next one resumes from the last snapshot and redoes the lost work, as after a crash.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import lzma
 import operator
@@ -54,14 +60,120 @@ def posts_word(platform: str) -> str:
     return "tweets" if platform == "twitter" else "posts"
 
 
+# --------------------------------------------------------------------------- disk trouble
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_DENIED = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+DISK_ERRNOS = _FULL | _DENIED | {errno.EIO}
+# How the same troubles read when they come from DuckDB or SQLite (Bytewax's recovery store),
+# which report them as text rather than as an OSError.
+_DISK_TEXTS = (
+    ("No space left on device", errno.ENOSPC),
+    ("database or disk is full", errno.ENOSPC),
+    ("Disk quota exceeded", errno.EDQUOT),
+    ("File too large", errno.EFBIG),
+    ("Read-only file system", errno.EROFS),
+    ("attempt to write a readonly database", errno.EROFS),
+    ("Permission denied", errno.EACCES),
+    ("Operation not permitted", errno.EPERM),
+)
+
+
+class DiskTrouble(OSError):
+    """The data dir refused a write; ``str()`` is the one line a user needs to see.
+
+    An ``OSError`` (same errno) so that callers catching those keep working.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], err: int, reason: str):
+        hint = "free space" if err in _FULL else "make it writable"
+        line = f"cannot write to {path}: {reason} — {hint} and run again; sealed hours are intact"
+        super().__init__(err, line, str(path))
+        self.line = line
+
+    def __str__(self) -> str:
+        return self.line
+
+
+def _as_disk_trouble(exc: BaseException, path: str | os.PathLike[str] | None) -> DiskTrouble | None:
+    if isinstance(exc, DiskTrouble):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        where = exc.filename or path or "the data dir"
+        return DiskTrouble(where, exc.errno, exc.strerror or os.strerror(exc.errno))
+    text = str(exc)
+    for needle, err in _DISK_TEXTS:
+        if needle in text:
+            return DiskTrouble(_path_in(text) or path or "the data dir", err, os.strerror(err))
+    return None
+
+
+def _path_in(text: str) -> str | None:
+    """A quoted absolute path in an error message (DuckDB's say \"/x/y\": ...)."""
+    for quote in ('"', "'"):
+        parts = text.split(quote)
+        for part in parts[1::2]:
+            if part.startswith("/"):
+                return part
+    return None
+
+
+@contextlib.contextmanager
+def disk_writes(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a write refused by the disk (OSError, DuckDB or SQLite) into :class:`DiskTrouble`."""
+    try:
+        yield
+    except DiskTrouble:
+        raise
+    except Exception as exc:
+        trouble = _as_disk_trouble(exc, path)
+        if trouble is None:
+            raise
+        raise trouble from exc
+
+
+def disk_trouble_in(
+    exc: BaseException | None, data_dir: str | os.PathLike[str] | None = None
+) -> DiskTrouble | None:
+    """The disk trouble behind an exception, however deeply Bytewax wrapped it, else None.
+
+    Bytewax re-raises an operator's exception as ``BytewaxRuntimeError`` chained (through
+    ``__cause__``, one level per layer) to the original; a trouble met outside the dataflow
+    (creating the data dir, the catalog, the recovery store) or in code that does not use
+    :func:`disk_writes` may be a bare ``OSError`` or a DuckDB/SQLite error. Each of those is
+    recognised; ``data_dir`` names the place when the error itself does not.
+    """
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for candidate in chain:  # an explicit DiskTrouble anywhere wins: it names the path
+        if isinstance(candidate, DiskTrouble):
+            return candidate
+    for candidate in chain:
+        trouble = _as_disk_trouble(candidate, data_dir)
+        if trouble is not None:
+            return trouble
+    return None
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``path`` whole or not at all; a refused write leaves no temporary file behind."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with disk_writes(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
 
 def fsync_dir(path: Path) -> None:
@@ -83,7 +195,8 @@ def chunk_dir(data_dir: Path, platform: str, start: int) -> Path:
 def write_chunk(data_dir: Path, platform: str, start: int, prefix: str, lines: list[bytes]) -> Path:
     """Publish one immutable chunk of the open hour; never appended to afterwards."""
     folder = chunk_dir(data_dir, platform, start)
-    folder.mkdir(parents=True, exist_ok=True)
+    with disk_writes(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{prefix}-{uuid.uuid4().hex[:12]}.jsonl"
     atomic_write(path, b"".join(lines))
     return path
@@ -335,10 +448,10 @@ def seal_hour(
     for pid in ids:
         combo = "|".join(sorted(state.collectors[pid]))
         combos[combo] = combos.get(combo, 0) + 1
-    new_collectors = remember_collectors(
-        data_dir, platform, {c for combo in combos for c in combo.split("|") if c}
-    )
-    everyone = known_collectors(data_dir, platform)
+    seen = {c for combo in combos for c in combo.split("|") if c}
+    known = known_collectors(data_dir, platform)
+    new_collectors = not set(known).issuperset(seen)
+    everyone = sorted(set(known) | seen)
     per_collector, diff = collector_counts(combos, everyone)
     name = paths.name
     summary = HourSummary(
@@ -347,7 +460,8 @@ def seal_hour(
     )
 
     if catalog is not None:
-        catalog.publish_hour(paths, posts_csv, users_csv, media_csv, summary)
+        with disk_writes(data_dir / PARQUET):
+            catalog.publish_hour(paths, posts_csv, users_csv, media_csv, summary)
     publish_together(data_dir, platform, start, {
         paths.file(posts_word(platform)): _xz(posts_csv),
         paths.file("users"): _xz(users_csv),
@@ -359,8 +473,10 @@ def seal_hour(
     if new_collectors:
         # A collector seen for the first time is a new column in every report, so every
         # sealed hour's report row and every day report is redone: the final files then do
-        # not depend on when each collector was first seen.
-        restate_reports(data_dir, platform, tz, catalog)
+        # not depend on when each collector was first seen. The collector is remembered
+        # last, so that a seal interrupted before (a crash, a full disk) restates again.
+        restate_reports(data_dir, platform, tz, catalog, everyone)
+        remember_collectors(data_dir, platform, seen)
     else:
         write_day_report(data_dir, platform, name.day)
     fsync_dir(paths.folder)
@@ -384,21 +500,28 @@ def publish_together(data_dir: Path, platform: str, start: int, files: dict[Path
     (which would miscount late posts).
     """
     stage = data_dir / STAGING / platform / str(start)
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
-    moves = []
-    for n, (final, data) in enumerate(files.items()):
-        staged = stage / f"{n}.part"
-        with open(staged, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        moves.append([str(staged), str(final)])
-    faults.point("seal")  # everything staged, nothing committed
-    atomic_write(stage / "COMMIT", orjson.dumps(moves))
+    try:
+        with disk_writes(stage):
+            if stage.exists():
+                shutil.rmtree(stage)
+            stage.mkdir(parents=True)
+            moves = []
+            for n, (final, data) in enumerate(files.items()):
+                staged = stage / f"{n}.part"
+                with open(staged, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                moves.append([str(staged), str(final)])
+        faults.point("seal")  # everything staged, nothing committed
+        atomic_write(stage / "COMMIT", orjson.dumps(moves))
+    except DiskTrouble:
+        # Not committed: the old files stand. Drop the half-staged copy to give the space back.
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     faults.point("seal-commit")  # committed, not yet moved into place
-    _roll_forward(stage)
+    with disk_writes(stage):
+        _roll_forward(stage)
 
 
 def _roll_forward(stage: Path) -> None:
@@ -447,8 +570,11 @@ def summary_from_meta(
     )
 
 
-def restate_reports(data_dir: Path, platform: str, tz: str, catalog: Any | None) -> None:
-    everyone = known_collectors(data_dir, platform)
+def restate_reports(
+    data_dir: Path, platform: str, tz: str, catalog: Any | None,
+    everyone: list[str] | None = None,
+) -> None:
+    everyone = everyone if everyone is not None else known_collectors(data_dir, platform)
     for day_dir in sorted((data_dir / platform).iterdir()):
         metas = sorted(day_dir.glob(".*_meta.json")) if day_dir.is_dir() else []
         if not metas:
@@ -458,7 +584,7 @@ def restate_reports(data_dir: Path, platform: str, tz: str, catalog: Any | None)
                 meta = orjson.loads(path.read_bytes())
                 summary = summary_from_meta(platform, day_dir.name, meta, everyone)
                 catalog.publish_report(HourPaths(data_dir, platform, meta["start"], tz), summary)
-        write_day_report(data_dir, platform, day_dir.name)
+        write_day_report(data_dir, platform, day_dir.name, everyone)
 
 
 def known_collectors(data_dir: Path, platform: str) -> list[str]:
@@ -487,14 +613,17 @@ def collector_counts(combos: dict[str, int], everyone: list[str]) -> tuple[dict[
     return per, total - combos.get("|".join(sorted(per)), 0)
 
 
-def write_day_report(data_dir: Path, platform: str, day: str) -> Path:
+def write_day_report(
+    data_dir: Path, platform: str, day: str, collectors: list[str] | None = None
+) -> Path:
     """The lab's day report: one tab-separated row per sealed hour of the day."""
     folder = data_dir / platform / day
     metas = []
     for meta in sorted(folder.glob(f".{day}_*_meta.json")):
         metas.append(orjson.loads(meta.read_bytes()))
     metas.sort(key=lambda m: m["start"])
-    collectors = known_collectors(data_dir, platform)
+    if collectors is None:
+        collectors = known_collectors(data_dir, platform)
     lines = ["\t".join(["hour", *collectors, "total", "diff", "diff %", "late"])]
     for m in metas:
         total = m["total"]

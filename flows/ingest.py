@@ -45,6 +45,7 @@ from shoal.fetch.policy import FetchConfig, key_for
 from shoal.hours import HOUR, hour_start, parse_iso, zone
 from shoal.model import BadPost, DeadLetter
 from shoal.normalise import normalise
+from shoal.panics import rust_panics_hidden
 
 log = logging.getLogger("shoal.flow")
 
@@ -409,9 +410,12 @@ def run(
             init_db_dir(tmp, 1)
             tmp.rename(db)
         recovery_config = RecoveryConfig(str(db), timedelta(seconds=backup_seconds))
-    cli_main(
-        flow,
-        workers_per_process=workers,
-        epoch_interval=timedelta(seconds=epoch_seconds),
-        recovery_config=recovery_config,
-    )
+    # An operator's exception reaches the caller chained; Rust's panic report about it would
+    # only bury the one line the CLI prints.
+    with rust_panics_hidden():
+        cli_main(
+            flow,
+            workers_per_process=workers,
+            epoch_interval=timedelta(seconds=epoch_seconds),
+            recovery_config=recovery_config,
+        )

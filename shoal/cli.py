@@ -561,6 +561,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("shoal: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # anything else is still one line, with its kind
+        from connectors.hourly_files import disk_trouble_in
+
+        trouble = disk_trouble_in(exc, getattr(args, "data_dir", None))
+        if trouble is not None:  # a full disk or an unwritable data dir: say so, plainly
+            print(f"shoal: error: {trouble}", file=sys.stderr)
+            return 1
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(f"shoal: error: {type(exc).__name__}: {first}", file=sys.stderr)
         return 1
