@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import lzma
 from collections.abc import Iterable, Sequence
@@ -71,3 +72,13 @@ def all_rows(data_dir: Path, platform: str = "twitter") -> list[dict[str, str]]:
 def report_lines(path: Path) -> list[str]:
     """The table of a day report (its trailing ``#`` lines are notes, not rows)."""
     return [line for line in path.read_text().splitlines() if not line.startswith("#")]
+
+
+def digests(root: Path) -> dict[str, str]:
+    """SHA-256 of every published hourly file and Parquet partition (not temporary files)."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] in ("twitter", "_parquet")
+        and not p.name.endswith(".tmp")
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import signal
@@ -13,16 +12,7 @@ from pathlib import Path
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_io import ensure_topics
 from shoal.demo import DemoSpec, write_demo_files
-from tests.pipeline import publish
-
-
-def digests(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.relative_to(root).parts[0] in ("twitter", "_parquet")
-        and not p.name.endswith(".tmp")
-    }
+from tests.pipeline import digests, publish
 
 
 def test_sigkill_anywhere_changes_nothing(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ write-protected directory gives EACCES (EPERM with the immutable flag, for root)
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import lzma
 import os
 import resource
@@ -43,7 +42,7 @@ from shoal.formats import read_file
 from shoal.hours import hour_start
 from shoal.model import RawPost
 from shoal.normalise import normalise
-from tests.pipeline import publish, read_csv_xz, read_xz_lines
+from tests.pipeline import digests, publish, read_csv_xz, read_xz_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOAL = [sys.executable, "-m", "shoal"]
@@ -152,15 +151,6 @@ def squeeze(tmp_path: Path) -> Iterator[Squeeze]:
         yield sq
     finally:
         sq.close()
-
-
-def digests(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.relative_to(root).parts[0] in ("twitter", "_parquet")
-        and not p.name.endswith(".tmp")
-    }
 
 
 def assert_sealed_hours_sound(data: Path) -> int:

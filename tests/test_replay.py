@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from datetime import UTC, datetime
@@ -12,17 +11,9 @@ from connectors.broker import EmbeddedBroker
 from connectors.kafka_io import POSTS_TOPIC, ensure_topics
 from connectors.kafka_offsets import OffsetFinder, parse_offsets
 from shoal.cli import main
-from tests.pipeline import all_ids, publish, run_flow
+from tests.pipeline import all_ids, digests, publish, run_flow
 
 V2 = "twitter-v2/DocNow__twarc-csv/test-data"
-
-
-def digests(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.relative_to(root).parts[0] in ("twitter", "_parquet")
-    }
 
 
 def page_ids(path: Path) -> set[str]:
