@@ -19,17 +19,17 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 
-from tests.test_connector_twitter import (
+from tests.test_connector_twitter import (  # noqa: F401 - brokers, debug_logs, tap: fixtures
     KafkaTap,
     LocalServer,
+    brokers,
     collector_name,
-    debug_logging,
+    debug_logs,
     live_args,
     log_lines,
     logged,
-    running_broker,
     sigterm_when,
-    tapping,
+    tap,
 )
 
 JETSTREAM = "bluesky/bluesky-social__jetstream/internal/corpus/testdata/expected_v1.jsonl"
@@ -37,27 +37,9 @@ POST = "app.bsky.feed.post"
 MALFORMED = '{"did": "did:plc:broken", "time_us": 17'
 
 
-@pytest.fixture(scope="module")
-def brokers() -> Iterator[str]:
-    with running_broker() as bootstrap:
-        yield bootstrap
-
-
-@pytest.fixture
-def tap(brokers: str) -> Iterator[KafkaTap]:
-    with tapping(brokers) as reader:
-        yield reader
-
-
 @pytest.fixture(autouse=True)
 def spool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SHOAL_SPOOL_DIR", str(tmp_path / "spool"))  # the publisher's outbox
-
-
-@pytest.fixture
-def debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    with debug_logging(caplog) as captured:
-        yield captured
 
 
 def load_events(fixtures: Path) -> list[dict[str, Any]]:

@@ -18,17 +18,17 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.test_connector_twitter import (
+from tests.test_connector_twitter import (  # noqa: F401 - brokers, debug_logs, tap: fixtures
     KafkaTap,
     LocalServer,
+    brokers,
     collector_name,
-    debug_logging,
+    debug_logs,
     live_args,
     log_lines,
     logged,
-    running_broker,
     sigterm_when,
-    tapping,
+    tap,
 )
 
 TAG_JSON = "mastodon/sys1yagi__mastodon4j/mastodon4j/src/test/assets/tag.json"
@@ -36,27 +36,9 @@ TOKEN = "mstdn-secret-9fQz"  # must never show up in a log line
 MALFORMED = b'{"id": 1, "content": "<p>cut'
 
 
-@pytest.fixture(scope="module")
-def brokers() -> Iterator[str]:
-    with running_broker() as bootstrap:
-        yield bootstrap
-
-
-@pytest.fixture
-def tap(brokers: str) -> Iterator[KafkaTap]:
-    with tapping(brokers) as reader:
-        yield reader
-
-
 @pytest.fixture(autouse=True)
 def spool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SHOAL_SPOOL_DIR", str(tmp_path / "spool"))  # the publisher's outbox
-
-
-@pytest.fixture
-def debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    with debug_logging(caplog) as captured:
-        yield captured
 
 
 def sse(event: str, data: bytes) -> bytes:
