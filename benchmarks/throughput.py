@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -82,12 +83,20 @@ def main() -> int:
                  "--collector", "bench"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
+            collected: list[float] = []
+
+            def wait_collector() -> None:
+                collect.wait()
+                collected.append(time.perf_counter() - t0)
+
+            waiter = threading.Thread(target=wait_collector)
+            waiter.start()
             _proc_s, proc_rss = timed([
                 shoal, "process", "--brokers", broker.bootstrap, "--data-dir", str(tmp / "out"),
                 "--idle-exit", str(args.idle), "--workers", str(args.workers), "--no-recovery",
                 "--lateness", "300", "--no-media",
             ])
-            collect.wait()
+            waiter.join()
             shoal_s = time.perf_counter() - t0 - args.idle
         ids = 0
         for f in (tmp / "out" / "twitter").glob("*/*_IDs.txt.xz"):
@@ -107,6 +116,9 @@ def main() -> int:
     table.add_row("twarc2 csv (peer)", str(args.posts), f"{peer_s:.1f}",
                   f"{args.posts / peer_s:,.0f}", str(peer_rss))
     console.print(table)
+    took = collected[0]
+    console.print(f"the collector's part: {took:.1f} s ({args.posts / took:,.0f} posts/s into "
+                  "Kafka, running beside the processor)")
     ratio = peer_s / shoal_s
     console.print(f"ratio shoal/peer: {ratio:.1f}x  (target: >= 20,000 posts/s, >= 10x)")
     if ids != args.posts:

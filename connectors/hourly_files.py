@@ -90,6 +90,10 @@ class DiskTrouble(OSError):
         line = f"cannot write to {path}: {reason} — {hint} and run again; sealed hours are intact"
         super().__init__(err, line, str(path))
         self.line = line
+        self._args = (str(path), err, reason)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses from the sealing child intact
+        return (DiskTrouble, self._args)
 
     def __str__(self) -> str:
         return self.line
@@ -198,7 +202,12 @@ def write_chunk(data_dir: Path, platform: str, start: int, prefix: str, lines: l
     with disk_writes(folder):
         folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{prefix}-{uuid.uuid4().hex[:12]}.jsonl"
-    atomic_write(path, b"".join(lines))
+    try:
+        atomic_write(path, b"".join(lines))
+    except FileNotFoundError:  # the sealer removed the hour's emptied folder meanwhile
+        with disk_writes(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, b"".join(lines))
     return path
 
 
@@ -368,6 +377,11 @@ def apply_chunk(state: HourState, path: Path, seen_by: list[tuple[str, str]]) ->
                     state.on_time.add(pid)
                 elif is_new or pid in state.late_ids:
                     state.late_copies.add(pid)
+                # The post's author and media rows travel on the post's line.
+                if "u" in rec:
+                    state.add_user(rec["u"])
+                for row in rec.get("m", ()):
+                    state.add_media(row)
             elif kind == "s":
                 seen_by.append((rec["id"], rec["c"]))
             elif kind == "u":

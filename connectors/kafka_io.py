@@ -446,7 +446,7 @@ class Publisher:
                     if self._closing.is_set():
                         return False
                     _settle(future, 0.5)
-            retry = []
+            retry: list[Message] = []
             for future, msg in sent:
                 if future.exception is not None:
                     (refused if _refused(future.exception) else retry).append(msg)

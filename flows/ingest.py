@@ -39,6 +39,7 @@ from connectors.hourly_files import (
 )
 from connectors.kafka_io import POSTS_TOPIC
 from connectors.kafka_source import Message, PostsSource, list_partitions
+from connectors.seal_worker import SealWorker
 from flows.media import FetchLogic, MediaFact, MediaJob
 from shoal import faults
 from shoal.fetch.policy import FetchConfig, key_for
@@ -73,6 +74,7 @@ class FlowConfig:
     media_types: frozenset[str] = frozenset({"photo", "video", "gif"})
     fetch: FetchConfig | None = None
     reseal_interval: float = 10.0  # a sealed hour is redone at most this often (late, media)
+    seal_in_child: bool = True  # seal in a helper process (connectors.seal_worker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +101,7 @@ def _origin(msg: Message, topic: str) -> str:
     return f"{topic}/{msg.partition}/{msg.offset}"
 
 
-class StageLogic(StatefulBatchLogic[Message, Any, tuple[int, int]]):
+class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
     """Per Kafka partition: normalise, dedupe within open hours, write rows to chunks."""
 
     def __init__(self, cfg: FlowConfig, resume: tuple[int, int] | None):
@@ -109,6 +111,7 @@ class StageLogic(StatefulBatchLogic[Message, Any, tuple[int, int]]):
         self.partition, self.watermark = resume or (-1, 0)
         self.buffers: dict[tuple[str, int], list[bytes]] = {}
         self.buffered = 0
+        self.counts: dict[str, int] = {}
         self.seen: dict[tuple[str, int], dict[str, set[str]]] = {}
         self.out: list[Any] = []
         self.written: set[tuple[str, int]] = set()
@@ -118,16 +121,20 @@ class StageLogic(StatefulBatchLogic[Message, Any, tuple[int, int]]):
         self.next_flush = datetime.now(UTC) + timedelta(seconds=cfg.flush_interval)
 
     # -- input
-    def on_batch(self, values: list[Message]) -> tuple[Iterable[Any], bool]:
-        if values:
-            self.partition = values[0].partition
-        for msg in values:
-            if msg.is_idle_marker:
-                self.idle = True
-                self._flush()
-                continue
-            self.idle = False
-            self._take(msg)
+    def on_batch(self, values: list[list[Message]]) -> tuple[Iterable[Any], bool]:
+        for polled in values:
+            if polled:
+                self.partition = polled[0].partition
+            for msg in polled:
+                if msg.is_idle_marker:
+                    self.idle = True
+                    self._flush()
+                    continue
+                self.idle = False
+                self._take(msg)
+        for collector, n in self.counts.items():  # one metrics update per poll, not per post
+            observe.posts_in(collector, n)
+        self.counts.clear()
         if self.buffered >= self.cfg.chunk_rows:
             self._flush()
         return self._drain(), StatefulBatchLogic.RETAIN
@@ -141,7 +148,7 @@ class StageLogic(StatefulBatchLogic[Message, Any, tuple[int, int]]):
     def _take(self, msg: Message) -> None:
         h = _headers(msg)
         fmt, collector = h.get("format", ""), h.get("collector", "unknown")
-        observe.posts_in(collector)
+        self.counts[collector] = self.counts.get(collector, 0) + 1
         retrieved = h.get("retrieved_at") or datetime.fromtimestamp(
             max(msg.timestamp_ms, 0) / 1000, UTC
         ).replace(microsecond=0).isoformat()
@@ -182,17 +189,22 @@ class StageLogic(StatefulBatchLogic[Message, Any, tuple[int, int]]):
         buf = self.buffers.setdefault(key, [])
         if have is None:
             seen[norm.id] = {collector}
+            # One line per post, its author and media rows with it: the sealer decodes one
+            # JSON document per post instead of three.
             rec: dict[str, Any] = {"k": "p", "c": collector, "r": norm.post}
             if late:
                 rec["l"] = 1
-            buf.append(_line(rec))
             if norm.user:
-                buf.append(_line({"k": "u", "r": norm.user}))
-            for m in norm.media:
-                row = m.row()
-                buf.append(_line({"k": "m", "r": row}))
-                if self.cfg.media and m.type in self.cfg.media_types:
-                    self.out.append(MediaJob(norm.platform, start, row))
+                rec["u"] = norm.user
+            if norm.media:
+                rows = [m.row() for m in norm.media]
+                rec["m"] = rows
+                if self.cfg.media:
+                    wanted = self.cfg.media_types
+                    self.out.extend(MediaJob(norm.platform, start, row)
+                                    for m, row in zip(norm.media, rows, strict=True)
+                                    if m.type in wanted)
+            buf.append(_line(rec))
             self.buffered += 1
         elif collector not in have:
             have.add(collector)
@@ -259,7 +271,15 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
         recover_staged(cfg.data_dir)
         self.open: set[tuple[str, int]] = pending_hours(cfg.data_dir)
         self.last_sealed: dict[tuple[str, int], float] = {}
-        self.catalog = Catalog(cfg.data_dir)
+        self.started: dict[tuple[str, int], float] = {}
+        self.catalog: Catalog | None = None
+        self._inline: list[tuple[tuple[str, int], HourSummary | None]] = []
+        self.worker: SealWorker | None = None
+        if cfg.seal_in_child:
+            level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+            self.worker = SealWorker(cfg.data_dir, cfg.tz, level)
+        else:
+            self.catalog = Catalog(cfg.data_dir)
 
     def on_batch(
         self, values: list[ChunkFact | MediaFact]
@@ -277,34 +297,56 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
         return self._seal(everything=False), StatefulBatchLogic.RETAIN
 
     def _seal(self, everything: bool) -> list[HourSummary]:
-        if not self.open:
-            return []
-        threshold = self._threshold()
+        """Start the seals that are due; return those that finished (all of them at the end)."""
+        if self.open:
+            threshold = self._threshold()
+            now = time.monotonic()
+            busy = self.worker.in_flight() if self.worker is not None else set()
+            for platform, start in sorted(self.open, key=lambda k: (k[1], k[0])):
+                key = (platform, start)
+                last = self.last_sealed.get(key)
+                if not everything and (
+                    key in busy
+                    or (last is not None and now - last < self.cfg.reseal_interval)
+                ):
+                    continue  # redone soon enough: late posts and fetched media are batched
+                if everything or start + HOUR <= threshold:
+                    self.last_sealed[key] = now
+                    self.open.discard(key)
+                    self._start(platform, start)
+        return self._finished(wait=everything)
+
+    def _start(self, platform: str, start: int) -> None:
+        self.started[(platform, start)] = time.perf_counter()
+        if self.worker is not None:
+            self.worker.submit(platform, start)
+            return
+        summary = seal_hour(self.cfg.data_dir, platform, start, self.cfg.tz, self.catalog)
+        self._inline.append(((platform, start), summary))
+
+    def _finished(self, wait: bool) -> list[HourSummary]:
+        if self.worker is not None:
+            results = self.worker.done(wait)
+        else:
+            results, self._inline = self._inline, []
         done = []
-        now = time.monotonic()
-        for platform, start in sorted(self.open, key=lambda k: (k[1], k[0])):
-            last = self.last_sealed.get((platform, start))
-            if not everything and last is not None and now - last < self.cfg.reseal_interval:
-                continue  # redone soon enough: late posts and fetched media are batched
-            if everything or start + HOUR <= threshold:
-                self.last_sealed[(platform, start)] = now
-                t0 = time.perf_counter()
-                summary = seal_hour(self.cfg.data_dir, platform, start, self.cfg.tz, self.catalog)
-                self.open.discard((platform, start))
-                if summary is not None:
-                    done.append(summary)
-                    observe.hour_sealed(summary)
-                    if self.cfg.on_sealed is not None:
-                        self.cfg.on_sealed(summary)
-                    log.info(
-                        "hour sealed",
-                        extra={"fields": {
-                            "platform": platform, "day": summary.day, "hour": summary.label,
-                            "total": summary.total, "late": summary.late,
-                            "resealed": summary.resealed,
-                            "seconds": round(time.perf_counter() - t0, 3),
-                        }},
-                    )
+        for (platform, _start), summary in results:
+            t0 = self.started.pop((platform, _start), time.perf_counter())
+            if summary is None:
+                continue
+            done.append(summary)
+            observe.hour_sealed(summary)
+            if self.cfg.on_sealed is not None:
+                self.cfg.on_sealed(summary)
+            log.info(
+                "hour sealed",
+                extra={"fields": {
+                    "platform": platform, "day": summary.day, "hour": summary.label,
+                    "total": summary.total, "late": summary.late,
+                    "resealed": summary.resealed,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }},
+            )
         return done
 
     def _threshold(self) -> float:
@@ -325,13 +367,18 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
         return self._seal(everything=False), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        return datetime.now(UTC) + timedelta(seconds=1)
+        busy = self.worker is not None and self.worker.busy
+        return datetime.now(UTC) + timedelta(seconds=0.1 if busy else 1.0)
 
     def on_eof(self) -> tuple[Iterable[HourSummary], bool]:
         self.open |= pending_hours(self.cfg.data_dir)
         if self.cfg.idle_exit is not None or self.cfg.end_offsets:
-            return self._seal(everything=True), StatefulBatchLogic.RETAIN
-        return [], StatefulBatchLogic.RETAIN
+            done = self._seal(everything=True)
+        else:
+            done = self._finished(wait=True)  # Ctrl-C: let the seals under way finish
+        if self.worker is not None:
+            self.worker.close()
+        return done, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> dict[int, int]:
         return dict(self.part_wm)
@@ -354,8 +401,8 @@ def build_flow(cfg: FlowConfig) -> Dataflow:
             end_offsets=cfg.end_offsets,
         ),
     )
-    by_partition = op.key_on("by-partition", msgs, lambda m: str(m.partition))
-    staged = op.stateful_batch("stage", by_partition, lambda resume: StageLogic(cfg, resume))
+    # The source's items are already keyed by partition: one item is one poll's messages.
+    staged = op.stateful_batch("stage", msgs, lambda resume: StageLogic(cfg, resume))
     outputs = op.map("drop-key", staged, lambda kv: kv[1])
     dead = op.branch("dead-or-not", outputs, lambda x: isinstance(x, DeadLetter))
     op.output("dead-letters", dead.trues, DeadLetterSink(

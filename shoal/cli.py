@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +23,7 @@ import orjson
 
 from shoal import __version__
 from shoal import config as shoal_config
+from shoal.gc_tune import tune_gc
 from shoal.logs import event, setup
 
 log = logging.getLogger("shoal")
@@ -204,7 +206,7 @@ def _collect_into(brokers: str, sources: list[tuple[str, str]], collector: str,
             task = progress.add_task(f"{name}: {path.name}", total=None)
             pub = Publisher(brokers, name)
             try:
-                collect_files([path], pub, fmt, on_record=lambda t=task: progress.advance(t))
+                collect_files([path], pub, fmt, on_record=partial(progress.advance, task))
             finally:
                 pub.close()
             counts[name] = counts.get(name, 0) + pub.counts.posts
@@ -551,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.settings = settings
     setup(getattr(args, "log_level", "info"))
+    tune_gc()
     try:
         result: int = args.func(args)
         return result

@@ -20,4 +20,6 @@ def point(name: str) -> None:
         return
     _counts[name] = _counts.get(name, 0) + 1
     if str(_counts[name]) == (_NTH or "1"):
+        if os.environ.get("SHOAL_FAULT_KILLS_PARENT"):  # a helper process (the sealer)
+            os.kill(os.getppid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
