@@ -107,8 +107,8 @@ class Catalog:
         posts_csv: bytes,
         users_csv: bytes,
         media_csv: bytes,
-        summary: HourSummary,
     ) -> None:
+        """The hour's posts, users and media; its report row is published on its own."""
         for table, data in (("posts", posts_csv), ("users", users_csv), ("media", media_csv)):
             tmp_csv = paths.data_dir / "_work" / f"{uuid.uuid4().hex}.csv"
             tmp_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,6 @@ class Catalog:
                 _publish(self.con, f"SELECT {_select(cols)} FROM {src}", paths.parquet(table))
             finally:
                 tmp_csv.unlink(missing_ok=True)
-        self.publish_report(paths, summary)
 
     def publish_report(self, paths: HourPaths, summary: HourSummary) -> None:
         collectors = ", ".join(f"{_lit(k)}: {v}" for k, v in summary.collectors.items())

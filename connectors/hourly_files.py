@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import fcntl
 import io
 import lzma
 import operator
@@ -27,7 +28,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -463,36 +464,45 @@ def seal_hour(
         combo = "|".join(sorted(state.collectors[pid]))
         combos[combo] = combos.get(combo, 0) + 1
     seen = {c for combo in combos for c in combo.split("|") if c}
-    known = known_collectors(data_dir, platform)
-    new_collectors = not set(known).issuperset(seen)
-    everyone = sorted(set(known) | seen)
-    per_collector, diff = collector_counts(combos, everyone)
     name = paths.name
-    summary = HourSummary(
-        platform, start, name.day, name.label, per_collector,
-        len(ids), diff, state.late, len(user_rows), len(media_rows), sealed_before, combos,
+    # Per-collector columns depend on every collector known so far: filled in below.
+    facts = HourSummary(
+        platform, start, name.day, name.label, {},
+        len(ids), 0, state.late, len(user_rows), len(media_rows), sealed_before, combos,
     )
 
     if catalog is not None:
         with disk_writes(data_dir / PARQUET):
-            catalog.publish_hour(paths, posts_csv, users_csv, media_csv, summary)
+            catalog.publish_hour(paths, posts_csv, users_csv, media_csv)
     publish_together(data_dir, platform, start, {
         paths.file(posts_word(platform)): _xz(posts_csv),
         paths.file("users"): _xz(users_csv),
         paths.file("media"): _xz(media_csv),
-        paths.folder / f".{name.stem}_meta.json": orjson.dumps(_meta(summary, state.late_ids)),
+        paths.folder / f".{name.stem}_meta.json": orjson.dumps(_meta(facts, state.late_ids)),
         # The IDs file goes last: its presence is what marks the hour as sealed.
         paths.file("IDs"): _xz(("\n".join(ids) + "\n").encode() if ids else b""),
     })
-    if new_collectors:
-        # A collector seen for the first time is a new column in every report, so every
-        # sealed hour's report row and every day report is redone: the final files then do
-        # not depend on when each collector was first seen. The collector is remembered
-        # last, so that a seal interrupted before (a crash, a full disk) restates again.
-        restate_reports(data_dir, platform, tz, catalog, everyone)
-        remember_collectors(data_dir, platform, seen)
-    else:
-        write_day_report(data_dir, platform, name.day)
+    # Reports span hours that other seals (other processes) may be writing right now: each
+    # seal commits its own hour first, then rewrites the shared reports under one lock, so
+    # whoever writes last has seen every committed hour.
+    with reports_lock(data_dir):
+        known = known_collectors(data_dir, platform)
+        everyone = sorted(set(known) | seen)
+        per_collector, diff = collector_counts(combos, everyone)
+        summary = replace(facts, collectors=per_collector, diff=diff)
+        if catalog is not None:
+            with disk_writes(data_dir / PARQUET):
+                catalog.publish_report(paths, summary)
+        if not set(known).issuperset(seen):
+            # A collector seen for the first time is a new column in every report, so every
+            # sealed hour's report row and every day report is redone: the final files then
+            # do not depend on when each collector was first seen. The collector is
+            # remembered last, so that a seal interrupted before (a crash, a full disk)
+            # restates again.
+            restate_reports(data_dir, platform, tz, catalog, everyone)
+            remember_collectors(data_dir, platform, seen)
+        else:
+            write_day_report(data_dir, platform, name.day)
     fsync_dir(paths.folder)
     for chunk in chunks:
         chunk.unlink(missing_ok=True)
@@ -662,8 +672,32 @@ def count_deadletters(data_dir: Path, day: str) -> int:
     return total
 
 
+@contextlib.contextmanager
+def reports_lock(data_dir: Path) -> Iterator[None]:
+    """Held while day reports, report Parquet files and the known collectors are rewritten.
+
+    An ``flock``: it spans processes (seals run in helper processes, dead letters are filed
+    by the dataflow) and the kernel drops it when its holder dies, so a crash never leaves a
+    stale lock behind.
+    """
+    path = data_dir / "_work" / "reports.lock"
+    with disk_writes(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def refresh_day_reports(data_dir: Path, day: str) -> None:
     """Rewrite the reports of ``day`` that exist, e.g. after new dead letters were filed."""
+    with reports_lock(data_dir):
+        _refresh_day_reports(data_dir, day)
+
+
+def _refresh_day_reports(data_dir: Path, day: str) -> None:
     for platform_dir in sorted(p for p in data_dir.iterdir() if p.is_dir()):
         if platform_dir.name.startswith((".", "_")) or platform_dir.name == "media":
             continue

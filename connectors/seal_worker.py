@@ -1,10 +1,12 @@
-"""Sealing hours in a child process, so the dataflow keeps consuming while an hour is sealed.
+"""Sealing hours in child processes, so the dataflow keeps consuming while hours are sealed.
 
-Sealing (merge the chunks, write CSV, xz and Parquet) costs about as much CPU as everything
-else the processor does per post; run inline it stalls the stream on one core while the
-machine's other core idles. :class:`SealWorker` hands each seal to one child process, in
-order, so nothing about *what* is written changes: seals stay sequential, in one place, and
-every crash guarantee of :func:`connectors.hourly_files.seal_hour` holds as before.
+Sealing (merge the chunks, write CSV, xz and Parquet) costs more CPU per post than everything
+else the processor does; run inline it stalls the stream on one core while the machine's other
+core idles. :class:`SealWorker` hands seals to a small pool of child processes. Nothing about
+*what* is written changes: one hour is never sealed by two processes at once (a second request
+waits for the first to finish), each seal publishes its own hour atomically, and what spans
+hours (day reports, the report rows, the known collectors) is rewritten under
+:func:`connectors.hourly_files.reports_lock` by whichever seal commits last.
 
 The child dies with its parent (``PR_SET_PDEATHSIG``), so a killed processor never leaves a
 seal running behind a restarted one; and a crash the tests aim at a seal (``faults``) takes
@@ -17,12 +19,14 @@ import multiprocessing
 import os
 import signal
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_for
 from pathlib import Path
 from typing import Any
 
 from connectors.hourly_files import HourSummary, seal_hour
 from shoal.gc_tune import tune_gc
+from shoal.panics import unfiltered_stderr
 
 _catalog: Any = None
 
@@ -57,38 +61,56 @@ def _seal_in_child(data_dir: Path, platform: str, start: int, tz: str) -> HourSu
 
 
 class SealWorker:
-    """Seals hours one after the other in a child process; results come back in order."""
+    """Seals hours in ``processes`` child processes, never one hour twice at the same time."""
 
-    def __init__(self, data_dir: Path, tz: str, log_level: str = "info"):
+    def __init__(self, data_dir: Path, tz: str, log_level: str = "info", processes: int = 2):
         self.data_dir = data_dir
         self.tz = tz
-        self._pool = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_child,
-            initargs=(os.getpid(), log_level),
-        )
-        self._pending: deque[tuple[tuple[str, int], Future[HourSummary | None]]] = deque()
-        # Start the child now: its imports take a while, and the first hour should not wait.
-        self._pool.submit(_warm_up)
+        self._running: dict[tuple[str, int], Future[HourSummary | None]] = {}
+        self._again: deque[tuple[str, int]] = deque()  # asked while already being sealed
+        with unfiltered_stderr():
+            self._pool = ProcessPoolExecutor(
+                max_workers=processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_child,
+                initargs=(os.getpid(), log_level),
+            )
+            # Start the children now (and inside ``unfiltered_stderr``): their imports take
+            # a while, and the first hour should not wait for them.
+            for _ in range(processes):
+                self._pool.submit(_warm_up)
 
     def submit(self, platform: str, start: int) -> None:
-        fut = self._pool.submit(_seal_in_child, self.data_dir, platform, start, self.tz)
-        self._pending.append(((platform, start), fut))
+        key = (platform, start)
+        if key in self._running:
+            if key not in self._again:
+                self._again.append(key)
+            return
+        self._running[key] = self._pool.submit(
+            _seal_in_child, self.data_dir, platform, start, self.tz)
 
     @property
     def busy(self) -> bool:
-        return bool(self._pending)
+        return bool(self._running)
 
     def in_flight(self) -> set[tuple[str, int]]:
-        return {key for key, _ in self._pending}
+        return set(self._running) | set(self._again)
 
     def done(self, wait: bool = False) -> list[tuple[tuple[str, int], HourSummary | None]]:
-        """Finished seals, oldest first; a seal's exception is raised here, in the parent."""
+        """Finished seals (all of them with ``wait``); a seal's exception is raised here."""
         out = []
-        while self._pending and (wait or self._pending[0][1].done()):
-            key, fut = self._pending.popleft()
-            out.append((key, fut.result()))
+        while self._running:
+            finished = [k for k, fut in self._running.items() if fut.done()]
+            if not finished:
+                if not wait:
+                    break
+                wait_for(list(self._running.values()), return_when=FIRST_COMPLETED)
+                continue
+            for key in finished:
+                out.append((key, self._running.pop(key).result()))
+            for key in [k for k in self._again if k not in self._running]:
+                self._again.remove(key)
+                self.submit(*key)
         return out
 
     def close(self) -> None:

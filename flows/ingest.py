@@ -74,7 +74,7 @@ class FlowConfig:
     media_types: frozenset[str] = frozenset({"photo", "video", "gif"})
     fetch: FetchConfig | None = None
     reseal_interval: float = 10.0  # a sealed hour is redone at most this often (late, media)
-    seal_in_child: bool = True  # seal in a helper process (connectors.seal_worker)
+    seal_processes: int = 2  # helper processes sealing hours (connectors.seal_worker); 0: inline
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +88,16 @@ class ChunkFact:
 
 
 def _headers(msg: Message) -> dict[str, str]:
+    try:  # shoal's own producers: every value is UTF-8 bytes
+        return {k: v.decode() for k, v in msg.headers}
+    except (AttributeError, UnicodeDecodeError):
+        pass
     out = {}
     for k, v in msg.headers:
-        try:
-            out[k] = v.decode("utf-8") if isinstance(v, bytes) else str(v)
-        except UnicodeDecodeError:
+        if isinstance(v, bytes):
             out[k] = v.decode("utf-8", "backslashreplace")
+        else:
+            out[k] = "" if v is None else str(v)
     return out
 
 
@@ -275,9 +279,9 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
         self.catalog: Catalog | None = None
         self._inline: list[tuple[tuple[str, int], HourSummary | None]] = []
         self.worker: SealWorker | None = None
-        if cfg.seal_in_child:
+        if cfg.seal_processes > 0:
             level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-            self.worker = SealWorker(cfg.data_dir, cfg.tz, level)
+            self.worker = SealWorker(cfg.data_dir, cfg.tz, level, cfg.seal_processes)
         else:
             self.catalog = Catalog(cfg.data_dir)
 

@@ -107,12 +107,14 @@ class DeadLetter:
     at: str = ""
 
     def as_json(self) -> dict[str, Any]:
-        raw = self.raw
-        if isinstance(raw, bytes):
+        raw: str
+        if isinstance(self.raw, bytes):
             try:
-                raw = raw.decode("utf-8")
+                raw = self.raw.decode("utf-8")
             except UnicodeDecodeError:
-                raw = raw.decode("utf-8", errors="backslashreplace")
+                raw = self.raw.decode("utf-8", errors="backslashreplace")
+        else:
+            raw = self.raw
         return {
             "reason": self.reason,
             "source": self.source,

@@ -59,11 +59,36 @@ def _pump(source: int, sink: int) -> None:
                 os.write(sink, pending)
 
 
+_real_stderr: list[int] = []  # the descriptor stderr had before the filter, while it runs
+
+
+@contextlib.contextmanager
+def unfiltered_stderr() -> Iterator[None]:
+    """Start helper processes inside this: they get the real stderr, not the filter's pipe.
+
+    A child holding the pipe's write end would keep the filter thread waiting for an
+    end-of-file that never comes when the dataflow stops.
+    """
+    if not _real_stderr:
+        yield
+        return
+    sys.stderr.flush()
+    piped = os.dup(2)
+    os.dup2(_real_stderr[-1], 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(piped, 2)
+        os.close(piped)
+
+
 @contextlib.contextmanager
 def rust_panics_hidden() -> Iterator[None]:
     """While inside, lines a Rust panic hook writes to stderr are dropped; others pass."""
     sys.stderr.flush()
     saved = os.dup(2)
+    _real_stderr.append(saved)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
@@ -74,6 +99,7 @@ def rust_panics_hidden() -> Iterator[None]:
         yield
     finally:
         sys.stderr.flush()
+        _real_stderr.remove(saved)
         os.dup2(saved, 2)  # the pipe's last write end goes: the pump reads to the end
         pump.join(5)
         os.close(saved)

@@ -8,11 +8,19 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TypedDict
 
 from connectors.broker import EmbeddedBroker
 from connectors.kafka_io import ensure_topics
 from shoal.demo import DemoSpec, write_demo_files
 from tests.pipeline import digests, publish
+
+
+class _Quiet(TypedDict):
+    """subprocess keyword arguments that silence a child; typed so ``**`` unpacks cleanly."""
+
+    stdout: int
+    stderr: int
 
 
 def test_sigkill_anywhere_changes_nothing(tmp_path: Path) -> None:
@@ -23,7 +31,7 @@ def test_sigkill_anywhere_changes_nothing(tmp_path: Path) -> None:
         publish(b.bootstrap, list(files.items()))
         cmd = [sys.executable, "-m", "shoal", "process", "--no-media", "--brokers", b.bootstrap,
                "--idle-exit", "1.5", "--epoch-seconds", "0.3", "--lateness", "60", "--data-dir"]
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        quiet: _Quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         subprocess.run([*cmd, str(tmp_path / "clean")], check=True, timeout=180, **quiet)
 
         crashy = str(tmp_path / "crashy")
@@ -37,12 +45,12 @@ def test_sigkill_anywhere_changes_nothing(tmp_path: Path) -> None:
                 aimed += 1
         # Then random moments from outside.
         while kills < 6:
-            proc = subprocess.Popen([*cmd, crashy], **quiet)
+            child = subprocess.Popen([*cmd, crashy], **quiet)
             try:
-                proc.wait(timeout=rnd.uniform(1.0, 2.5))
+                child.wait(timeout=rnd.uniform(1.0, 2.5))
             except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
+                child.send_signal(signal.SIGKILL)
+                child.wait()
                 kills += 1
             else:
                 break

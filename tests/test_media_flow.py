@@ -12,7 +12,9 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 from aiohttp import web
@@ -23,6 +25,13 @@ from connectors.kafka_io import ensure_topics
 from shoal.demo import DemoSpec, write_demo_files
 from shoal.fetch.policy import FetchConfig
 from tests.pipeline import publish, read_csv_xz, run_flow
+
+
+class _Quiet(TypedDict):
+    """subprocess keyword arguments that silence a child; typed so ``**`` unpacks cleanly."""
+
+    stdout: int
+    stderr: int
 
 
 class MediaServer:
@@ -67,7 +76,7 @@ class MediaServer:
 
 
 @pytest.fixture
-def server() -> MediaServer:
+def server() -> Iterator[MediaServer]:
     s = MediaServer().start()
     yield s
     s.stop()
@@ -130,7 +139,7 @@ def test_crash_mid_fetch_loses_no_file_and_stores_none_twice(
         cmd = [sys.executable, "-m", "shoal", "process", "--brokers", b.bootstrap,
                "--idle-exit", "1", "--epoch-seconds", "0.3", "--allow-private-networks",
                "--throttle", "0.01", "--domain-parallelism", "4", "--data-dir"]
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        quiet: _Quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         subprocess.run([*cmd, str(tmp_path / "clean")], check=True, timeout=120, **quiet)
         crashy = str(tmp_path / "crashy")
         died = 0

@@ -39,7 +39,7 @@ def topic_messages(brokers: str, partitions: int = 4) -> list[tuple[int, str, st
                          "enable.partition.eof": True, "enable.auto.commit": False})
     consumer.assign([TopicPartition(POSTS_TOPIC, p, 0) for p in range(partitions)])
     out: list[tuple[int, str, str]] = []
-    at_end: set[int] = set()
+    at_end: set[int | None] = set()  # an error not tied to a partition reports None
     deadline = time.monotonic() + 60
     try:
         while len(at_end) < partitions:
@@ -48,9 +48,11 @@ def topic_messages(brokers: str, partitions: int = 4) -> list[tuple[int, str, st
                 if m.error():
                     at_end.add(m.partition())
                     continue
-                at_end.discard(m.partition())
-                collector = dict(m.headers() or [])["collector"].decode()
-                out.append((m.partition(), collector, m.key().decode()))
+                partition, key = m.partition(), m.key()
+                at_end.discard(partition)
+                collector = dict(m.headers() or [])["collector"]
+                assert partition is not None and isinstance(collector, bytes) and key is not None
+                out.append((partition, collector.decode(), key.decode()))
     finally:
         consumer.close()
     return out

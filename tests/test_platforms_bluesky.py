@@ -13,6 +13,7 @@ import contextlib
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any, TypeGuard, TypeVar
 from urllib.parse import unquote
 
 import orjson
@@ -29,6 +30,13 @@ PROFILES = f"{TWITWI}/bluesky-profiles.json"
 JETSTREAM = "bluesky/bluesky-social__jetstream/internal/corpus/testdata/expected_v1.jsonl"
 NOW = "2030-01-01T00:00:00+00:00"
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$")
+
+T = TypeVar("T")
+
+
+def _all_of(items: list[Any], cls: type[T]) -> TypeGuard[list[T]]:
+    """Whether every item is a ``cls``; asserted, it also narrows the list's type."""
+    return all(isinstance(item, cls) for item in items)
 
 
 def _read(path: Path) -> list[RawPost | DeadLetter | Control]:
@@ -53,7 +61,8 @@ def _check_row(n: Normalised) -> None:
     assert set(n.post) == set(POST_COLUMNS) - {"collectors"}
     assert all(isinstance(v, str) for v in n.post.values())
     assert ISO.match(n.post["created_at"]), n.post["created_at"]
-    assert n.created_at.utcoffset() is not None and n.created_at.utcoffset().total_seconds() == 0
+    offset = n.created_at.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0
     assert n.post["id"] == n.id and n.id.startswith("at://")
     assert n.post["media_urls"] == "|".join(m.url for m in n.media)
     assert n.post["media_types"] == "|".join(m.type for m in n.media)
@@ -84,7 +93,7 @@ def test_twitwi_outputs_are_not_taken_for_raw_bluesky(fixtures: Path, name: str)
 def test_post_views_and_feed_items(fixtures: Path) -> None:
     records = _read(fixtures / POSTS)
     assert len(records) == 123
-    assert all(isinstance(r, RawPost) and r.format == "bluesky-post" for r in records)
+    assert _all_of(records, RawPost) and all(r.format == "bluesky-post" for r in records)
     ids = [r.id for r in records]
     assert all(i.startswith("at://did:") and "/app.bsky.feed.post/" in i for i in ids)
     feed_items = [r for r in records if "post" in r.payload]
@@ -185,8 +194,8 @@ def test_view_media_shapes(fixtures: Path) -> None:
     assert set(kinds) <= {"photo", "video", "gif", "thumbnail"}
 
 
-def _by_embed_type(fixtures: Path) -> dict[str, list[Normalised]]:
-    found: dict[str, list[Normalised]] = {}
+def _by_embed_type(fixtures: Path) -> dict[str | None, list[Normalised]]:
+    found: dict[str | None, list[Normalised]] = {}
     for r in _posts(fixtures / POSTS):
         view = r.payload.get("post", r.payload)
         embed = view["record"].get("embed")
@@ -228,7 +237,7 @@ def test_odd_third_party_embeds_never_crash(fixtures: Path) -> None:
 def test_tap_records_match_twitwi_exactly(fixtures: Path) -> None:
     records = _read(fixtures / TAP)
     assert len(records) == 14
-    assert all(isinstance(r, RawPost) and r.format == "bluesky-record" for r in records)
+    assert _all_of(records, RawPost) and all(r.format == "bluesky-record" for r in records)
     oracle = orjson.loads((fixtures / f"{TWITWI}/bluesky-normalized-tap-posts.json").read_bytes())
     with_images = 0
     for r, expected in zip(records, oracle, strict=True):
@@ -283,6 +292,7 @@ def test_jetstream_events(fixtures: Path) -> None:
 def test_profiles_are_counted_not_posted(fixtures: Path) -> None:
     records = _read(fixtures / PROFILES)
     assert [type(r) for r in records] == [Control] * 5
+    assert _all_of(records, Control)
     assert {r.kind for r in records} == {"profile"}
 
 
@@ -308,6 +318,7 @@ def test_wrapped_api_responses(fixtures: Path, tmp_path: Path) -> None:
     path.write_bytes(orjson.dumps({"posts": payloads[:3]}))
     assert detect_format(path) == "bluesky"
     records = _read(path)
+    assert _all_of(records, RawPost)
     assert [r.id for r in records] == [p["uri"] for p in payloads[:3]]
 
 
@@ -334,7 +345,7 @@ def test_hostile_lines_become_dead_letters(fixtures: Path, tmp_path: Path) -> No
     assert len(records) == 6
     assert isinstance(records[0], RawPost)
     dead = records[1:]
-    assert all(isinstance(d, DeadLetter) for d in dead)
+    assert _all_of(dead, DeadLetter)
     assert [d.source for d in dead] == [f"{path}:{i}" for i in range(2, 7)]
     assert dead[0].reason.startswith("invalid JSON line") and dead[0].raw == b"{not json"
     assert "rkey" in dead[1].reason
@@ -424,7 +435,7 @@ def test_corrupted_payloads_only_ever_raise_badpost(fixtures: Path, name: str) -
     """Any field replaced by any JSON type: a row or a BadPost, never another exception."""
     import random
 
-    junk = [None, 0, -1, 1e300, "", "x", [], {}, [None], [{}], {"a": 1}, True, 10**30]
+    junk: list[Any] = [None, 0, -1, 1e300, "", "x", [], {}, [None], [{}], {"a": 1}, True, 10**30]
     rng = random.Random(name)
     posts = [r for r in read_file(fixtures / name) if isinstance(r, RawPost)]
     tried = 0

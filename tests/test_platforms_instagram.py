@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeGuard, TypeVar
 
 import orjson
 import pytest
@@ -19,11 +20,18 @@ OLD = f"{BASE}/old_ndjson/posts.ndjson"
 OLDER = f"{BASE}/old_ndjson/old_posts.lines-001-030.ndjson"
 NOW = "2030-01-01T00:00:00+00:00"
 
+T = TypeVar("T")
+
+
+def _all_of(items: list[Any], cls: type[T]) -> TypeGuard[list[T]]:
+    """Whether every item is a ``cls``; asserted, it also narrows the list's type."""
+    return all(isinstance(item, cls) for item in items)
+
 
 def _normalised(fixtures: Path, name: str) -> list[tuple[dict, Normalised]]:
     envelopes = [orjson.loads(x) for x in (fixtures / name).read_bytes().splitlines()]
     records = list(read_file(fixtures / name))
-    assert all(isinstance(r, RawPost) for r in records)
+    assert _all_of(records, RawPost)
     assert {(r.platform, r.format) for r in records} == {("instagram", "instagram-media")}
     pairs = []
     for envelope, record in zip(envelopes, records, strict=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any, TypeGuard, TypeVar
 
 import orjson
 import pytest
@@ -24,6 +25,19 @@ EDITED = f"{CASSETTES}/test_status_update_with_media_edit.yaml.response-3.PUT-st
 ALL = [TAG, PUBLIC, MEDIA_202, MEDIA_200, VIDEO_STATUS, TWO_IMAGES, EDITED]
 NOW = "2030-01-01T00:00:00+00:00"
 
+T = TypeVar("T")
+
+
+def _all_of(items: list[Any], cls: type[T]) -> TypeGuard[list[T]]:
+    """Whether every item is a ``cls``; asserted, it also narrows the list's type."""
+    return all(isinstance(item, cls) for item in items)
+
+
+def _posts(path: Path) -> list[RawPost]:
+    records = list(read_file(path))
+    assert _all_of(records, RawPost)
+    return records
+
 
 def _load(fixtures: Path, name: str):
     return orjson.loads((fixtures / name).read_bytes())
@@ -36,7 +50,7 @@ def test_mastodon_files_are_detected(fixtures: Path, name: str) -> None:
 
 def test_hashtag_timeline_from_many_instances(fixtures: Path) -> None:
     records = list(read_file(fixtures / TAG))
-    assert len(records) == 20 and all(isinstance(r, RawPost) for r in records)
+    assert len(records) == 20 and _all_of(records, RawPost)
     statuses = _load(fixtures, TAG)
     # The API id is friends.nico's; the shoal id is the origin's objectId from the uri.
     first = records[0]
@@ -76,19 +90,20 @@ def test_hashtag_timeline_from_many_instances(fixtures: Path) -> None:
 
 
 def test_html_becomes_plain_text(fixtures: Path) -> None:
-    rows = [normalise(r.format, r.payload, NOW) for r in read_file(fixtures / TAG)]
+    rows = [normalise(r.format, r.payload, NOW) for r in _posts(fixtures / TAG)]
     first = rows[0].post["text"]
     # Mention and hashtag links lose their markup; URLs hidden in "invisible" spans are whole.
     assert first.startswith("@alexl @deadsuperhero")
     assert "#Mastodon" in first
-    assert "https://jeroenpraat.nl" in rows[0].user["description"]
-    public = [normalise(r.format, r.payload, NOW) for r in read_file(fixtures / PUBLIC)]
+    user = rows[0].user
+    assert user is not None and "https://jeroenpraat.nl" in user["description"]
+    public = [normalise(r.format, r.payload, NOW) for r in _posts(fixtures / PUBLIC)]
     assert len(public) == 20 and not any(n.media for n in public)
     assert public[0].post["text"] == "電話であれ、テキストであれ、伝達能力はしっかり鍛えてほしい。"
 
 
 def test_replies_and_threads(fixtures: Path) -> None:
-    rows = [normalise(r.format, r.payload, NOW).post for r in read_file(fixtures / TAG)]
+    rows = [normalise(r.format, r.payload, NOW).post for r in _posts(fixtures / TAG)]
     replies = [p for p in rows if p["reference_type"] == "replied_to"]
     others = [p for p in rows if not p["reference_type"]]
     assert len(replies) == 8 and len(others) == 12
@@ -100,6 +115,7 @@ def test_replies_and_threads(fixtures: Path) -> None:
 def test_local_statuses_keep_host_and_id(fixtures: Path) -> None:
     for name, kind, count in ((VIDEO_STATUS, "video", 1), (TWO_IMAGES, "photo", 2)):
         (record,) = read_file(fixtures / name)
+        assert isinstance(record, RawPost)
         status = record.payload
         assert record.id == f"localhost:3000/{status['id']}"
         n = normalise(record.format, record.payload, NOW)
@@ -111,6 +127,7 @@ def test_local_statuses_keep_host_and_id(fixtures: Path) -> None:
         assert n.post["author.public_metrics.tweet_count"] == "2"
         assert [m.media_key for m in n.media] == [a["id"] for a in status["media_attachments"]]
     (edited,) = read_file(fixtures / EDITED)
+    assert isinstance(edited, RawPost)
     n = normalise(edited.format, edited.payload, NOW)
     assert n.media[0].url.endswith(".mp4") and n.media[0].alternatives[0].endswith(".jpeg")
 
@@ -177,10 +194,11 @@ def test_hostile_inputs(fixtures: Path, tmp_path: Path) -> None:
     path.write_bytes(orjson.dumps([statuses[0], anonymous, {"foo": 1}, 42]))
     records = list(read_file(path, "mastodon"))
     assert isinstance(records[0], RawPost)
-    assert all(isinstance(r, DeadLetter) for r in records[1:])
-    assert "without uri or url" in records[1].reason
-    assert all("not a Mastodon" in r.reason for r in records[2:])
-    assert records[3].source == f"{path}[3]" and records[3].raw == b"42"
+    rejected = records[1:]
+    assert _all_of(rejected, DeadLetter)
+    assert "without uri or url" in rejected[0].reason
+    assert all("not a Mastodon" in r.reason for r in rejected[1:])
+    assert rejected[2].source == f"{path}[3]" and rejected[2].raw == b"42"
 
     broken = tmp_path / "broken.json"
     broken.write_bytes(b'[{"id": 1, "account": {}')

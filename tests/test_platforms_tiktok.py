@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypeGuard, TypeVar
 
 import orjson
 import pytest
@@ -20,6 +21,19 @@ PAGE = "tiktok/drawrowfly__tiktok-scraper/src/core/__mocks__/__mockData__/videoM
 X_LINES = "other/jorisheijkant__zeeschuimer-decoder/test-files/twitter-test.lines-001-078.ndjson"
 X_EXAMPLE = "other/jorisheijkant__zeeschuimer-decoder/example-items/twitter.json"
 NOW = "2030-01-01T00:00:00+00:00"
+
+T = TypeVar("T")
+
+
+def _all_of(items: list[Any], cls: type[T]) -> TypeGuard[list[T]]:
+    """Whether every item is a ``cls``; asserted, it also narrows the list's type."""
+    return all(isinstance(item, cls) for item in items)
+
+
+def _first_post(path: Path) -> RawPost:
+    record = next(iter(read_file(path)))
+    assert isinstance(record, RawPost)
+    return record
 
 
 @pytest.mark.parametrize(
@@ -42,7 +56,7 @@ def test_zeeschuimer_tiktok_items(fixtures: Path) -> None:
     envelopes = [orjson.loads(line) for line in lines]
     records = list(read_file(fixtures / ZEESCHUIMER))
     assert len(records) == 64
-    assert all(isinstance(r, RawPost) for r in records)
+    assert _all_of(records, RawPost)
     assert [r.id for r in records] == [e["item_id"] for e in envelopes]
     assert {(r.platform, r.format) for r in records} == {("tiktok", "tiktok-item")}
     assert records[0].source.endswith(":1") and records[-1].source.endswith(":64")
@@ -66,7 +80,7 @@ def test_zeeschuimer_tiktok_items(fixtures: Path) -> None:
 
 def test_pretty_printed_example_is_line_one(fixtures: Path) -> None:
     (example,) = read_file(fixtures / EXAMPLE)
-    first = next(iter(read_file(fixtures / ZEESCHUIMER)))
+    first = _first_post(fixtures / ZEESCHUIMER)
     assert isinstance(example, RawPost) and example.id == first.id
     a = normalise(example.format, example.payload, NOW)
     b = normalise(first.format, first.payload, NOW)
@@ -76,7 +90,7 @@ def test_pretty_printed_example_is_line_one(fixtures: Path) -> None:
 def test_scraper_cli_output(fixtures: Path) -> None:
     items = orjson.loads((fixtures / SCRAPER).read_bytes())
     records = list(read_file(fixtures / SCRAPER))
-    assert len(records) == 65 and all(isinstance(r, RawPost) for r in records)
+    assert len(records) == 65 and _all_of(records, RawPost)
     assert {(r.platform, r.format) for r in records} == {("tiktok", "tiktok-scraper")}
     for record, item in zip(records, items, strict=True):
         n = normalise(record.format, record.payload, NOW)
@@ -109,7 +123,7 @@ def test_video_page_next_data(fixtures: Path) -> None:
 
 
 def test_profile_page_items_and_broken_pages(tmp_path: Path, fixtures: Path) -> None:
-    item = next(iter(read_file(fixtures / ZEESCHUIMER))).payload
+    item = _first_post(fixtures / ZEESCHUIMER).payload
     other = dict(item, id="123")
     page = {"props": {"pageProps": {"items": [item, other, {"desc": "no id"}]}}}
     path = tmp_path / "profile.html"
@@ -120,7 +134,9 @@ def test_profile_page_items_and_broken_pages(tmp_path: Path, fixtures: Path) -> 
     )
     assert detect_format(path) == "tiktok-scraper"
     records = list(read_file(path))
-    assert [r.id for r in records[:2]] == [item["id"], "123"]
+    head = records[:2]
+    assert _all_of(head, RawPost)
+    assert [r.id for r in head] == [item["id"], "123"]
     assert isinstance(records[2], DeadLetter) and "without id" in records[2].reason
 
     empty = tmp_path / "login.html"
@@ -134,7 +150,7 @@ def test_profile_page_items_and_broken_pages(tmp_path: Path, fixtures: Path) -> 
 
 
 def test_photo_mode_items(fixtures: Path) -> None:
-    item = next(iter(read_file(fixtures / ZEESCHUIMER))).payload
+    item = _first_post(fixtures / ZEESCHUIMER).payload
     item = dict(
         item,
         imagePost={
@@ -152,7 +168,7 @@ def test_photo_mode_items(fixtures: Path) -> None:
 def test_zeeschuimer_routes_x_graphql_to_twitter(fixtures: Path) -> None:
     envelopes = [orjson.loads(x) for x in (fixtures / X_LINES).read_bytes().splitlines()]
     records = list(read_file(fixtures / X_LINES))
-    assert len(records) == 78 and all(isinstance(r, RawPost) for r in records)
+    assert len(records) == 78 and _all_of(records, RawPost)
     assert {(r.platform, r.format) for r in records} == {("twitter", "twitter-graphql")}
     assert [r.id for r in records] == [e["data"]["rest_id"] for e in envelopes]
     assert all(r.payload["__retrieved_at"].startswith("2023-10-12T") for r in records)
@@ -188,7 +204,7 @@ def test_zeeschuimer_hostile_lines(fixtures: Path, tmp_path: Path) -> None:
     records = list(read_file(path, "zeeschuimer"))
     assert isinstance(records[0], RawPost)
     dead = records[1:]
-    assert all(isinstance(d, DeadLetter) and d.format == "zeeschuimer" for d in dead)
+    assert _all_of(dead, DeadLetter) and all(d.format == "zeeschuimer" for d in dead)
     reasons = [d.reason for d in dead]
     assert reasons[0].startswith("invalid JSON line") and dead[0].source == f"{path}:2"
     assert reasons[1] == "unknown source_platform 'linkedin.com'"
@@ -208,7 +224,7 @@ def test_zeeschuimer_hostile_lines(fixtures: Path, tmp_path: Path) -> None:
     ],
 )
 def test_bad_items_raise_badpost(fixtures: Path, change, reason: str) -> None:
-    item = next(iter(read_file(fixtures / ZEESCHUIMER))).payload
+    item = _first_post(fixtures / ZEESCHUIMER).payload
     change(item)
     with pytest.raises(BadPost, match=reason):
         normalise("tiktok-item", item, NOW)

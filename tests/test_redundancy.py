@@ -171,10 +171,10 @@ def test_the_day_reports_show_exactly_the_gap(
         tap.settle(0.5)
         delivered = {c: {p["payload"]["id"] for p in tap.posts(c)} for c in TOKENS.values()}
 
-    for name, (code, logs) in results.items():
-        assert code == 0, (name, logs[-3:])
+    for name, (code, log_lines) in results.items():
+        assert code == 0, (name, log_lines[-3:])
         assert any(line["msg"] == "collector stopped" and line["stopped_by"] == "SIGTERM"
-                   for line in logs)
+                   for line in log_lines)
     all_ids_ = {t["id"] for t, _ in stream}
     assert delivered["server-a"] == all_ids_
     assert delivered["server-b"] == all_ids_ - missed

@@ -15,24 +15,27 @@ from shoal.demo import DemoSpec, write_demo_files
 from tests.pipeline import all_ids, digests, publish, run_flow
 
 
-def test_child_and_inline_sealing_write_identical_files(tmp_path: Path) -> None:
+def test_sealing_in_one_or_two_helpers_or_inline_writes_identical_files(tmp_path: Path) -> None:
     files = write_demo_files(tmp_path / "demo", DemoSpec(posts=6000, hours=6, seed=11))
-    summaries: dict[bool, list[HourSummary]] = {True: [], False: []}
+    summaries: dict[int, list[HourSummary]] = {2: [], 1: [], 0: []}
     with EmbeddedBroker() as b:
         ensure_topics(b.bootstrap, 4)
         publish(b.bootstrap, list(files.items()))
-        for in_child in (True, False):
-            run_flow(b.bootstrap, tmp_path / f"child={in_child}", seal_in_child=in_child,
-                     lateness=60, on_sealed=summaries[in_child].append)
-    child, inline = digests(tmp_path / "child=True"), digests(tmp_path / "child=False")
-    assert len(child) > 6 * 4  # every hour's four files, day reports, Parquet
-    assert child == inline
-    assert len(set(all_ids(tmp_path / "child=True"))) > 5000
-    # The parent learns of every seal the child did, with the same counts.
-    key = lambda s: (s.platform, s.start)  # noqa: E731
-    assert sorted((key(s), s.total) for s in summaries[True]) == sorted(
-        (key(s), s.total) for s in summaries[False])
-    assert len({key(s) for s in summaries[True]}) >= 6
+        for n in summaries:
+            run_flow(b.bootstrap, tmp_path / f"seal={n}", seal_processes=n,
+                     lateness=60, on_sealed=summaries[n].append)
+    two, one, inline = (digests(tmp_path / f"seal={n}") for n in (2, 1, 0))
+    assert len(inline) > 6 * 4  # every hour's four files, day reports, Parquet
+    assert two == inline
+    assert one == inline
+    assert len(set(all_ids(tmp_path / "seal=2"))) > 5000
+    # The parent learns of every seal the children did, with the same counts.
+    def facts(n: int) -> list[tuple[str, int, int, list[tuple[str, int]]]]:
+        return sorted((s.platform, s.start, s.total, sorted(s.collectors.items()))
+                      for s in summaries[n])
+
+    assert facts(2) == facts(0)
+    assert len(facts(2)) >= 6
 
 
 def test_a_seal_failing_in_the_child_stops_the_parent(tmp_path: Path) -> None:

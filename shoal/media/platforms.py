@@ -213,7 +213,8 @@ def _quoted(media: _Media, container: Any, depth: int) -> None:
     record = container.get("record")
     if not isinstance(record, dict):
         return
-    source = record.get("uri") if isinstance(record.get("uri"), str) else ""
+    uri = record.get("uri")
+    source = uri if isinstance(uri, str) else ""
     for inner in _dicts(record.get("embeds")):
         _view_embed(media, inner, source, depth + 1)
 

@@ -105,7 +105,8 @@ def normalise_view(payload: dict[str, Any], retrieved_at: str) -> Normalised:
 
     A repost ``reason`` does not change the row: the post is still its author's post.
     """
-    view = payload.get("post") if isinstance(payload.get("post"), dict) else payload
+    inner = payload.get("post")
+    view: dict[str, Any] = inner if isinstance(inner, dict) else payload
     uri = view.get("uri")
     if not isinstance(uri, str) or not uri.startswith("at://"):
         raise BadPost("Bluesky post view without an at:// uri")
@@ -114,7 +115,7 @@ def normalise_view(payload: dict[str, Any], retrieved_at: str) -> Normalised:
         raise BadPost(f"Bluesky post view {uri} has no record")
     created = rows.to_datetime(record.get("createdAt"), "record.createdAt")
     retrieved = rows.retrieved_at(payload, retrieved_at)
-    author = view.get("author") if isinstance(view.get("author"), dict) else {}
+    author = rows.obj(view.get("author"))
     did = author.get("did") or uri[5:].split("/", 1)[0]
     user = _user(author, did, retrieved)
 

@@ -42,7 +42,7 @@ def status_id(status: dict[str, Any]) -> str:
             return f"{host}/{match[1]}"
     for link in (uri, status.get("url")):
         host = _host(link)
-        if not host:
+        if not host or not isinstance(link, str):  # _host already gives "" for a non-str
             continue
         segments = [s for s in urlsplit(link).path.split("/") if s]
         if segments and segments[-1] == "activity":  # a boost's uri: .../statuses/ID/activity

@@ -33,7 +33,7 @@ def _fill(
 
 def _item_user(item: dict[str, Any], retrieved: str) -> dict[str, str]:
     author = item.get("author")
-    stats = item.get("authorStats") if isinstance(item.get("authorStats"), dict) else {}
+    stats = rows.obj(item.get("authorStats"))
     user = rows.empty_user()
     if isinstance(author, dict):
         user["id"] = rows.text(author.get("id"))
@@ -71,7 +71,7 @@ def normalise_item(payload: dict[str, Any], retrieved_at: str) -> Normalised:
 
 
 def _scraper_user(item: dict[str, Any], retrieved: str) -> dict[str, str]:
-    meta = item.get("authorMeta") if isinstance(item.get("authorMeta"), dict) else {}
+    meta = rows.obj(item.get("authorMeta"))
     user = rows.empty_user()
     user["id"] = rows.text(meta.get("id"))
     user["username"] = rows.text(meta.get("name"))
