@@ -50,6 +50,9 @@ def _flow_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                    help="seal everything and exit once nothing arrived for SECONDS")
     p.add_argument("--workers", type=int, default=1, help="Bytewax workers in this process")
+    p.add_argument("--seal-processes", type=int, default=2, metavar="N",
+                   help="helper processes sealing hours beside the dataflow (default 2; 0 "
+                        "seals inline)")
     p.add_argument("--epoch-seconds", type=float, default=2.0,
                    help="how often recovery state is snapshotted (bytewax -s; default 2)")
     p.add_argument("--recovery-dir", type=Path, default=None,
@@ -147,6 +150,7 @@ def _flow_config(args: argparse.Namespace, brokers: str, **extra: Any) -> Any:
         media=not args.no_media,
         media_types=frozenset(t.strip() for t in args.media_types.split(",") if t.strip()),
         fetch=extra.pop("fetch", None) or fetch_config(args),
+        seal_processes=args.seal_processes,
         **extra,
     )
 

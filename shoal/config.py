@@ -65,6 +65,7 @@ class FlowSettings:
     lateness: float = opt(300.0, "seconds an hour stays open after the stream passed it")
     idle_exit: float | None = opt(None, "seal everything and exit after this many idle seconds")
     workers: int = opt(1, "Bytewax workers in the process")
+    seal_processes: int = opt(2, "helper processes sealing hours beside the dataflow (0: inline)")
     epoch_seconds: float = opt(2.0, "how often recovery state is snapshotted")
     recovery: bool = opt(True, "keep Bytewax recovery state under DIR/_recovery")
     log_level: str = opt("info", "debug, info, warning or error",
@@ -447,6 +448,7 @@ CLI_OPTIONS: dict[str, tuple[str, str, bool]] = {
     "lateness": ("flow", "lateness", False),
     "idle_exit": ("flow", "idle_exit", False),
     "workers": ("flow", "workers", False),
+    "seal_processes": ("flow", "seal_processes", False),
     "epoch_seconds": ("flow", "epoch_seconds", False),
     "log_level": ("flow", "log_level", False),
     "no_recovery": ("flow", "recovery", True),
