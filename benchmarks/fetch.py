@@ -55,34 +55,11 @@ console = Console(stderr=True)
 # --- the server ---------------------------------------------------------------------------
 
 
-def stamp_arrivals(arrivals: dict[int, float]) -> None:
-    """Record when each request reached the server: for the first request of a connection,
-    when it was accepted, for the next ones, when their bytes came in (as in the tests)."""
-    from aiohttp import web_protocol
-
-    made = web_protocol.RequestHandler.connection_made
-    received = web_protocol.RequestHandler.data_received
-    fresh: set[int] = set()
-
-    def connection_made(self: web_protocol.RequestHandler, transport: Any) -> None:
-        arrivals[id(self)] = time.monotonic()
-        fresh.add(id(self))
-        made(self, transport)
-
-    def data_received(self: web_protocol.RequestHandler, data: bytes) -> None:
-        if id(self) in fresh:
-            fresh.discard(id(self))
-        else:
-            arrivals[id(self)] = time.monotonic()
-        received(self, data)
-
-    web_protocol.RequestHandler.connection_made = connection_made  # type: ignore[method-assign]
-    web_protocol.RequestHandler.data_received = data_received  # type: ignore[method-assign]
-
-
 def serve(ips: list[str], latency: float, port_out: Any, lifetime: float) -> None:
     """Child process: a media server on every address, until ``lifetime`` runs out."""
     from aiohttp import web
+
+    from connectors.loopback_server import serve_on_loopback, stamp_arrivals
 
     with contextlib.suppress(OSError):
         os.nice(-10)  # its clock readings are the measurement: keep them prompt
@@ -107,12 +84,7 @@ def serve(ips: list[str], latency: float, port_out: Any, lifetime: float) -> Non
         app.router.add_route("GET", "/{tail:.*}", handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        first = web.TCPSite(runner, ips[0], 0, backlog=1024)
-        await first.start()
-        port = first._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        for ip in ips[1:]:
-            await web.TCPSite(runner, ip, port, backlog=1024).start()
-        port_out.send(port)
+        port_out.send(await serve_on_loopback(runner, ips, backlog=1024))
         await asyncio.sleep(lifetime)
 
     asyncio.run(main())

@@ -25,10 +25,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web, web_protocol
+from aiohttp import web
 
 from connectors.fetch_ledger import FetchLedger
 from connectors.fetcher import Fetcher, FetchService
+from connectors.loopback_server import serve_on_loopback, stamp_arrivals
 from shoal.fetch import FetchConfig, FetchResult
 
 HOSTS = {"img1.test": "127.0.0.2", "img2.test": "127.0.0.3", "img3.test": "127.0.0.4"}
@@ -108,30 +109,6 @@ class MediaApp:
         return web.Response(status=404)
 
 
-def stamp_arrivals(arrivals: dict[int, float]) -> None:
-    """Record when each request reached the server: for the first request of a connection,
-    when the connection was accepted (the client's first contact), for the next ones, when
-    their bytes came in; both earlier and steadier than the start of the handler."""
-    made = web_protocol.RequestHandler.connection_made
-    received = web_protocol.RequestHandler.data_received
-    fresh: set[int] = set()
-
-    def connection_made(self: web_protocol.RequestHandler, transport: Any) -> None:
-        arrivals[id(self)] = time.monotonic()
-        fresh.add(id(self))
-        made(self, transport)
-
-    def data_received(self: web_protocol.RequestHandler, data: bytes) -> None:
-        if id(self) in fresh:
-            fresh.discard(id(self))
-        else:
-            arrivals[id(self)] = time.monotonic()
-        received(self, data)
-
-    web_protocol.RequestHandler.connection_made = connection_made  # type: ignore[method-assign]
-    web_protocol.RequestHandler.data_received = data_received  # type: ignore[method-assign]
-
-
 def serve(port_out: Any, lifetime: float) -> None:
     """Child process: serve until the parent goes or ``lifetime`` runs out.
 
@@ -148,13 +125,7 @@ def serve(port_out: Any, lifetime: float) -> None:
         app.router.add_route("GET", "/{tail:.*}", MediaApp().handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await runner.setup()
-        ips = [*HOSTS.values(), "127.0.0.1"]
-        first = web.TCPSite(runner, ips[0], 0)
-        await first.start()
-        port = first._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        for ip in ips[1:]:
-            await web.TCPSite(runner, ip, port).start()
-        port_out.send(port)
+        port_out.send(await serve_on_loopback(runner, [*HOSTS.values(), "127.0.0.1"]))
         await asyncio.sleep(lifetime)
 
     asyncio.run(main())

@@ -22,6 +22,7 @@ from aiohttp import web
 from connectors.broker import EmbeddedBroker
 from connectors.demo_media import body_for
 from connectors.kafka_io import ensure_topics
+from connectors.loopback_server import serve_on_loopback
 from shoal.demo import DemoSpec, write_demo_files
 from shoal.fetch.policy import FetchConfig
 from tests.pipeline import publish, read_csv_xz, run_flow
@@ -58,11 +59,8 @@ class MediaServer:
         app.router.add_get("/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None)
         loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         # The same port on a second loopback address: a second host for the politeness keys.
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.2", self.port).start())
+        self.port = loop.run_until_complete(serve_on_loopback(runner, ["127.0.0.1", "127.0.0.2"]))
         self._ready.set()
         loop.run_forever()
 

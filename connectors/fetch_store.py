@@ -1,0 +1,96 @@
+"""Where fetched bodies go: a temp file while they arrive, then their final path under root.
+
+Bodies are hashed while they are written, so the content-addressed path is known the moment
+the last byte is in, and a reader of the store never sees half a file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from shoal.fetch.policy import (
+    FetchConfig,
+    FetchResult,
+    sniff_type,
+    storage_path,
+    template_fields,
+    utc_now_iso,
+)
+
+CHUNK = 64 * 1024
+HEAD = 512  # bytes kept for type sniffing
+
+
+class Sink:
+    """A temp file beside the store, hashed while written; ``os.replace`` makes it visible
+    only once complete, so a reader never sees half a file."""
+
+    def __init__(self, tmp_dir: Path, compress: bool) -> None:
+        self.path = tmp_dir / f"{uuid.uuid4().hex}.part"
+        self._fh: BinaryIO = open(self.path, "wb")  # noqa: SIM115 - closed in close/discard
+        self._out: BinaryIO = (
+            gzip.GzipFile(fileobj=self._fh, mode="wb", mtime=0)  # type: ignore[assignment]
+            if compress else self._fh
+        )
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.head = b""
+        self.kept = False
+
+    def write(self, chunk: bytes) -> None:
+        if len(self.head) < HEAD:
+            self.head += chunk[: HEAD - len(self.head)]
+        self.hash.update(chunk)
+        self.size += len(chunk)
+        self._out.write(chunk)
+
+    def close(self) -> None:
+        if self._out is not self._fh:
+            self._out.close()
+        self._fh.close()
+
+    def discard(self) -> None:
+        if not self._fh.closed:
+            self.close()
+        if not self.kept:
+            self.path.unlink(missing_ok=True)
+
+
+def place(
+    sink: Sink, root: Path, config: FetchConfig, ctype: str, url: str,
+    meta: Mapping[str, Any], res: FetchResult,
+) -> None:
+    """Move the finished temp file into place; identical bytes are stored once."""
+    mimetype, ext = sniff_type(sink.head, ctype)
+    sha = sink.hash.hexdigest()
+    now = utc_now_iso()
+    rel = storage_path(config, sha, ext, template_fields(url, meta, now))
+    final = root / rel
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and config.filename_template and "{sha256}" not in (
+        config.filename_template
+    ) and _file_sha256(final, config.compress) != sha:
+        # A template that does not name the content: keep both, never overwrite.
+        stem, dot, suffix = rel.rpartition("/")[2].partition(".")
+        rel = rel.rpartition("/")[0] + f"/{stem}_{sha[:12]}{dot}{suffix}"
+        final = root / rel
+    if not final.exists():
+        os.replace(sink.path, final)
+        sink.kept = True
+    res.bytes, res.sha256, res.mimetype, res.path, res.fetched_at = (
+        sink.size, sha, mimetype, rel, now
+    )
+
+
+def _file_sha256(path: Path, compressed: bool) -> str:
+    h = hashlib.sha256()
+    with gzip.open(path, "rb") if compressed else open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
