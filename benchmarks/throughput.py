@@ -43,8 +43,11 @@ from shoal.demo import DemoSpec, demo_pages  # noqa: E402
 BIN = Path(sys.executable).parent
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Run a child; returns (seconds, peak RSS in MiB) from wait4."""
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, float]:
+    """Run a child; returns (seconds, peak RSS in MiB, CPU seconds) from wait4.
+
+    CPU and RSS include the child's own children (shoal's sealing helpers) once reaped.
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -52,7 +55,12 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
     if os.waitstatus_to_exitcode(status) != 0:
         err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
         raise SystemExit(f"{cmd[0]} failed: {err}")
-    return seconds, usage.ru_maxrss // 1024
+    return seconds, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
+
+
+def broker_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -77,6 +85,8 @@ def main() -> int:
         with EmbeddedBroker() as broker:
             ensure_topics(broker.bootstrap, args.partitions)
             shoal = str(BIN / "shoal")
+            broker_pid = broker.proc.pid  # type: ignore[union-attr]
+            broker_t0 = broker_cpu(broker_pid)
             t0 = time.perf_counter()
             collect = subprocess.Popen(
                 [shoal, "collect", "file", str(src), "--brokers", broker.bootstrap,
@@ -86,18 +96,20 @@ def main() -> int:
             collected: list[float] = []
 
             def wait_collector() -> None:
-                collect.wait()
+                _, _, usage = os.wait4(collect.pid, 0)
                 collected.append(time.perf_counter() - t0)
+                collected.append(usage.ru_utime + usage.ru_stime)
 
             waiter = threading.Thread(target=wait_collector)
             waiter.start()
-            _proc_s, proc_rss = timed([
+            _proc_s, proc_rss, proc_cpu = timed([
                 shoal, "process", "--brokers", broker.bootstrap, "--data-dir", str(tmp / "out"),
                 "--idle-exit", str(args.idle), "--workers", str(args.workers), "--no-recovery",
                 "--lateness", "300", "--no-media",
             ])
             waiter.join()
             shoal_s = time.perf_counter() - t0 - args.idle
+            broker_s = broker_cpu(broker_pid) - broker_t0
         ids = 0
         for f in (tmp / "out" / "twitter").glob("*/*_IDs.txt.xz"):
             import lzma
@@ -105,7 +117,7 @@ def main() -> int:
             ids += lzma.decompress(f.read_bytes()).count(b"\n")
 
         twarc2 = [str(BIN / "twarc2"), "--bearer-token", "unused"]
-        peer_s, peer_rss = timed([*twarc2, "csv", str(src), str(tmp / "peer.csv")])
+        peer_s, peer_rss, peer_cpu = timed([*twarc2, "csv", str(src), str(tmp / "peer.csv")])
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -116,9 +128,21 @@ def main() -> int:
     table.add_row("twarc2 csv (peer)", str(args.posts), f"{peer_s:.1f}",
                   f"{args.posts / peer_s:,.0f}", str(peer_rss))
     console.print(table)
-    took = collected[0]
+    took, collect_cpu = collected
     console.print(f"the collector's part: {took:.1f} s ({args.posts / took:,.0f} posts/s into "
                   "Kafka, running beside the processor)")
+    cpu = Table("CPU", "seconds", "µs per post")
+    total = 0.0
+    for name, secs in (("collector", collect_cpu), ("processor (with sealing helpers)", proc_cpu),
+                       ("broker", broker_s)):
+        total += secs
+        cpu.add_row(name, f"{secs:.1f}", f"{secs / args.posts * 1e6:.0f}")
+    cpu.add_row("shoal, all", f"{total:.1f}", f"{total / args.posts * 1e6:.0f}")
+    cpu.add_row("twarc2 csv", f"{peer_cpu:.1f}", f"{peer_cpu / args.posts * 1e6:.0f}")
+    console.print(cpu)
+    busy = total / (shoal_s + args.idle) / (os.cpu_count() or 1)
+    console.print(f"shoal kept {busy:.0%} of {os.cpu_count()} cores busy; at full use its CPU "
+                  f"would allow {args.posts / (total / (os.cpu_count() or 1)):,.0f} posts/s")
     ratio = peer_s / shoal_s
     console.print(f"ratio shoal/peer: {ratio:.1f}x  (target: >= 20,000 posts/s, >= 10x)")
     if ids != args.posts:
