@@ -11,15 +11,12 @@ here, on the record's text, facets and tags.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 
 from connectors.live import (
     Backoff,
@@ -27,6 +24,8 @@ from connectors.live import (
     ConnectorError,
     Outlet,
     add_common_options,
+    json_or_dead_letter,
+    keep_connected,
     load_state,
     run_async,
     warn,
@@ -100,6 +99,9 @@ class Jetstream:
     def snapshot(self) -> dict[str, Any]:
         return {"cursor": self.cursor, "url": self.args.url}
 
+    def position(self) -> dict[str, Any]:
+        return {"connection": self.connection, "cursor": self.cursor}
+
     def params(self) -> list[tuple[str, str]]:
         out = [("wantedCollections", POST_COLLECTION)]
         out += [("wantedDids", did) for did in self.args.did or ()]
@@ -108,21 +110,9 @@ class Jetstream:
         return out
 
     async def run(self) -> None:
-        saver = asyncio.ensure_future(self.checkpoint.run())
         headers = {"User-Agent": f"shoal/{__version__}"}
-        try:
-            async with aiohttp.ClientSession(headers=headers) as session:
-                while True:
-                    await self.connect_once(session)
-                    delay = self.backoff.next()
-                    warn("disconnected", kind=KIND, connection=self.connection,
-                         cursor=self.cursor, retry_in=round(delay, 2))
-                    await asyncio.sleep(delay)
-        finally:
-            saver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await saver
-            self.checkpoint.final()
+        await keep_connected(KIND, lambda: aiohttp.ClientSession(headers=headers),
+                             self.connect_once, self.backoff, self.checkpoint, self.position)
 
     async def connect_once(self, session: aiohttp.ClientSession) -> None:
         self.connection += 1
@@ -151,10 +141,9 @@ class Jetstream:
         self.backoff.reset()
         source = f"jetstream:{self.connection}:{self.frames}"
         raw = data.encode() if isinstance(data, str) else data
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            self.outlet.emit([DeadLetter(f"invalid JSON frame: {exc}", source, raw, bluesky.NAME)])
+        value = json_or_dead_letter(raw, "frame", source, bluesky.NAME)
+        if isinstance(value, DeadLetter):
+            self.outlet.emit([value])
             return
         if isinstance(value, dict):
             time_us = value.get("time_us")

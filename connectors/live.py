@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,6 +30,9 @@ from connectors.hourly_files import atomic_write
 from connectors.kafka_io import Publisher, ensure_topics, now_iso
 from shoal.logs import event
 from shoal.model import Control, DeadLetter, RawPost
+
+if TYPE_CHECKING:  # only the websocket/SSE connectors need aiohttp, and they import it
+    import aiohttp
 
 log = logging.getLogger("shoal.collect")
 
@@ -231,6 +234,49 @@ class Checkpoint:
         self.publisher.flush()
         save_state(self.path, state)
         self._saved = state
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+async def keep_connected(
+    kind: str,
+    open_session: Callable[[], aiohttp.ClientSession],
+    connect_once: Callable[[aiohttp.ClientSession], Awaitable[None]],
+    backoff: Backoff,
+    checkpoint: Checkpoint,
+    position: Callable[[], dict[str, Any]],
+) -> None:
+    """Connect again after every disconnection, the backoff's delay later, until cancelled.
+
+    run_async stops a connector by cancelling it; the resume point is saved on the
+    checkpoint's schedule meanwhile and once more in ``finally``, so a stop never loses it.
+    ``position`` says where the stream was, for the log line of each disconnection.
+    """
+    saver = asyncio.ensure_future(checkpoint.run())
+    try:
+        async with open_session() as session:
+            while True:
+                await connect_once(session)
+                delay = backoff.next()
+                warn("disconnected", kind=kind, **position(), retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+    finally:
+        saver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await saver
+        checkpoint.final()
+
+
+def json_or_dead_letter(data: bytes, what: str, source: str, fmt: str) -> Any:
+    """The JSON value of ``data``, or a DeadLetter keeping it (``invalid JSON {what}: ...``).
+
+    A broken frame or page costs one dead letter; the connection goes on.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return DeadLetter(f"invalid JSON {what}: {exc}", source, data, fmt)
 
 
 # --------------------------------------------------------------------------- publishing

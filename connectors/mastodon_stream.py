@@ -11,8 +11,6 @@ file belongs to one server.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -21,7 +19,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 
 from connectors.live import (
@@ -30,6 +27,8 @@ from connectors.live import (
     ConnectorError,
     Outlet,
     add_common_options,
+    json_or_dead_letter,
+    keep_connected,
     load_state,
     run_async,
     warn,
@@ -132,25 +131,16 @@ class MastodonStream:
     def snapshot(self) -> dict[str, Any]:
         return {"server": self.server, "last_id": self.last_id}
 
+    def position(self) -> dict[str, Any]:
+        return {"connection": self.connection, "last_id": self.last_id}
+
     async def run(self) -> None:
         headers = {"User-Agent": f"shoal/{__version__}"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         timeout = aiohttp.ClientTimeout(total=None, connect=20, sock_read=self.args.read_timeout)
-        saver = asyncio.ensure_future(self.checkpoint.run())
-        try:
-            async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
-                while True:
-                    await self.connect_once(session)
-                    delay = self.backoff.next()
-                    warn("disconnected", kind=KIND, connection=self.connection,
-                         last_id=self.last_id, retry_in=round(delay, 2))
-                    await asyncio.sleep(delay)
-        finally:
-            saver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await saver
-            self.checkpoint.final()
+        await keep_connected(KIND, lambda: aiohttp.ClientSession(headers=headers, timeout=timeout),
+                             self.connect_once, self.backoff, self.checkpoint, self.position)
 
     def _refused(self, status: int, what: str) -> ConnectorError:
         if status in (401, 403):
@@ -198,11 +188,9 @@ class MastodonStream:
                 body = await resp.read()
             pages += 1
             source = f"backfill:{min_id}"
-            try:
-                statuses = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                reason = f"invalid JSON timeline page: {exc}"
-                self.outlet.emit([DeadLetter(reason, source, body, mastodon.NAME)])
+            statuses = json_or_dead_letter(body, "timeline page", source, mastodon.NAME)
+            if isinstance(statuses, DeadLetter):
+                self.outlet.emit([statuses])
                 return
             if not isinstance(statuses, list) or not statuses:
                 break
@@ -225,11 +213,9 @@ class MastodonStream:
         if name not in STATUS_EVENTS:
             self.outlet.emit([Control(name, source)])
             return
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            reason = f"invalid JSON in {name} event: {exc}"
-            self.outlet.emit([DeadLetter(reason, source, data, mastodon.NAME)])
+        value = json_or_dead_letter(data, f"in {name} event", source, mastodon.NAME)
+        if isinstance(value, DeadLetter):
+            self.outlet.emit([value])
             return
         self.status(value, data, source)
 

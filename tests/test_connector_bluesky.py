@@ -19,18 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 
-from tests.test_connector_twitter import (  # noqa: F401 - brokers, debug_logs, tap: fixtures
-    KafkaTap,
-    LocalServer,
-    brokers,
-    collector_name,
-    debug_logs,
-    live_args,
-    log_lines,
-    logged,
-    sigterm_when,
-    tap,
-)
+from tests import live_helpers as live
 
 JETSTREAM = "bluesky/bluesky-social__jetstream/internal/corpus/testdata/expected_v1.jsonl"
 POST = "app.bsky.feed.post"
@@ -65,7 +54,7 @@ class Jetstream:
         self.sent: list[list[int]] = []  # time_us of the events sent, per connection
         self.script: Callable[[int], list[tuple[Any, ...]]] = lambda n: [("send", None)]
         self.connected = threading.Event()
-        self.server: LocalServer | None = None
+        self.server: live.LocalServer | None = None
         self.app = web.Application()
         self.app.router.add_get("/subscribe", self.subscribe)
 
@@ -115,7 +104,7 @@ class Jetstream:
 @pytest.fixture
 def jetstream(fixtures: Path) -> Iterator[Jetstream]:
     fake = Jetstream(load_events(fixtures))
-    with LocalServer(fake.app) as server:
+    with live.LocalServer(fake.app) as server:
         fake.server = server
         yield fake
 
@@ -129,14 +118,14 @@ def saved_cursor(path: Path) -> int | None:
 
 def bluesky_args(brokers: str, server: Jetstream, name: str, state: Path, *extra: str) -> Any:
     assert server.server is not None
-    return live_args("bluesky", "--url", f"ws://127.0.0.1:{server.server.port}/subscribe",
+    return live.live_args("bluesky", "--url", f"ws://127.0.0.1:{server.server.port}/subscribe",
                      "--brokers", brokers, "--collector", name, "--state", str(state),
                      "--save-every", "0.1", "--rewind", "0.05",
                      "--backoff-base", "0.05", "--backoff-max", "0.2", *extra)
 
 
 def test_posts_cursor_disconnect_resume_and_dead_letter(
-    fixtures: Path, jetstream: Jetstream, brokers: str, tap: KafkaTap, tmp_path: Path,
+    fixtures: Path, jetstream: Jetstream, brokers: str, tap: live.KafkaTap, tmp_path: Path,
     debug_logs: Any,
 ) -> None:
     caplog = debug_logs
@@ -144,13 +133,13 @@ def test_posts_cursor_disconnect_resume_and_dead_letter(
     creates = post_creates(events)
     assert len(creates) == 17
     state = tmp_path / "jetstream.json"
-    name = collector_name("jet")
+    name = live.collector_name("jet")
     # First connection: 60 events, a broken frame, then the server hangs up.
     jetstream.script = lambda n: ([("send", 60), ("bad",), ("close",)] if n == 1
                                   else [("send", None)])
     newest = max(e["time_us"] for e in jetstream.wanted(_Query({"wantedCollections": POST})))
     args = bluesky_args(brokers, jetstream, name, state)
-    with sigterm_when(lambda: saved_cursor(state) == newest) as fired:
+    with live.sigterm_when(lambda: saved_cursor(state) == newest) as fired:
         assert args.live_run(args) == 0
     assert fired.is_set()
 
@@ -168,20 +157,20 @@ def test_posts_cursor_disconnect_resume_and_dead_letter(
     assert by_key[f"bluesky:{uri}"]["commit"]["record"] == event["commit"]["record"]
     dead = tap.dead(name)
     assert len(dead) == 1 and dead[0]["raw"] == MALFORMED and dead[0]["format"] == "bluesky"
-    stopped = logged(caplog, "collector stopped")[0]
+    stopped = live.logged(caplog, "collector stopped")[0]
     delete = next(e["time_us"] for e in events
                   if e.get("commit", {}).get("operation") == "delete"
                   and e["commit"]["collection"] == POST)
     times_sent = sum(sent.count(delete) for sent in jetstream.sent)  # the rewind repeats some
     assert stopped["control"]["delete"] == times_sent >= 1
     assert stopped["control"]["identity"] >= 1
-    assert not any("Traceback" in line for line in log_lines(caplog))
+    assert not any("Traceback" in line for line in live.log_lines(caplog))
 
     # A restart resumes from the saved cursor.
     jetstream.connected.clear()
     before = len(jetstream.connections)
     args = bluesky_args(brokers, jetstream, name, state)
-    with sigterm_when(lambda: len(jetstream.connections) > before and len(jetstream.sent[-1])
+    with live.sigterm_when(lambda: len(jetstream.connections) > before and len(jetstream.sent[-1])
                       == len(jetstream.wanted(_Query({"wantedCollections": POST,
                                                       "cursor": str(newest - 50_000)})))):
         assert args.live_run(args) == 0
@@ -196,17 +185,17 @@ class _Query(dict[str, Any]):
 
 
 def test_did_hashtag_and_keyword_filters(
-    fixtures: Path, jetstream: Jetstream, brokers: str, tap: KafkaTap, tmp_path: Path,
+    fixtures: Path, jetstream: Jetstream, brokers: str, tap: live.KafkaTap, tmp_path: Path,
     debug_logs: Any,
 ) -> None:
     creates = post_creates(load_events(fixtures))
     authors = Counter(uri.split("/")[2] for uri in creates)
     busiest = authors.most_common(1)[0][0]  # the one author with three posts
     dids = [busiest, next(a for a in authors if a != busiest)]
-    by_did = collector_name("did")
+    by_did = live.collector_name("did")
     state = tmp_path / "did.json"
     args = bluesky_args(brokers, jetstream, by_did, state, "--did", dids[0], "--did", dids[1])
-    with sigterm_when(lambda: bool(jetstream.sent) and saved_cursor(state) == max(
+    with live.sigterm_when(lambda: bool(jetstream.sent) and saved_cursor(state) == max(
             jetstream.sent[0], default=-1)):
         assert args.live_run(args) == 0
     assert jetstream.connections[0]["dids"] == dids
@@ -217,11 +206,11 @@ def test_did_hashtag_and_keyword_filters(
                 for f in facet["features"]}
         return "indierebellion" in tags or "maga" in record.get("text", "").casefold()
 
-    by_text = collector_name("text")
+    by_text = live.collector_name("text")
     state = tmp_path / "text.json"
     args = bluesky_args(brokers, jetstream, by_text, state, "--hashtag", "#IndieRebellion",
                         "--keyword", "MAGA")
-    with sigterm_when(lambda: len(jetstream.sent) == 2 and saved_cursor(state) == max(
+    with live.sigterm_when(lambda: len(jetstream.sent) == 2 and saved_cursor(state) == max(
             jetstream.sent[1], default=-1)):
         assert args.live_run(args) == 0
 
@@ -232,4 +221,4 @@ def test_did_hashtag_and_keyword_filters(
     got_text = {p["key"] for p in tap.posts(by_text)}
     assert got_text == {f"bluesky:{u}" for u, e in creates.items() if matches(e)}
     assert len(got_text) == 2
-    assert logged(debug_logs, "collector stopped")[-1]["filtered"] == 15
+    assert live.logged(debug_logs, "collector stopped")[-1]["filtered"] == 15

@@ -18,18 +18,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.test_connector_twitter import (  # noqa: F401 - brokers, debug_logs, tap: fixtures
-    KafkaTap,
-    LocalServer,
-    brokers,
-    collector_name,
-    debug_logs,
-    live_args,
-    log_lines,
-    logged,
-    sigterm_when,
-    tap,
-)
+from tests import live_helpers as live
 
 TAG_JSON = "mastodon/sys1yagi__mastodon4j/mastodon4j/src/test/assets/tag.json"
 TOKEN = "mstdn-secret-9fQz"  # must never show up in a log line
@@ -54,7 +43,7 @@ class Mastodon:
         self.streams: list[dict[str, Any]] = []
         self.timelines: list[dict[str, Any]] = []
         self.script: Callable[[int], list[bytes | None]] = lambda n: []
-        self.server: LocalServer | None = None
+        self.server: live.LocalServer | None = None
         self.app = web.Application()
         self.app.router.add_get("/api/v1/streaming/{kind}", self.stream)
         self.app.router.add_get("/api/v1/timelines/public", self.timeline)
@@ -99,7 +88,7 @@ def statuses(fixtures: Path) -> list[dict[str, Any]]:
 @pytest.fixture
 def mastodon(statuses: list[dict[str, Any]]) -> Iterator[Mastodon]:
     fake = Mastodon(statuses)
-    with LocalServer(fake.app) as server:
+    with live.LocalServer(fake.app) as server:
         fake.server = server
         yield fake
 
@@ -113,13 +102,13 @@ def saved(path: Path) -> dict[str, Any]:
 
 def mastodon_args(brokers: str, server: Mastodon, name: str, *extra: str) -> Any:
     assert server.server is not None
-    return live_args("mastodon", server.server.url, "--brokers", brokers, "--collector", name,
+    return live.live_args("mastodon", server.server.url, "--brokers", brokers, "--collector", name,
                      "--save-every", "0.1", "--backoff-base", "0.05", "--backoff-max", "0.2",
                      *extra)
 
 
 def test_stream_disconnect_backfill_and_dead_letter(
-    mastodon: Mastodon, brokers: str, tap: KafkaTap, tmp_path: Path, debug_logs: Any,
+    mastodon: Mastodon, brokers: str, tap: live.KafkaTap, tmp_path: Path, debug_logs: Any,
 ) -> None:
     caplog = debug_logs
     ordered = mastodon.statuses
@@ -135,11 +124,11 @@ def test_stream_disconnect_backfill_and_dead_letter(
         if n == 1 else [sse("update", d) for d in dumps[15:]]
     )
     state = tmp_path / "mastodon.json"
-    name = collector_name("mstdn")
+    name = live.collector_name("mstdn")
     args = mastodon_args(brokers, mastodon, name, "--hashtag", "#mastodon", "--token", TOKEN,
                          "--state", str(state))
     newest = str(ordered[-1]["id"])
-    with sigterm_when(lambda: saved(state).get("last_id") == newest) as fired:
+    with live.sigterm_when(lambda: saved(state).get("last_id") == newest) as fired:
         assert args.live_run(args) == 0
     assert fired.is_set()
 
@@ -159,23 +148,23 @@ def test_stream_disconnect_backfill_and_dead_letter(
     assert dead[0]["format"] == "mastodon" and "update" in dead[0]["reason"]
     assert saved(state) == {"server": mastodon.server.url if mastodon.server else "",
                             "last_id": newest, "saved_at": saved(state)["saved_at"]}
-    stopped = logged(caplog, "collector stopped")[0]
+    stopped = live.logged(caplog, "collector stopped")[0]
     assert stopped["control"] == {"delete": 1} and stopped["stopped_by"] == "SIGTERM"
-    assert all(TOKEN not in line for line in log_lines(caplog))
+    assert all(TOKEN not in line for line in live.log_lines(caplog))
 
 
 def test_public_only_media_and_env_token(
-    mastodon: Mastodon, brokers: str, tap: KafkaTap, tmp_path: Path,
+    mastodon: Mastodon, brokers: str, tap: live.KafkaTap, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, debug_logs: Any,
 ) -> None:
     monkeypatch.setenv("MASTODON_TOKEN", TOKEN)
     dumps = [json.dumps(s).encode() for s in mastodon.statuses]
     mastodon.script = lambda n: [sse("update", d) for d in dumps]  # not filtered by the server
     state = tmp_path / "public.json"
-    name = collector_name("media")
+    name = live.collector_name("media")
     args = mastodon_args(brokers, mastodon, name, "--only-media", "--state", str(state))
     newest = str(mastodon.statuses[-1]["id"])
-    with sigterm_when(lambda: saved(state).get("last_id") == newest):
+    with live.sigterm_when(lambda: saved(state).get("last_id") == newest):
         assert args.live_run(args) == 0
     assert mastodon.streams == [{"path": "/api/v1/streaming/public",
                                  "query": {"only_media": "true"}}]
@@ -183,8 +172,8 @@ def test_public_only_media_and_env_token(
     with_media = {s["id"] for s in mastodon.statuses if s["media_attachments"]}
     assert len(with_media) == 3
     assert {p["payload"]["id"] for p in tap.posts(name)} == with_media
-    assert logged(debug_logs, "collector stopped")[0]["filtered"] == 17
-    assert all(TOKEN not in line for line in log_lines(debug_logs))
+    assert live.logged(debug_logs, "collector stopped")[0]["filtered"] == 17
+    assert all(TOKEN not in line for line in live.log_lines(debug_logs))
 
 
 def test_unauthorised_is_one_clear_error(

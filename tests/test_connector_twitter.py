@@ -2,7 +2,7 @@
 
 twarc talks to it for real (``--api-url``); what the collector published is read back from a
 real broker. The collector runs in the main thread and is stopped the way systemd stops it,
-with SIGTERM. The helpers at the top are shared with the other live-connector tests.
+with SIGTERM.
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -24,208 +21,15 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from kafka import KafkaConsumer, TopicPartition
 
-from connectors.broker import EmbeddedBroker
-from connectors.kafka_io import DEADLETTER_TOPIC, POSTS_TOPIC, ensure_topics
-from connectors.live import Backoff, add_parsers
+from connectors.live import Backoff
 from connectors.twitter_live import bearer_token
-from shoal.logs import JsonFormatter
+from tests import live_helpers as live
 
 V2 = "twitter-v2/DocNow__twarc-csv/test-data"
 TOKEN = "AAAA-test-bearer-Zx81qv"  # must never show up in a log line
 # twarc 2.14 calls the deprecated Logger.warn when a stream breaks, which these tests do.
 pytestmark = pytest.mark.filterwarnings("ignore:The 'warn' method is deprecated:DeprecationWarning")
-
-
-# --------------------------------------------------------------------------- shared helpers
-
-
-class LocalServer:
-    """An aiohttp app on 127.0.0.1 in a thread of its own: the collector under test keeps the
-    main thread, where signals are delivered."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.port = 0
-        self.stopping = False
-        self._loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
-
-    async def _start(self) -> None:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    def __enter__(self) -> LocalServer:
-        self._thread.start()
-        self.call(self._start())
-        return self
-
-    async def _stop(self) -> None:
-        await self._runner.cleanup()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping = True
-        self.call(self._stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-
-class KafkaTap:
-    """What collectors published, read back from the beginning of both topics."""
-
-    def __init__(self, brokers: str) -> None:
-        self.consumer = KafkaConsumer(bootstrap_servers=brokers, enable_auto_commit=False)
-        parts = [TopicPartition(POSTS_TOPIC, p)
-                 for p in sorted(self.consumer.partitions_for_topic(POSTS_TOPIC) or ())]
-        parts += [TopicPartition(DEADLETTER_TOPIC, p)
-                  for p in sorted(self.consumer.partitions_for_topic(DEADLETTER_TOPIC) or ())]
-        self.consumer.assign(parts)
-        self.consumer.seek_to_beginning()
-        self.all_posts: list[dict[str, Any]] = []
-        self.all_dead: list[dict[str, Any]] = []
-
-    def poll(self) -> None:
-        for batch in self.consumer.poll(timeout_ms=100).values():
-            for m in batch:
-                if m.topic == POSTS_TOPIC:
-                    headers = {k: v.decode() for k, v in m.headers}
-                    self.all_posts.append({"key": m.key.decode(), "payload": json.loads(m.value),
-                                           **headers})
-                else:
-                    self.all_dead.append(json.loads(m.value))
-
-    def posts(self, collector: str) -> list[dict[str, Any]]:
-        return [p for p in self.all_posts if p["collector"] == collector]
-
-    def dead(self, collector: str) -> list[dict[str, Any]]:
-        return [d for d in self.all_dead if d["collector"] == collector]
-
-    def settle(self, seconds: float = 1.0) -> None:
-        """Read until nothing new came for ``seconds``."""
-        quiet_since = time.monotonic()
-        seen = len(self.all_posts) + len(self.all_dead)
-        while time.monotonic() - quiet_since < seconds:
-            self.poll()
-            now = len(self.all_posts) + len(self.all_dead)
-            if now != seen:
-                seen, quiet_since = now, time.monotonic()
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-@contextlib.contextmanager
-def sigterm_when(condition: Callable[[], bool], timeout: float = 30.0) -> Iterator[threading.Event]:
-    """SIGTERM ourselves once ``condition()`` holds (or at ``timeout``), as systemd would.
-
-    The condition runs in the watcher thread. A no-op handler stands in around the test so a
-    signal landing after the collector restored the handlers cannot kill pytest.
-    """
-    done, fired = threading.Event(), threading.Event()
-
-    def watch() -> None:
-        deadline = time.monotonic() + timeout
-        while not done.is_set() and time.monotonic() < deadline and not condition():
-            time.sleep(0.05)
-        if not done.is_set():
-            fired.set()
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    previous = signal.signal(signal.SIGTERM, lambda *_: None)
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield fired
-    finally:
-        done.set()
-        watcher.join(5)
-        signal.signal(signal.SIGTERM, previous)
-
-
-def live_args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
-
-
-def collector_name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """Every captured record as the JSON line it would be on stderr."""
-    fmt = JsonFormatter()
-    return [fmt.format(r) for r in caplog.records]
-
-
-@contextlib.contextmanager
-def debug_logging(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """Everything down to debug (where a leaked token would hide), minus Kafka's chatter."""
-    caplog.set_level(logging.DEBUG)
-    kafka = logging.getLogger("kafka")
-    level = kafka.level
-    kafka.setLevel(logging.WARNING)
-    try:
-        yield caplog
-    finally:
-        kafka.setLevel(level)
-
-
-@contextlib.contextmanager
-def running_broker() -> Iterator[str]:
-    with EmbeddedBroker() as broker:
-        ensure_topics(broker.bootstrap, 4)
-        yield broker.bootstrap
-
-
-@contextlib.contextmanager
-def tapping(brokers: str) -> Iterator[KafkaTap]:
-    reader = KafkaTap(brokers)
-    try:
-        yield reader
-    finally:
-        reader.close()
-
-
-# Fixtures: the other live-connector test modules define the same three over the helpers.
-
-
-@pytest.fixture
-def debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    with debug_logging(caplog) as captured:
-        yield captured
-
-
-def logged(caplog: pytest.LogCaptureFixture, msg: str) -> list[dict[str, Any]]:
-    return [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == msg]
-
-
-@pytest.fixture(scope="module")
-def brokers() -> Iterator[str]:
-    with running_broker() as bootstrap:
-        yield bootstrap
-
-
-@pytest.fixture
-def tap(brokers: str) -> Iterator[KafkaTap]:
-    with tapping(brokers) as reader:
-        yield reader
 
 
 # --------------------------------------------------------------------------- the fake API
@@ -251,7 +55,7 @@ class TwitterApi:
         self.pages: dict[str, list[dict[str, Any]]] = {}
         self.hold_token: str | None = None  # a search page that never answers
         self.held = threading.Event()
-        self.server: LocalServer | None = None
+        self.server: live.LocalServer | None = None
         app = web.Application()
         app.router.add_get("/2/tweets/sample/stream", self.sample)
         app.router.add_get("/2/tweets/search/recent", self.search)
@@ -316,7 +120,7 @@ class TwitterApi:
 @pytest.fixture
 def api() -> Iterator[TwitterApi]:
     fake = TwitterApi()
-    with LocalServer(fake.app) as server:
+    with live.LocalServer(fake.app) as server:
         fake.server = server
         yield fake
 
@@ -336,7 +140,7 @@ def fast(*argv: str) -> tuple[str, ...]:
 
 
 def test_sample_survives_429_malformed_line_and_disconnect(
-    fixtures: Path, api: TwitterApi, brokers: str, tap: KafkaTap,
+    fixtures: Path, api: TwitterApi, brokers: str, tap: live.KafkaTap,
     debug_logs: pytest.LogCaptureFixture,
 ) -> None:
     caplog = debug_logs
@@ -348,15 +152,15 @@ def test_sample_survives_429_malformed_line_and_disconnect(
         2: [("lines", [*lines[:3], b"{not json", *lines[3:5]]), ("abort", None)],
     }
     api.sample_script = lambda n: scripts.get(n, [("lines", lines[5:])])
-    name = collector_name("sample")
-    args = live_args(*fast("twitter-sample", "--brokers", brokers, "--collector", name,
+    name = live.collector_name("sample")
+    args = live.live_args(*fast("twitter-sample", "--brokers", brokers, "--collector", name,
                            "--api-url", api.server.url if api.server else ""))
 
     def all_in() -> bool:
         tap.poll()
         return len(tap.posts(name)) >= 8 and len(tap.dead(name)) >= 1
 
-    with sigterm_when(all_in) as fired:
+    with live.sigterm_when(all_in) as fired:
         started = time.monotonic()
         assert args.live_run(args) == 0
     assert fired.is_set() and time.monotonic() - started < 20
@@ -383,16 +187,16 @@ def test_sample_survives_429_malformed_line_and_disconnect(
     assert "attachments.media_keys" in connects[1]["query"]["expansions"]
     assert "url" in connects[1]["query"]["media.fields"].split(",")
 
-    gaps = logged(caplog, "stream gap")
+    gaps = live.logged(caplog, "stream gap")
     assert len(gaps) == 1
     gap = gaps[0]
     start, end = datetime.fromisoformat(gap["start"]), datetime.fromisoformat(gap["end"])
     assert 0 < gap["seconds"] < 10
     assert abs((end - start).total_seconds() - gap["seconds"]) < 0.1
-    assert logged(caplog, "rate limited")[0]["wait_seconds"] > 0
-    stopped = logged(caplog, "collector stopped")
+    assert live.logged(caplog, "rate limited")[0]["wait_seconds"] > 0
+    stopped = live.logged(caplog, "collector stopped")
     assert stopped and stopped[0]["stopped_by"] == "SIGTERM" and stopped[0]["posts"] == 8
-    assert all(TOKEN not in line for line in log_lines(caplog))
+    assert all(TOKEN not in line for line in live.log_lines(caplog))
     assert all(h["auth"] == f"Bearer {TOKEN}" for h in api.requests)
 
 
@@ -403,24 +207,24 @@ def test_sample_refused_token_is_one_clear_error(
     caplog = debug_logs
     wrong = "BBBB-wrong-token-Qp2"
     monkeypatch.setenv("TWITTER_BEARER_TOKEN", wrong)
-    args = live_args("twitter-sample", "--brokers", brokers, "--collector", "x",
+    args = live.live_args("twitter-sample", "--brokers", brokers, "--collector", "x",
                      "--api-url", api.server.url if api.server else "")
     assert args.live_run(args) == 2
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "401" in errors[0].fields["error"]  # type: ignore[attr-defined]
     assert "bearer token" in errors[0].fields["error"]  # type: ignore[attr-defined]
     assert len(api.requests) == 1
-    assert all(wrong not in line for line in log_lines(caplog))
+    assert all(wrong not in line for line in live.log_lines(caplog))
 
 
 def test_missing_token_fails_before_kafka(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv("TWITTER_BEARER_TOKEN")
-    args = live_args("twitter-sample", "--brokers", "127.0.0.1:9", "--collector", "x")
+    args = live.live_args("twitter-sample", "--brokers", "127.0.0.1:9", "--collector", "x")
     assert args.live_run(args) == 2
-    assert "TWITTER_BEARER_TOKEN" in logged(caplog, "collector failed")[0]["error"]
-    assert not logged(caplog, "collector started")
+    assert "TWITTER_BEARER_TOKEN" in live.logged(caplog, "collector failed")[0]["error"]
+    assert not live.logged(caplog, "collector started")
 
 
 # --------------------------------------------------------------------------- search
@@ -445,22 +249,22 @@ def _ids(pages: list[dict[str, Any]]) -> list[str]:
 
 
 def search_args(brokers: str, api: TwitterApi, name: str, *extra: str) -> argparse.Namespace:
-    return live_args(*fast("twitter-search", "#brexit OR #kpop", "--brokers", brokers,
+    return live.live_args(*fast("twitter-search", "#brexit OR #kpop", "--brokers", brokers,
                            "--collector", name, "--api-url",
                            api.server.url if api.server else "", *extra))
 
 
 def test_search_resumes_where_it_stopped(
-    api: TwitterApi, search_pages: dict[str, list[dict[str, Any]]], brokers: str, tap: KafkaTap,
-    tmp_path: Path,
+    api: TwitterApi, search_pages: dict[str, list[dict[str, Any]]], brokers: str,
+    tap: live.KafkaTap, tmp_path: Path,
 ) -> None:
     state = tmp_path / "search.json"
-    name = collector_name("search")
+    name = live.collector_name("search")
     window = ("--since", "2021-09-22T00:00:00Z", "--until", "2021-09-22T03:00:00Z",
               "--slice-hours", "1", "--state", str(state))
     api.hold_token = "2021-09-22T00:00:00+00:00-2"  # the third page of the first slice hangs
     args = search_args(brokers, api, name, *window)
-    with sigterm_when(api.held.is_set) as fired:
+    with live.sigterm_when(api.held.is_set) as fired:
         assert args.live_run(args) == 0
     assert fired.is_set()
     saved = json.loads(state.read_text())
@@ -490,10 +294,10 @@ def test_search_resumes_where_it_stopped(
 
 
 def test_search_limit_and_archive(
-    api: TwitterApi, search_pages: dict[str, list[dict[str, Any]]], brokers: str, tap: KafkaTap,
-    tmp_path: Path,
+    api: TwitterApi, search_pages: dict[str, list[dict[str, Any]]], brokers: str,
+    tap: live.KafkaTap, tmp_path: Path,
 ) -> None:
-    name = collector_name("limit")
+    name = live.collector_name("limit")
     state = tmp_path / "limit.json"
     args = search_args(brokers, api, name, "--since", "2021-09-22", "--until",
                        "2021-09-22T03:00", "--slice-hours", "1", "--limit", "120",
@@ -502,7 +306,7 @@ def test_search_limit_and_archive(
     assert json.loads(state.read_text())["next_token"] == "2021-09-22T00:00:00+00:00-4"
     assert len(api.hits("/2/tweets/search/recent")) == 5
 
-    archive = collector_name("archive")
+    archive = live.collector_name("archive")
     args = search_args(brokers, api, archive, "--archive", "--since", "2021-09-22T01:00:00Z",
                        "--until", "2021-09-22T02:00:00Z", "--slice-hours", "0")
     assert args.live_run(args) == 0
@@ -521,10 +325,10 @@ def test_search_state_of_another_query_is_refused(
 ) -> None:
     state = tmp_path / "s.json"
     state.write_text(json.dumps({"query": "other", "endpoint": "recent"}))
-    args = live_args("twitter-search", "q", "--brokers", "127.0.0.1:9", "--collector", "x",
+    args = live.live_args("twitter-search", "q", "--brokers", "127.0.0.1:9", "--collector", "x",
                      "--state", str(state))
     assert args.live_run(args) == 2
-    assert "'other'" in logged(caplog, "collector failed")[0]["error"]
+    assert "'other'" in live.logged(caplog, "collector failed")[0]["error"]
 
 
 # --------------------------------------------------------------------------- small parts

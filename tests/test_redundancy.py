@@ -19,15 +19,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from tests.live_helpers import KafkaTap, LocalServer, tapping
 from tests.pipeline import all_ids, report_lines, run_flow
-from tests.test_connector_twitter import KafkaTap, LocalServer, running_broker, tapping
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = "twitter-v2/DocNow__twarc-csv/test-data/media_policy_violation_off.jsonl"
@@ -108,12 +107,6 @@ class SampledStream:
                 await resp.write(b"\r\n")
                 await asyncio.sleep(0.1)
         return resp
-
-
-@pytest.fixture(scope="module")
-def brokers() -> Iterator[str]:
-    with running_broker() as bootstrap:
-        yield bootstrap
 
 
 def start_collector(name: str, token: str, brokers: str, url: str,

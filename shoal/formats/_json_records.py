@@ -36,6 +36,17 @@ def guarded(
         return DeadLetter(reason, record.source, raw_bytes(record), fmt)
 
 
+def read_records(
+    path: Path, fmt: str, fn: Callable[[Record], RawPost | DeadLetter | Control]
+) -> Iterator[RawPost | DeadLetter | Control]:
+    """A reader for formats whose every JSON record stands alone: ``fn`` reads one, guarded."""
+    for record in iter_records(path, fmt):
+        if isinstance(record, DeadLetter):
+            yield record
+        else:
+            yield guarded(fn, record, fmt)
+
+
 def raw_bytes(record: Record) -> bytes:
     """The bytes to keep in a dead letter for this record."""
     if record.raw is not None:

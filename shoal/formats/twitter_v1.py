@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.formats._sniff import JsonHead
-from shoal.formats.twitter_v2 import iter_json, raw_bytes, valid_id
+from shoal.formats.twitter_v2 import raw_bytes, read_values, valid_id
 from shoal.model import Control, DeadLetter, RawPost
 
 NAME = "twitter-v1"
@@ -116,8 +116,4 @@ def _value(
 
 
 def read(path: Path) -> Iterator[RawPost | DeadLetter | Control]:
-    for item in iter_json(path, NAME):
-        if isinstance(item, DeadLetter):
-            yield item
-        else:
-            yield from _value(*item)
+    return read_values(path, NAME, _value)

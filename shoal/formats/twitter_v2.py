@@ -15,7 +15,7 @@ included objects (users, media, referenced tweets); they are read-only from here
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,17 @@ _RAW_KEEP = 64 << 10  # bytes of an oversized line kept in its dead letter
 
 
 # --- reading JSON files (shared with the v1.1 reader) --------------------------------------
+
+
+def read_values(
+    path: Path, fmt: str, fn: Callable[[Any, str], Iterator[RawPost | DeadLetter | Control]]
+) -> Iterator[RawPost | DeadLetter | Control]:
+    """A reader over :func:`iter_json`: ``fn(value, source)`` reads what one JSON value holds."""
+    for item in iter_json(path, fmt):
+        if isinstance(item, DeadLetter):
+            yield item
+        else:
+            yield from fn(*item)
 
 
 def _bad_json(line: bytes, exc: Exception, source: str, fmt: str) -> DeadLetter:
@@ -327,8 +338,4 @@ def _value(
 
 def read(path: Path) -> Iterator[RawPost | DeadLetter | Control]:
     """One RawPost per tweet of ``data`` (never ``includes.tweets``), Controls for errors."""
-    for item in iter_json(path, NAME):
-        if isinstance(item, DeadLetter):
-            yield item
-        else:
-            yield from _value(*item)
+    return read_values(path, NAME, _value)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from shoal.formats._json_records import Record, guarded, iter_records, raw_bytes
+from shoal.formats._json_records import Record, raw_bytes, read_records
 from shoal.formats._sniff import JsonHead
 from shoal.model import Control, DeadLetter, RawPost
 from shoal.normalise._platform_rows import iso_or_empty
@@ -43,11 +43,7 @@ def sniff(first: object) -> bool:
 
 
 def read(path: Path) -> Iterator[RawPost | DeadLetter | Control]:
-    for record in iter_records(path, NAME):
-        if isinstance(record, DeadLetter):
-            yield record
-        else:
-            yield guarded(_route, record, NAME)
+    return read_records(path, NAME, _route)
 
 
 def _item_id(platform: str, data: dict[str, Any]) -> str:

@@ -73,6 +73,67 @@ def empty_user() -> dict[str, str]:
     return dict.fromkeys(USER_COLUMNS, "")
 
 
+def post_row(
+    post_id: str,
+    author_id: str,
+    created: datetime,
+    retrieved: str,
+    user: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """A post row with what every platform knows the same way: identity, times, author.
+
+    The platform fills in what its payload says differently (text, references, media).
+    """
+    post = empty_post()
+    post["id"] = post_id
+    post["author_id"] = author_id
+    post["created_at"] = iso(created)
+    post["retrieved_at"] = retrieved
+    if user is not None:
+        author_columns(post, user)
+    return post
+
+
+def user_row(
+    retrieved: str,
+    id: str,
+    *,
+    username: Any = None,
+    name: Any = None,
+    created_at: str = "",
+    description: Any = None,
+    verified: Any = None,
+    protected: Any = None,
+    followers_count: Any = None,
+    following_count: Any = None,
+    tweet_count: Any = None,
+) -> dict[str, str]:
+    """A users-file row from the profile fields a platform has; the others stay blank.
+
+    Values are taken from the payload as they are and made column text here. ``id`` is taken
+    as the caller built it, because it is also the post's ``author_id`` and must be the same
+    value.
+    """
+    user = empty_user()
+    user["id"] = id
+    user["username"] = text(username)
+    user["name"] = text(name)
+    user["created_at"] = created_at
+    user["description"] = text(description)
+    user["verified"] = text(verified)
+    user["protected"] = text(protected)
+    user["followers_count"] = text(followers_count)
+    user["following_count"] = text(following_count)
+    user["tweet_count"] = text(tweet_count)
+    user["retrieved_at"] = retrieved
+    return user
+
+
+def flag(obj: dict[str, Any], key: str) -> bool | None:
+    """A yes/no field, or None (a blank cell) when the payload does not say."""
+    return bool(obj[key]) if key in obj else None
+
+
 def text(value: Any) -> str:
     """A column value: None is empty, booleans are lower-case words, the rest ``str()``."""
     if value is None:

@@ -82,21 +82,21 @@ def _record_columns(post: dict[str, str], record: dict[str, Any], uri: str) -> N
 
 
 def _user(author: dict[str, Any], did: str, retrieved: str) -> dict[str, str]:
-    user = rows.empty_user()
-    user["id"] = did
-    user["username"] = rows.text(author.get("handle"))
-    user["name"] = rows.text(author.get("displayName"))
-    user["created_at"] = rows.iso_or_empty(author.get("createdAt"))
-    user["description"] = rows.text(author.get("description"))
     verification = author.get("verification")
     status = verification.get("verifiedStatus") if isinstance(verification, dict) else None
-    user["verified"] = "true" if status == "valid" else "false"
-    user["protected"] = "false"  # Bluesky has no private accounts
-    user["followers_count"] = rows.text(author.get("followersCount"))
-    user["following_count"] = rows.text(author.get("followsCount"))
-    user["tweet_count"] = rows.text(author.get("postsCount"))
-    user["retrieved_at"] = retrieved
-    return user
+    return rows.user_row(
+        retrieved,
+        did,
+        username=author.get("handle"),
+        name=author.get("displayName"),
+        created_at=rows.iso_or_empty(author.get("createdAt")),
+        description=author.get("description"),
+        verified=status == "valid",
+        protected=False,  # Bluesky has no private accounts
+        followers_count=author.get("followersCount"),
+        following_count=author.get("followsCount"),
+        tweet_count=author.get("postsCount"),
+    )
 
 
 @rows.guard("bluesky-post")
@@ -119,13 +119,8 @@ def normalise_view(payload: dict[str, Any], retrieved_at: str) -> Normalised:
     did = author.get("did") or uri[5:].split("/", 1)[0]
     user = _user(author, did, retrieved)
 
-    post = rows.empty_post()
-    post["id"] = uri
-    post["author_id"] = did
-    post["created_at"] = rows.iso(created)
-    post["retrieved_at"] = retrieved
+    post = rows.post_row(uri, did, created, retrieved, user)
     _record_columns(post, record, uri)
-    rows.author_columns(post, user)
     media = bluesky_view_media(view, uri)
     rows.media_columns(post, media)
     return Normalised("bluesky", uri, created, post, user, media)
@@ -146,11 +141,7 @@ def normalise_record(payload: dict[str, Any], retrieved_at: str) -> Normalised:
         rows.retrieved_at(payload, "") or rows.iso_or_empty(payload.get("time_us")) or retrieved_at
     )
 
-    post = rows.empty_post()
-    post["id"] = uri
-    post["author_id"] = did
-    post["created_at"] = rows.iso(created)
-    post["retrieved_at"] = retrieved
+    post = rows.post_row(uri, did, created, retrieved)
     _record_columns(post, record, uri)
     media = bluesky_record_media(record, did, uri)
     rows.media_columns(post, media)

@@ -28,19 +28,17 @@ def media_id(item: dict[str, Any]) -> str:
 def _user(item: dict[str, Any], retrieved: str) -> dict[str, str]:
     owner = item.get("user") or item.get("owner") or {}
     owner = owner if isinstance(owner, dict) else {}
-    user = rows.empty_user()
-    user["id"] = rows.text(owner.get("pk") or owner.get("id"))
-    user["username"] = rows.text(owner.get("username"))
-    user["name"] = rows.text(owner.get("full_name"))
-    if "is_verified" in owner:
-        user["verified"] = rows.text(bool(owner.get("is_verified")))
-    if "is_private" in owner:
-        user["protected"] = rows.text(bool(owner.get("is_private")))
-    user["followers_count"] = rows.text(owner.get("follower_count"))
-    user["following_count"] = rows.text(owner.get("following_count"))
-    user["tweet_count"] = rows.text(owner.get("media_count"))
-    user["retrieved_at"] = retrieved
-    return user
+    return rows.user_row(
+        retrieved,
+        rows.text(owner.get("pk") or owner.get("id")),
+        username=owner.get("username"),
+        name=owner.get("full_name"),
+        verified=rows.flag(owner, "is_verified"),
+        protected=rows.flag(owner, "is_private"),
+        followers_count=owner.get("follower_count"),
+        following_count=owner.get("following_count"),
+        tweet_count=owner.get("media_count"),
+    )
 
 
 @rows.guard("instagram-media")
@@ -54,15 +52,10 @@ def normalise_media(payload: dict[str, Any], retrieved_at: str) -> Normalised:
     caption = payload.get("caption")
     body = rows.text(caption.get("text")) if isinstance(caption, dict) else ""
 
-    post = rows.empty_post()
-    post["id"] = post_id
+    post = rows.post_row(post_id, user["id"], created, retrieved, user)
     post["conversation_id"] = post_id
-    post["author_id"] = user["id"]
-    post["created_at"] = rows.iso(created)
-    post["retrieved_at"] = retrieved
     post["text"] = body
     post["hashtags"] = rows.join(rows.hashtags_in(body))
-    rows.author_columns(post, user)
     media = instagram_media(payload, post_id)
     rows.media_columns(post, media)
     return Normalised("instagram", post_id, created, post, user if user["id"] else None, media)

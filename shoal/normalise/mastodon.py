@@ -77,20 +77,20 @@ def _reply_target(status: dict[str, Any], account: dict[str, Any], own_id: str) 
 
 
 def _user(account: dict[str, Any], retrieved: str) -> dict[str, str]:
-    user = rows.empty_user()
     handle = _handle(account)
-    user["id"] = handle
-    user["username"] = handle
-    user["name"] = rows.text(account.get("display_name"))
-    user["created_at"] = rows.iso_or_empty(account.get("created_at"))
-    user["description"] = rows.html_to_text(rows.text(account.get("note")))
-    user["verified"] = "false"  # Mastodon has no verified accounts (only verified links)
-    user["protected"] = rows.text(bool(account.get("locked")))
-    user["followers_count"] = rows.text(account.get("followers_count"))
-    user["following_count"] = rows.text(account.get("following_count"))
-    user["tweet_count"] = rows.text(account.get("statuses_count"))
-    user["retrieved_at"] = retrieved
-    return user
+    return rows.user_row(
+        retrieved,
+        handle,
+        username=handle,
+        name=account.get("display_name"),
+        created_at=rows.iso_or_empty(account.get("created_at")),
+        description=rows.html_to_text(rows.text(account.get("note"))),
+        verified=False,  # Mastodon has no verified accounts (only verified links)
+        protected=bool(account.get("locked")),
+        followers_count=account.get("followers_count"),
+        following_count=account.get("following_count"),
+        tweet_count=account.get("statuses_count"),
+    )
 
 
 @rows.guard("mastodon-status")
@@ -108,11 +108,7 @@ def normalise_status(payload: dict[str, Any], retrieved_at: str) -> Normalised:
 
     reblog = payload.get("reblog") if isinstance(payload.get("reblog"), dict) else None
     shown = reblog or payload
-    post = rows.empty_post()
-    post["id"] = own_id
-    post["author_id"] = user["id"]
-    post["created_at"] = rows.iso(created)
-    post["retrieved_at"] = retrieved
+    post = rows.post_row(own_id, user["id"], created, retrieved, user)
     app = payload.get("application")
     post["source"] = rows.text(app.get("name")) if isinstance(app, dict) else ""
     post["lang"] = rows.text(shown.get("language"))
@@ -131,7 +127,6 @@ def normalise_status(payload: dict[str, Any], retrieved_at: str) -> Normalised:
         post["referenced_tweet_id"] = _reply_target(payload, account, own_id)
     if payload.get("in_reply_to_id") is None:
         post["conversation_id"] = own_id
-    rows.author_columns(post, user)
     media = mastodon_media(payload, own_id, status_id)
     rows.media_columns(post, media)
     return Normalised("mastodon", own_id, created, post, user, media)

@@ -15,6 +15,7 @@ from shoal.media.extract import csv_media
 from shoal.model import BadPost, Normalised
 from shoal.normalise.twitter_v2 import (
     make_post,
+    malformed_is_bad_post,
     parse_epoch,
     post_id,
     secondary,
@@ -131,17 +132,16 @@ def _bluesky(row: dict[str, str], retrieved: str) -> Normalised:
     return Normalised("bluesky", uri, created, post, user, media)
 
 
+@malformed_is_bad_post("twitwi CSV row")
+def _row(payload: dict[str, Any], retrieved: str) -> Normalised:
+    if "id" not in payload and "uri" in payload:
+        return _bluesky(payload, retrieved)
+    return _tweet(payload, retrieved)
+
+
 def normalise_row(payload: dict[str, Any], retrieved_at: str) -> Normalised:
     """One CSV row (header -> cell) -> its row, author and media; Bluesky if it has a uri."""
-    retrieved = stored_retrieved_at(payload, retrieved_at)
-    try:
-        if "id" not in payload and "uri" in payload:
-            return _bluesky(payload, retrieved)
-        return _tweet(payload, retrieved)
-    except BadPost:
-        raise
-    except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
-        raise BadPost(f"malformed twitwi CSV row: {exc!r}") from None
+    return _row(payload, stored_retrieved_at(payload, retrieved_at))
 
 
 FORMATS = {"minet-csv": normalise_row}

@@ -6,10 +6,11 @@ global on the platform, so they are used as they are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from shoal.media.platforms import tiktok_item_media, tiktok_scraper_media
-from shoal.model import BadPost, Normalised
+from shoal.model import BadPost, MediaRef, Normalised
 from shoal.normalise import _platform_rows as rows
 
 
@@ -20,88 +21,81 @@ def _post_id(payload: dict[str, Any]) -> str:
     return str(value)
 
 
-def _fill(
-    post: dict[str, str], post_id: str, user: dict[str, str], created: str, retrieved: str
-) -> None:
-    post["id"] = post_id
-    post["conversation_id"] = post_id
-    post["author_id"] = user["id"]
-    post["created_at"] = created
-    post["retrieved_at"] = retrieved
-    rows.author_columns(post, user)
-
-
 def _item_user(item: dict[str, Any], retrieved: str) -> dict[str, str]:
     author = item.get("author")
     stats = rows.obj(item.get("authorStats"))
-    user = rows.empty_user()
-    if isinstance(author, dict):
-        user["id"] = rows.text(author.get("id"))
-        user["username"] = rows.text(author.get("uniqueId"))
-        user["name"] = rows.text(author.get("nickname"))
-        user["description"] = rows.text(author.get("signature"))
-        user["verified"] = rows.text(bool(author.get("verified")))
-        user["protected"] = rows.text(bool(author.get("privateAccount")))
-    else:  # older item lists: author is the handle, the id sits beside it
-        user["id"] = rows.text(item.get("authorId"))
-        user["username"] = rows.text(author)
-    user["followers_count"] = rows.text(stats.get("followerCount"))
-    user["following_count"] = rows.text(stats.get("followingCount"))
-    user["tweet_count"] = rows.text(stats.get("videoCount"))
-    user["retrieved_at"] = retrieved
-    return user
+    counts: dict[str, Any] = {
+        "followers_count": stats.get("followerCount"),
+        "following_count": stats.get("followingCount"),
+        "tweet_count": stats.get("videoCount"),
+    }
+    if not isinstance(author, dict):  # older item lists: author is the handle, the id beside it
+        return rows.user_row(retrieved, rows.text(item.get("authorId")), username=author, **counts)
+    return rows.user_row(
+        retrieved,
+        rows.text(author.get("id")),
+        username=author.get("uniqueId"),
+        name=author.get("nickname"),
+        description=author.get("signature"),
+        verified=bool(author.get("verified")),
+        protected=bool(author.get("privateAccount")),
+        **counts,
+    )
+
+
+def _video(
+    payload: dict[str, Any],
+    retrieved_at: str,
+    user_of: Callable[[dict[str, Any], str], dict[str, str]],
+    media_of: Callable[[dict[str, Any], str], list[MediaRef]],
+    body: Any,
+    tags: list[Any],
+    lang: Any = None,
+) -> Normalised:
+    """The row of a video, whichever of the two formats named its fields."""
+    post_id = _post_id(payload)
+    created = rows.to_datetime(payload.get("createTime"), "createTime")
+    retrieved = rows.retrieved_at(payload, retrieved_at)
+    user = user_of(payload, retrieved)
+    post = rows.post_row(post_id, user["id"], created, retrieved, user)
+    post["conversation_id"] = post_id  # no threads on TikTok: each video is its own
+    text = rows.text(body)
+    post["text"] = text
+    post["lang"] = rows.text(lang)
+    post["hashtags"] = rows.join(rows.unique_lower(tags) or rows.hashtags_in(text))
+    media = media_of(payload, post_id)
+    rows.media_columns(post, media)
+    return Normalised("tiktok", post_id, created, post, user if user["id"] else None, media)
 
 
 @rows.guard("tiktok-item")
 def normalise_item(payload: dict[str, Any], retrieved_at: str) -> Normalised:
-    post_id = _post_id(payload)
-    created = rows.to_datetime(payload.get("createTime"), "createTime")
-    retrieved = rows.retrieved_at(payload, retrieved_at)
-    user = _item_user(payload, retrieved)
-    post = rows.empty_post()
-    _fill(post, post_id, user, rows.iso(created), retrieved)
-    body = rows.text(payload.get("desc"))
-    post["text"] = body
-    post["lang"] = rows.text(payload.get("textLanguage"))
+    body, lang = payload.get("desc"), payload.get("textLanguage")
     tags = [t.get("hashtagName") for t in rows.dicts(payload.get("textExtra"))]
-    post["hashtags"] = rows.join(rows.unique_lower(tags) or rows.hashtags_in(body))
-    media = tiktok_item_media(payload, post_id)
-    rows.media_columns(post, media)
-    return Normalised("tiktok", post_id, created, post, user if user["id"] else None, media)
+    return _video(payload, retrieved_at, _item_user, tiktok_item_media, body, tags, lang)
 
 
 def _scraper_user(item: dict[str, Any], retrieved: str) -> dict[str, str]:
     meta = rows.obj(item.get("authorMeta"))
-    user = rows.empty_user()
-    user["id"] = rows.text(meta.get("id"))
-    user["username"] = rows.text(meta.get("name"))
-    user["name"] = rows.text(meta.get("nickName"))
-    user["description"] = rows.text(meta.get("signature"))
-    user["verified"] = rows.text(bool(meta.get("verified")))
-    if "private" in meta:
-        user["protected"] = rows.text(bool(meta.get("private")))
-    user["followers_count"] = rows.text(meta.get("fans"))
-    user["following_count"] = rows.text(meta.get("following"))
-    user["tweet_count"] = rows.text(meta.get("video"))
-    user["retrieved_at"] = retrieved
-    return user
+    return rows.user_row(
+        retrieved,
+        rows.text(meta.get("id")),
+        username=meta.get("name"),
+        name=meta.get("nickName"),
+        description=meta.get("signature"),
+        verified=bool(meta.get("verified")),
+        protected=rows.flag(meta, "private"),
+        followers_count=meta.get("fans"),
+        following_count=meta.get("following"),
+        tweet_count=meta.get("video"),
+    )
 
 
 @rows.guard("tiktok-scraper")
 def normalise_scraper(payload: dict[str, Any], retrieved_at: str) -> Normalised:
-    post_id = _post_id(payload)
-    created = rows.to_datetime(payload.get("createTime"), "createTime")
-    retrieved = rows.retrieved_at(payload, retrieved_at)
-    user = _scraper_user(payload, retrieved)
-    post = rows.empty_post()
-    _fill(post, post_id, user, rows.iso(created), retrieved)
-    body = rows.text(payload.get("text"))
-    post["text"] = body
+    body = payload.get("text")
     tags = [t.get("name") for t in rows.dicts(payload.get("hashtags"))]
-    post["hashtags"] = rows.join(rows.unique_lower(tags) or rows.hashtags_in(body))
-    media = tiktok_scraper_media(payload, post_id)
-    rows.media_columns(post, media)
-    return Normalised("tiktok", post_id, created, post, user if user["id"] else None, media)
+    return _video(payload, retrieved_at, _scraper_user, tiktok_scraper_media, body, tags)
 
 
 FORMATS = {"tiktok-item": normalise_item, "tiktok-scraper": normalise_scraper}

@@ -17,6 +17,7 @@ from shoal.model import BadPost, Normalised
 from shoal.normalise.twitter_v2 import (
     checked,
     make_post,
+    malformed_is_bad_post,
     parse_iso,
     post_id,
     s,
@@ -104,6 +105,7 @@ def _reference(tweet: dict[str, Any]) -> tuple[str, str]:
 
 
 def _normalise_v1(tweet: dict[str, Any], retrieved_at: str) -> Normalised:
+    """One v1.1 status -> its row, its author's row and its media (type errors escape)."""
     tid = post_id(tweet.get("id_str") or tweet.get("id"))
     created = parse_twitter_date(tweet.get("created_at"))
     retrieved = stored_retrieved_at(tweet, retrieved_at)
@@ -135,14 +137,8 @@ def _normalise_v1(tweet: dict[str, Any], retrieved_at: str) -> Normalised:
     return Normalised("twitter", tid, created, post, user, media)
 
 
-def normalise_v1(payload: dict[str, Any], retrieved_at: str) -> Normalised:
-    """One v1.1 status -> its row, its author's row and its media."""
-    try:
-        return _normalise_v1(payload, retrieved_at)
-    except BadPost:
-        raise
-    except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
-        raise BadPost(f"malformed v1.1 tweet: {exc!r}") from None
+# GraphQL tweets go through _normalise_v1 too, under their own malformed_is_bad_post.
+normalise_v1 = malformed_is_bad_post("v1.1 tweet")(_normalise_v1)
 
 
 # --- X web GraphQL (Zeeschuimer) ---------------------------------------------------------------
@@ -221,19 +217,15 @@ def _zeeschuimer_time(ms: Any) -> str:
     return ""
 
 
+@malformed_is_bad_post("GraphQL tweet")
 def normalise_graphql(payload: dict[str, Any], retrieved_at: str) -> Normalised:
     """A GraphQL tweet result, bare or still in its Zeeschuimer envelope."""
-    try:
-        retrieved = stored_retrieved_at(payload, retrieved_at)
-        result: Any = payload
-        if "legacy" not in payload and isinstance(payload.get("data"), dict):
-            result = payload["data"]  # the envelope: its collection time is the retrieval
-            retrieved = _zeeschuimer_time(payload.get("timestamp_collected")) or retrieved
-        return _normalise_v1(graphql_to_v1(result), retrieved)
-    except BadPost:
-        raise
-    except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
-        raise BadPost(f"malformed GraphQL tweet: {exc!r}") from None
+    retrieved = stored_retrieved_at(payload, retrieved_at)
+    result: Any = payload
+    if "legacy" not in payload and isinstance(payload.get("data"), dict):
+        result = payload["data"]  # the envelope: its collection time is the retrieval
+        retrieved = _zeeschuimer_time(payload.get("timestamp_collected")) or retrieved
+    return _normalise_v1(graphql_to_v1(result), retrieved)
 
 
 FORMATS = {"twitter-v1": normalise_v1, "twitter-graphql": normalise_graphql}
