@@ -40,6 +40,10 @@ def _init_child(parent: int, log_level: str) -> None:
         pass
     if os.getppid() != parent:  # the parent died while this child was starting
         os._exit(1)
+    # Ctrl-C and `systemctl stop` signal the whole process group; the parent decides, and
+    # lets the seal under way finish before it exits.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.environ["SHOAL_FAULT_KILLS_PARENT"] = "1"
     from shoal.logs import setup
 

@@ -546,6 +546,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt) or str(seen).endswith("signal received"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -568,6 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("shoal: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # anything else is still one line, with its kind
+        if _interrupted(exc):  # Bytewax's own word for Ctrl-C or SIGTERM
+            print("shoal: interrupted", file=sys.stderr)
+            return 130
         from connectors.hourly_files import disk_trouble_in
 
         trouble = disk_trouble_in(exc, getattr(args, "data_dir", None))

@@ -118,3 +118,49 @@ def test_no_media_flag_is_accepted(tmp_path: Path) -> None:
          "0.5", "--no-media"], capture_output=True, text=True, timeout=120, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_ctrl_c_stops_up_in_one_line_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group (the sealing helpers too): one line, exit 130."""
+    import lzma
+    import signal
+
+    data = tmp_path / "d"
+
+    def as_from_a_terminal() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # CI may start us with SIGINT ignored
+        os.setsid()
+
+    proc = subprocess.Popen(
+        [*SHOAL, "up", "--source", "demo:20000", "--no-media", "--data-dir", str(data),
+         "--lateness", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=as_from_a_terminal,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not list(data.glob("twitter/*/*_IDs.txt.xz")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        assert list(data.glob("twitter/*/*_IDs.txt.xz")), "no hour was sealed in 90 s"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert err.splitlines()[-1] == "shoal: interrupted"
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    # No sealing helper, broker or resource tracker outlives it (they may take a moment).
+    deadline, left = time.monotonic() + 10, ["?"]
+    while left and time.monotonic() < deadline:
+        pids = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True)
+        left = [Path(f"/proc/{p}/cmdline").read_bytes()[:80].decode(errors="replace")
+                for p in pids.stdout.split() if Path(f"/proc/{p}").exists()]
+        time.sleep(0.1)
+    assert not left, left
+    for ids in data.glob("twitter/*/*_IDs.txt.xz"):  # every hour under its final name is whole
+        stem = ids.name.removesuffix("_IDs.txt.xz")
+        tweets = ids.with_name(f"{stem}_tweets.csv.xz")
+        n = len(lzma.decompress(ids.read_bytes()).splitlines())
+        assert len(lzma.decompress(tweets.read_bytes()).decode().splitlines()) >= n + 1
