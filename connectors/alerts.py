@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import orjson
 
 from connectors import observe
-from connectors.hourly_files import atomic_write
+from connectors.hourly_files import atomic_write, last_seal_on_disk
 
 log = logging.getLogger("shoal.alerts")
 
@@ -294,7 +294,11 @@ class Alerts:
         if self._source is not None:
             for name, when in self._source().items():
                 self.saw(name, when)
+        # In a cluster another process may be the one sealing: it leaves a stamp in DIR.
+        stamp = last_seal_on_disk(self.data_dir) if self.data_dir is not None else None
         with self._lock:
+            if stamp is not None and stamp > self.last_seal:
+                self.last_seal = stamp
             notices = self._evaluate(now)
         for n in notices:
             self.notifier.send(n)

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.hourly_files import atomic_write, refresh_day_reports
+from connectors.hourly_files import atomic_write, refresh_day_reports, reports_lock
 from shoal.hours import parse_iso
 from shoal.model import DeadLetter
 
@@ -93,9 +93,12 @@ class _Partition(StatelessSinkPartition[DeadLetter]):
                     "shoal.deadletter", key=letter.source.encode(), value=orjson.dumps(rec)
                 )
         for path, recs in groups.items():
-            if append_deadletters(path, recs):
-                write_deadletter_report(self.data_dir, path.parent.name)
-                refresh_day_reports(self.data_dir, path.parent.name)
+            # Files are rewritten whole: other workers (threads, or a cluster's processes)
+            # may be adding to the same hour's file.
+            with reports_lock(self.data_dir, "deadletters"):
+                if append_deadletters(path, recs):
+                    write_deadletter_report(self.data_dir, path.parent.name)
+                    refresh_day_reports(self.data_dir, path.parent.name)
         if self.producer is not None:
             self.producer.flush(30)
 

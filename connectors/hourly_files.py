@@ -673,14 +673,16 @@ def count_deadletters(data_dir: Path, day: str) -> int:
 
 
 @contextlib.contextmanager
-def reports_lock(data_dir: Path) -> Iterator[None]:
+def reports_lock(data_dir: Path, name: str = "reports") -> Iterator[None]:
     """Held while day reports, report Parquet files and the known collectors are rewritten.
 
     An ``flock``: it spans processes (seals run in helper processes, dead letters are filed
-    by the dataflow) and the kernel drops it when its holder dies, so a crash never leaves a
-    stale lock behind.
+    by the dataflow, a cluster runs several dataflow processes) and the kernel drops it when
+    its holder dies, so a crash never leaves a stale lock behind. ``name`` picks another
+    lock for other shared files (``deadletters``); never take ``deadletters`` inside
+    ``reports``.
     """
-    path = data_dir / "_work" / "reports.lock"
+    path = data_dir / "_work" / f"{name}.lock"
     with disk_writes(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -689,6 +691,23 @@ def reports_lock(data_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+SEAL_STAMP = "_work/last-seal"
+
+
+def stamp_seal(data_dir: Path) -> None:
+    """Tell every process sharing DIR (a cluster's, the alerts') that sealing is alive."""
+    path = data_dir / SEAL_STAMP
+    with contextlib.suppress(OSError):
+        path.touch()
+
+
+def last_seal_on_disk(data_dir: Path) -> float | None:
+    try:
+        return (data_dir / SEAL_STAMP).stat().st_mtime
+    except OSError:
+        return None
 
 
 def refresh_day_reports(data_dir: Path, day: str) -> None:

@@ -72,6 +72,7 @@ _lag_children: dict[int, Any] = {}
 _last_post: dict[str, float] = {}
 _late_seen: dict[tuple[str, int], int] = {}
 _state: dict[str, float | None] = {"last_seal": None, "started": time.time()}
+_seal_clock: list[Callable[[], float | None]] = []
 _limits: dict[str, float | None] = {"seal": None, "post": None}
 _checks: list[Callable[[], tuple[bool, str]]] = []
 
@@ -203,10 +204,21 @@ def add_health_check(check: Callable[[], tuple[bool, str]]) -> None:
     _checks.append(check)
 
 
+def set_seal_clock(clock: Callable[[], float | None] | None) -> None:
+    """Where else to learn when an hour was last sealed: in a cluster another process may
+    be the one sealing, and it says so on disk (``hourly_files.stamp_seal``)."""
+    _seal_clock[:] = [clock] if clock is not None else []
+
+
+def last_seal_anywhere() -> float | None:
+    seen = [t for t in (_state["last_seal"], *(c() for c in _seal_clock)) if t is not None]
+    return max(seen, default=None)
+
+
 def health(now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     started = _state["started"] or now
-    last_seal = _state["last_seal"]
+    last_seal = last_seal_anywhere()
     posts = dict(_last_post)  # the dataflow may add a collector while we read
     last_post = max(posts.values(), default=None)
     since_seal = now - (last_seal if last_seal is not None else started)
@@ -312,6 +324,7 @@ def reset_for_tests() -> None:
         _last_post.clear()
         _late_seen.clear()
         _checks.clear()
+        _seal_clock.clear()
         _state["last_seal"] = None
         _state["started"] = time.time()
         _limits["seal"] = _limits["post"] = None

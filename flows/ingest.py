@@ -14,6 +14,8 @@ lateness. Rows never live in Bytewax state; only offsets and watermarks are snap
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from connectors.hourly_files import (
     pending_hours,
     recover_staged,
     seal_hour,
+    stamp_seal,
     write_chunk,
 )
 from connectors.kafka_io import POSTS_TOPIC
@@ -334,6 +337,8 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
         else:
             results, self._inline = self._inline, []
         done = []
+        if any(summary is not None for _key, summary in results):
+            stamp_seal(self.cfg.data_dir)
         for (platform, _start), summary in results:
             t0 = self.started.pop((platform, _start), time.perf_counter())
             if summary is None:
@@ -441,12 +446,19 @@ def run(
     epoch_seconds: float = 5.0,
     recovery_dir: Path | None = None,
     backup_seconds: float = 0.0,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
 ) -> None:
     """Run the dataflow in this process until its input ends (idle exit) or Ctrl-C.
 
     With recovery (the default) Bytewax keeps offsets and watermarks in ``DIR/_recovery``:
     a data dir it has never seen starts from the beginning of the topic, a known one resumes
     where it stopped.
+
+    With ``addresses`` (every process's ``host:port``) and ``process_id`` this process is one
+    of a Bytewax cluster: Kafka partitions are shared out among all the cluster's workers,
+    and one of them seals. Every process must see the same DIR (one machine, or storage
+    shared by all), and all of them are started, stopped and restarted together.
     """
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -456,10 +468,16 @@ def run(
     if recovery:
         db = recovery_dir or cfg.data_dir / "_recovery"
         if not db.exists():
-            tmp = db.with_name(db.name + ".tmp")
+            # Processes of one cluster may all find it missing at once: one rename wins.
+            tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
             tmp.mkdir(parents=True, exist_ok=True)
             init_db_dir(tmp, 1)
-            tmp.rename(db)
+            try:
+                tmp.rename(db)
+            except OSError:
+                if not db.exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
         recovery_config = RecoveryConfig(str(db), timedelta(seconds=backup_seconds))
     # An operator's exception reaches the caller chained; Rust's panic report about it would
     # only bury the one line the CLI prints.
@@ -467,6 +485,8 @@ def run(
         cli_main(
             flow,
             workers_per_process=workers,
+            process_id=process_id,
+            addresses=addresses,
             epoch_interval=timedelta(seconds=epoch_seconds),
             recovery_config=recovery_config,
         )

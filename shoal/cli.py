@@ -237,6 +237,11 @@ class _Services:
             event(log, "metrics", url=self.server.url)
         self.alerts: Any = None
         self.hooks: Any = None
+        data_dir = getattr(args, "data_dir", None)
+        if data_dir is not None:  # in a cluster, another process may be the one sealing
+            from connectors.hourly_files import last_seal_on_disk
+
+            observe.set_seal_clock(lambda: last_seal_on_disk(data_dir))
         if settings is not None:
             observe.set_health_limits(settings.metrics.seal_stale_seconds,
                                       settings.metrics.post_stale_seconds)
@@ -332,17 +337,35 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster(args: argparse.Namespace) -> tuple[list[str] | None, int | None]:
+    """``--addresses``/``--process-id``, checked: both or neither, and the id in range."""
+    if args.addresses is None and args.process_id is None:
+        return None, None
+    if args.addresses is None or args.process_id is None:
+        raise UserError("--addresses and --process-id go together (one process of a cluster)")
+    addresses = [a.strip() for a in args.addresses.replace(";", ",").split(",") if a.strip()]
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserError(f"--addresses: {address!r} is not HOST:PORT")
+    if not 0 <= args.process_id < len(addresses):
+        raise UserError(f"--process-id {args.process_id} is not an index of the "
+                        f"{len(addresses)} --addresses (0 to {len(addresses) - 1})")
+    return addresses, args.process_id
+
+
 def cmd_process(args: argparse.Namespace) -> int:
     from connectors.kafka_io import ensure_topics
     from flows.ingest import run
 
+    addresses, process_id = _cluster(args)
     ensure_topics(args.brokers, args.partitions)
     services = _Services(args)
     try:
         cfg = _flow_config(args, args.brokers, on_sealed=services.on_sealed)
         run(cfg, workers=args.workers, recovery=not args.no_recovery,
             epoch_seconds=args.epoch_seconds, recovery_dir=args.recovery_dir,
-            backup_seconds=args.backup_seconds)
+            backup_seconds=args.backup_seconds, process_id=process_id, addresses=addresses)
     finally:
         services.close()
     return 0
@@ -509,6 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("process", help="run the dataflow against any Kafka")
     p.add_argument("--brokers", required=True)
     p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--addresses", metavar="HOST:PORT,...", default=None,
+                   help="every process of a Bytewax cluster, this one included (all of them "
+                        "share DIR and Kafka's partitions; start them together)")
+    p.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="this process's index in --addresses")
     p.add_argument("--no-recovery", action="store_true",
                    help="do not keep Bytewax recovery state under DIR/_recovery")
     _flow_options(p)
