@@ -699,7 +699,8 @@ SEAL_STAMP = "_work/last-seal"
 def stamp_seal(data_dir: Path) -> None:
     """Tell every process sharing DIR (a cluster's, the alerts') that sealing is alive."""
     path = data_dir / SEAL_STAMP
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # a liveness hint: never worth failing a seal for
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
 
 

@@ -263,3 +263,20 @@ def test_from_settings_builds_channels_only_when_configured(tmp_path: Path) -> N
     assert alerts.check(alerts.started + 1) == []
     assert set(alerts.last_post) == {"x", "y"}  # expected + pulled from the source
     alerts.close(1)
+
+
+def test_a_seal_by_another_cluster_process_keeps_sealing_alive(tmp_path: Path) -> None:
+    """In a cluster one process seals; the others learn it from DIR/_work/last-seal."""
+    import os
+
+    from connectors.hourly_files import SEAL_STAMP, stamp_seal
+
+    notifier = Notifier([], backoff=0.01)
+    alerts = Alerts(notifier, seal_silence=90 * MIN, data_dir=tmp_path, now=T0)
+    assert [n.condition for n in alerts.check(T0 + 91 * MIN)] == ["sealing"]
+    stamp_seal(tmp_path)  # the sealing process, elsewhere
+    os.utime(tmp_path / SEAL_STAMP, (T0 + 100 * MIN, T0 + 100 * MIN))
+    assert [n.condition for n in alerts.check(T0 + 101 * MIN)] == ["sealing"]  # recovered
+    assert alerts.check(T0 + 189 * MIN) == []
+    assert [n.condition for n in alerts.check(T0 + 191 * MIN)] == ["sealing"]  # silent again
+    notifier.close()

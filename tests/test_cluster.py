@@ -42,15 +42,15 @@ def test_two_process_cluster_writes_what_one_process_writes(tmp_path: Path) -> N
         publish(b.bootstrap, [*files.items(), ("demo-a", bad)])
         common = ["process", "--no-media", "--brokers", b.bootstrap, "--idle-exit", "1.5",
                   "--lateness", "60", "--epoch-seconds", "0.5"]
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
         one = subprocess.run([*SHOAL, *common, "--data-dir", str(tmp_path / "one")],
-                             timeout=240, **quiet)
+                             timeout=240, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert one.returncode == 0, one.stderr[-2000:]
 
         addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
         procs = [
             subprocess.Popen([*SHOAL, *common, "--data-dir", str(tmp_path / "two"),
-                              "--addresses", addresses, "--process-id", str(i)], **quiet)
+                              "--addresses", addresses, "--process-id", str(i)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             for i in range(2)
         ]
         logs = []

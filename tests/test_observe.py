@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,3 +132,15 @@ def test_healthz_reports_times_and_turns_503_when_stale(server: observe.MetricsS
     assert status == 503 and json.loads(body)["problems"] == ["dataflow thread died"]
 
     assert _get(server.url + "/nope")[0] == 404
+
+
+def test_healthz_counts_a_seal_stamped_by_another_process(
+        server: observe.MetricsServer, tmp_path: Path) -> None:
+    from connectors.hourly_files import last_seal_on_disk, stamp_seal
+
+    observe.set_health_limits(60, None)
+    assert json.loads(_get(server.url + "/healthz")[2])["last_seal"] is None
+    observe.set_seal_clock(lambda: last_seal_on_disk(tmp_path))
+    stamp_seal(tmp_path)  # as the cluster's sealing process does
+    doc = json.loads(_get(server.url + "/healthz")[2])
+    assert doc["ok"] is True and 0 <= doc["seconds_since_last_seal"] < 5
