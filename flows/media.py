@@ -212,6 +212,9 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
         while self.window or self.in_flight or self.spill_read < self.spill_size:
             self._submit()
             self._harvest(self.service.drain(timeout=0.5))
+        # Nothing comes after the end of the input: the last key to finish stops the shared
+        # engine (its HTTP session and loop thread) instead of leaving it to the exit.
+        self.service.close()
         return self._write(), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> FetchSnapshot:
