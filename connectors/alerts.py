@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import orjson
 
 from connectors import observe
-from connectors.hourly_files import atomic_write, last_seal_on_disk
+from connectors.hourly_files import atomic_write, sealed_days_on_disk
 
 log = logging.getLogger("shoal.alerts")
 
@@ -223,6 +223,7 @@ class Alerts:
         # Expected collectors count from start-up, so one that never delivers is noticed too.
         self.last_post: dict[str, float] = dict.fromkeys(expect_collectors, self.started)
         self.last_seal = self.started
+        self._stamps_seen: dict[str, float] = {}  # per platform: the last seal stamp read
         self.active: dict[str, float] = {}  # condition -> when it was alerted
         self._timer: threading.Thread | None = None
         self._stop = threading.Event()
@@ -270,21 +271,25 @@ class Alerts:
         platform; re-seals of old hours (late posts) do not send it again.
         """
         now = time.time() if now is None else now
-        notices = []
         with self._lock:
-            self.last_seal = max(self.last_seal, now)
-            before = self.last_day.get(summary.platform)
-            if before is None or summary.day > before:
-                self.last_day[summary.platform] = summary.day
-                if before is not None and self.daily_report:
-                    tag = f"{summary.platform}/{before}"
-                    if tag not in self.reported:
-                        self.reported = [*self.reported[-99:], tag]
-                        notices.append(self._daily(summary.platform, before, now))
-                self._save_state()
+            notices = self._note_seal(summary.platform, summary.day, now)
             notices.extend(self._evaluate(now))
         for n in notices:
             self.notifier.send(n)
+
+    def _note_seal(self, platform: str, day: str, when: float) -> list[Notice]:
+        notices = []
+        self.last_seal = max(self.last_seal, when)
+        before = self.last_day.get(platform)
+        if before is None or day > before:
+            self.last_day[platform] = day
+            if before is not None and self.daily_report:
+                tag = f"{platform}/{before}"
+                if tag not in self.reported:
+                    self.reported = [*self.reported[-99:], tag]
+                    notices.append(self._daily(platform, before, when))
+            self._save_state()
+        return notices
 
     # -- decisions
 
@@ -294,12 +299,16 @@ class Alerts:
         if self._source is not None:
             for name, when in self._source().items():
                 self.saw(name, when)
-        # In a cluster another process may be the one sealing: it leaves a stamp in DIR.
-        stamp = last_seal_on_disk(self.data_dir) if self.data_dir is not None else None
+        # In a cluster another process may be the one sealing: it leaves stamps in DIR, and
+        # a seal seen there counts as one seen here (the same seal twice changes nothing).
+        stamps = sealed_days_on_disk(self.data_dir) if self.data_dir is not None else {}
         with self._lock:
-            if stamp is not None and stamp > self.last_seal:
-                self.last_seal = stamp
-            notices = self._evaluate(now)
+            notices = []
+            for platform, (day, when) in sorted(stamps.items()):
+                if when > self._stamps_seen.get(platform, float("-inf")):
+                    self._stamps_seen[platform] = when
+                    notices += self._note_seal(platform, day, min(when, now))
+            notices += self._evaluate(now)
         for n in notices:
             self.notifier.send(n)
         return notices

@@ -693,22 +693,43 @@ def reports_lock(data_dir: Path, name: str = "reports") -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-SEAL_STAMP = "_work/last-seal"
+SEAL_STAMPS = "_work/last-seal"
 
 
-def stamp_seal(data_dir: Path) -> None:
-    """Tell every process sharing DIR (a cluster's, the alerts') that sealing is alive."""
-    path = data_dir / SEAL_STAMP
+def stamp_seal(data_dir: Path, platform: str, day: str) -> None:
+    """Tell every process sharing DIR (a cluster's) that sealing is alive, and the newest day
+    sealed for ``platform``: one file per platform, its time the last seal, its text the day.
+
+    Only the sealing worker writes these; another process's alerts read them
+    (:func:`sealed_days_on_disk`) to know sealing is alive and when a day is complete.
+    """
+    path = data_dir / SEAL_STAMPS / platform
     with contextlib.suppress(OSError):  # a liveness hint: never worth failing a seal for
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+        try:
+            newest = max(day, path.read_text().strip())
+        except OSError:
+            newest = day
+        tmp = path.with_name(f".{platform}.tmp")
+        tmp.write_text(newest)
+        os.replace(tmp, path)
+
+
+def sealed_days_on_disk(data_dir: Path) -> dict[str, tuple[str, float]]:
+    """Per platform: the newest day sealed and when the last seal happened."""
+    out: dict[str, tuple[str, float]] = {}
+    folder = data_dir / SEAL_STAMPS
+    with contextlib.suppress(OSError):
+        for path in folder.iterdir():
+            if path.name.startswith("."):
+                continue
+            with contextlib.suppress(OSError):
+                out[path.name] = (path.read_text().strip(), path.stat().st_mtime)
+    return out
 
 
 def last_seal_on_disk(data_dir: Path) -> float | None:
-    try:
-        return (data_dir / SEAL_STAMP).stat().st_mtime
-    except OSError:
-        return None
+    return max((when for _day, when in sealed_days_on_disk(data_dir).values()), default=None)
 
 
 def refresh_day_reports(data_dir: Path, day: str) -> None:

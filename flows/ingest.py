@@ -337,13 +337,12 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
         else:
             results, self._inline = self._inline, []
         done = []
-        if any(summary is not None for _key, summary in results):
-            stamp_seal(self.cfg.data_dir)
         for (platform, _start), summary in results:
             t0 = self.started.pop((platform, _start), time.perf_counter())
             if summary is None:
                 continue
             done.append(summary)
+            stamp_seal(self.cfg.data_dir, summary.platform, summary.day)
             observe.hour_sealed(summary)
             if self.cfg.on_sealed is not None:
                 self.cfg.on_sealed(summary)

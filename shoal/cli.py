@@ -245,7 +245,10 @@ class _Services:
         if settings is not None:
             observe.set_health_limits(settings.metrics.seal_stale_seconds,
                                       settings.metrics.post_stale_seconds)
-            self.alerts = Alerts.from_settings(settings.alerts, args.data_dir)
+            # A cluster alerts once, from process 0: it learns of seals made elsewhere from
+            # the stamps in DIR; the others would only send the same notices again.
+            if getattr(args, "process_id", None) in (None, 0):
+                self.alerts = Alerts.from_settings(settings.alerts, args.data_dir)
             if self.alerts is not None:
                 self.alerts.start(settings.alerts.check_seconds)
             self.hooks = HookRunner.from_settings(settings.hooks, args.data_dir)

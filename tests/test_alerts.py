@@ -265,18 +265,29 @@ def test_from_settings_builds_channels_only_when_configured(tmp_path: Path) -> N
     alerts.close(1)
 
 
-def test_a_seal_by_another_cluster_process_keeps_sealing_alive(tmp_path: Path) -> None:
-    """In a cluster one process seals; the others learn it from DIR/_work/last-seal."""
+def test_seals_by_another_cluster_process_keep_sealing_alive_and_close_days(
+        tmp_path: Path, hook: Hook) -> None:
+    """In a cluster one process seals; process 0 alerts, learning of seals from DIR."""
     import os
 
-    from connectors.hourly_files import SEAL_STAMP, stamp_seal
+    from connectors.hourly_files import SEAL_STAMPS, stamp_seal
 
-    notifier = Notifier([], backoff=0.01)
+    notifier = Notifier([WebhookChannel(hook.url, 5)], backoff=0.01)
     alerts = Alerts(notifier, seal_silence=90 * MIN, data_dir=tmp_path, now=T0)
+
+    def sealed_elsewhere(day: str, at: float) -> None:
+        stamp_seal(tmp_path, "twitter", day)
+        os.utime(tmp_path / SEAL_STAMPS / "twitter", (at, at))
+
     assert [n.condition for n in alerts.check(T0 + 91 * MIN)] == ["sealing"]
-    stamp_seal(tmp_path)  # the sealing process, elsewhere
-    os.utime(tmp_path / SEAL_STAMP, (T0 + 100 * MIN, T0 + 100 * MIN))
+    sealed_elsewhere("2024-05-01", T0 + 100 * MIN)
     assert [n.condition for n in alerts.check(T0 + 101 * MIN)] == ["sealing"]  # recovered
     assert alerts.check(T0 + 189 * MIN) == []
-    assert [n.condition for n in alerts.check(T0 + 191 * MIN)] == ["sealing"]  # silent again
+    sealed_elsewhere("2024-04-30", T0 + 190 * MIN)  # a late re-seal: the stamp keeps the day
+    assert alerts.check(T0 + 191 * MIN) == []
+    sealed_elsewhere("2024-05-02", T0 + 200 * MIN)  # the first hour of a new day
+    notices = alerts.check(T0 + 201 * MIN)
+    assert [n.condition for n in notices] == ["daily:twitter:2024-05-01"]
+    assert alerts.check(T0 + 289 * MIN) == []
+    assert [n.condition for n in alerts.check(T0 + 291 * MIN)] == ["sealing"]  # silent again
     notifier.close()

@@ -141,6 +141,6 @@ def test_healthz_counts_a_seal_stamped_by_another_process(
     observe.set_health_limits(60, None)
     assert json.loads(_get(server.url + "/healthz")[2])["last_seal"] is None
     observe.set_seal_clock(lambda: last_seal_on_disk(tmp_path))
-    stamp_seal(tmp_path)  # as the cluster's sealing process does
+    stamp_seal(tmp_path, "twitter", "2024-05-01")  # as the cluster's sealing process does
     doc = json.loads(_get(server.url + "/healthz")[2])
     assert doc["ok"] is True and 0 <= doc["seconds_since_last_seal"] < 5
