@@ -294,3 +294,32 @@ def test_compose_config_agrees_when_the_tool_is_installed() -> None:
     kafka = theirs["services"]["kafka"]["environment"]
     assert str(kafka["KAFKA_PROCESS_ROLES"]) == "broker,controller"
     assert str(kafka["KAFKA_LOG_RETENTION_HOURS"]) == "8760"
+
+
+def test_cluster_override_makes_one_bytewax_cluster_over_one_data_volume() -> None:
+    """compose.cluster.yaml over compose.yaml: processors that name each other and share DIR."""
+    base = compose()
+    override = yaml.safe_load(interpolate((DOCKER / "compose.cluster.yaml").read_text(), ENV))
+    services = dict(base["services"])
+    for name, svc in override["services"].items():  # compose merges a service key by key
+        services[name] = {**services.get(name, {}), **svc}
+    processors = {n: s for n, s in services.items()
+                  if s.get("image", "").startswith("shoal") and s["command"][0] == "process"}
+    assert len(processors) == 2
+    parsed = {n: check_command(s["command"]) for n, s in processors.items()}
+    addresses = {args.addresses for args in parsed.values()}
+    assert len(addresses) == 1  # every process lists the same cluster
+    members = addresses.pop().split(",")
+    assert sorted(m.rsplit(":", 1)[0] for m in members) == sorted(processors)
+    assert sorted(args.process_id for args in parsed.values()) == list(range(len(members)))
+    for name, args in parsed.items():
+        assert members[args.process_id].startswith(f"{name}:")  # its own index
+        assert args.data_dir == Path("/data")
+        assert "shoal-data:/data" in processors[name]["volumes"]
+        assert processors[name]["depends_on"]["kafka"]["condition"] == "service_healthy"
+        assert processors[name]["restart"] == "always"
+        assert processors[name]["stop_signal"] == "SIGINT"
+    host_ports = [p.rsplit(":", 2)[-2] for s in services.values() for p in s.get("ports", [])]
+    assert len(host_ports) == len(set(host_ports)), host_ports
+    for name in re.findall(r"\$\{(\w+)", (DOCKER / "compose.cluster.yaml").read_text()):
+        assert f"`{name}`" in (DOCKER / "README.md").read_text()
