@@ -620,6 +620,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(f"shoal: error: {type(exc).__name__}: {first}", file=sys.stderr)
         return 1
+    except BaseException as exc:
+        # Bytewax's Rust side raises pyo3's PanicException (a BaseException), e.g. when a
+        # process of a cluster disappears; SystemExit and the like keep their meaning.
+        if type(exc).__name__ != "PanicException":
+            raise
+        if "thread panic" in str(exc):  # timely's send/receive threads lost their peer
+            print("shoal: error: lost contact with another process of the cluster; restart "
+                  "all of them together", file=sys.stderr)
+        else:
+            print(f"shoal: error: Bytewax panicked: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -86,3 +86,51 @@ def test_cluster_options_are_checked_in_one_line(tmp_path: Path) -> None:
                               timeout=60)
         assert proc.returncode == 2
         assert proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
+
+
+def test_a_lost_cluster_process_stops_the_others_and_a_restart_catches_up(
+        tmp_path: Path) -> None:
+    """kill -9 one process: the other stops with one line; restarting both gives the files
+    one process would have written."""
+    import time
+
+    files = write_demo_files(tmp_path / "demo", DemoSpec(posts=30000, hours=8, seed=9))
+    with EmbeddedBroker() as b:
+        ensure_topics(b.bootstrap, 4)
+        publish(b.bootstrap, list(files.items()))
+        common = [*SHOAL, "process", "--no-media", "--brokers", b.bootstrap, "--idle-exit",
+                  "1.5", "--lateness", "60", "--epoch-seconds", "0.3"]
+        subprocess.run([*common, "--data-dir", str(tmp_path / "one")], timeout=240, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def cluster() -> list[subprocess.Popen[bytes]]:
+            addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+            return [subprocess.Popen([*common, "--data-dir", str(tmp_path / "two"),
+                                      "--addresses", addresses, "--process-id", str(i)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                    for i in range(2)]
+
+        procs = cluster()
+        try:
+            # Kill once the cluster is under way (its first chunk is on disk).
+            deadline = time.monotonic() + 60
+            while not list((tmp_path / "two").glob("_work/chunks/*/*/*.jsonl")):
+                assert time.monotonic() < deadline and procs[0].poll() is None
+                time.sleep(0.05)
+            procs[1].kill()
+            _, err = procs[0].communicate(timeout=60)
+            assert procs[0].returncode == 1
+            assert err.decode().strip().splitlines()[-1] == (
+                "shoal: error: lost contact with another process of the cluster; restart all "
+                "of them together")
+            assert "Traceback" not in err.decode()
+            procs[1].wait(10)
+            procs = cluster()
+            for proc in procs:
+                _, err = proc.communicate(timeout=240)
+                assert proc.returncode == 0, err[-2000:]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+    assert digests(tmp_path / "two") == digests(tmp_path / "one")
