@@ -119,3 +119,31 @@ class SealWorker:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class InlineSealer:
+    """:class:`SealWorker`'s interface, sealing in the caller's thread (no helper process)."""
+
+    busy = False  # a seal is over by the time submit returns
+
+    def __init__(self, data_dir: Path, tz: str):
+        from connectors.catalog import Catalog
+
+        self.data_dir = data_dir
+        self.tz = tz
+        self._catalog = Catalog(data_dir)
+        self._done: list[tuple[tuple[str, int], HourSummary | None]] = []
+
+    def submit(self, platform: str, start: int) -> None:
+        summary = seal_hour(self.data_dir, platform, start, self.tz, self._catalog)
+        self._done.append(((platform, start), summary))
+
+    def in_flight(self) -> set[tuple[str, int]]:
+        return set()
+
+    def done(self, wait: bool = False) -> list[tuple[tuple[str, int], HourSummary | None]]:
+        out, self._done = self._done, []
+        return out
+
+    def close(self) -> None:
+        self._catalog.close()

@@ -36,13 +36,12 @@ from connectors.hourly_files import (
     HourSummary,
     pending_hours,
     recover_staged,
-    seal_hour,
     stamp_seal,
     write_chunk,
 )
 from connectors.kafka_io import POSTS_TOPIC
 from connectors.kafka_source import Message, PostsSource, list_partitions
-from connectors.seal_worker import SealWorker
+from connectors.seal_worker import InlineSealer, SealWorker
 from flows.media import FetchLogic, MediaFact, MediaJob
 from shoal import faults
 from shoal.fetch.policy import FetchConfig, key_for
@@ -279,14 +278,12 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
         self.open: set[tuple[str, int]] = pending_hours(cfg.data_dir)
         self.last_sealed: dict[tuple[str, int], float] = {}
         self.started: dict[tuple[str, int], float] = {}
-        self.catalog: Catalog | None = None
-        self._inline: list[tuple[tuple[str, int], HourSummary | None]] = []
-        self.worker: SealWorker | None = None
+        self.sealer: SealWorker | InlineSealer
         if cfg.seal_processes > 0:
             level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-            self.worker = SealWorker(cfg.data_dir, cfg.tz, level, cfg.seal_processes)
+            self.sealer = SealWorker(cfg.data_dir, cfg.tz, level, cfg.seal_processes)
         else:
-            self.catalog = Catalog(cfg.data_dir)
+            self.sealer = InlineSealer(cfg.data_dir, cfg.tz)
 
     def on_batch(
         self, values: list[ChunkFact | MediaFact]
@@ -308,7 +305,7 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
         if self.open:
             threshold = self._threshold()
             now = time.monotonic()
-            busy = self.worker.in_flight() if self.worker is not None else set()
+            busy = self.sealer.in_flight()
             for platform, start in sorted(self.open, key=lambda k: (k[1], k[0])):
                 key = (platform, start)
                 last = self.last_sealed.get(key)
@@ -325,20 +322,12 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
 
     def _start(self, platform: str, start: int) -> None:
         self.started[(platform, start)] = time.perf_counter()
-        if self.worker is not None:
-            self.worker.submit(platform, start)
-            return
-        summary = seal_hour(self.cfg.data_dir, platform, start, self.cfg.tz, self.catalog)
-        self._inline.append(((platform, start), summary))
+        self.sealer.submit(platform, start)
 
     def _finished(self, wait: bool) -> list[HourSummary]:
-        if self.worker is not None:
-            results = self.worker.done(wait)
-        else:
-            results, self._inline = self._inline, []
         done = []
-        for (platform, _start), summary in results:
-            t0 = self.started.pop((platform, _start), time.perf_counter())
+        for (platform, start), summary in self.sealer.done(wait):
+            t0 = self.started.pop((platform, start), time.perf_counter())
             if summary is None:
                 continue
             done.append(summary)
@@ -375,8 +364,7 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
         return self._seal(everything=False), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        busy = self.worker is not None and self.worker.busy
-        return datetime.now(UTC) + timedelta(seconds=0.1 if busy else 1.0)
+        return datetime.now(UTC) + timedelta(seconds=0.1 if self.sealer.busy else 1.0)
 
     def on_eof(self) -> tuple[Iterable[HourSummary], bool]:
         self.open |= pending_hours(self.cfg.data_dir)
@@ -384,8 +372,7 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
             done = self._seal(everything=True)
         else:
             done = self._finished(wait=True)  # Ctrl-C: let the seals under way finish
-        if self.worker is not None:
-            self.worker.close()
+        self.sealer.close()
         return done, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> dict[int, int]:
