@@ -21,10 +21,7 @@ Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import lzma
-import os
 import sys
 import tempfile
 import time
@@ -40,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from connectors.broker import EmbeddedBroker  # noqa: E402
-from connectors.hourly_files import MEDIA_FILE_COLUMNS  # noqa: E402
+from connectors.hourly_files import MEDIA_FILE_COLUMNS, csv_bytes  # noqa: E402
 from connectors.kafka_io import POSTS_TOPIC, ensure_topics, post_headers  # noqa: E402
 from shoal.demo import DemoSpec, demo_pages  # noqa: E402
 from shoal.formats.twitter_v2 import read  # noqa: E402
@@ -54,19 +51,6 @@ def cpu(fn: Callable[[], object]) -> float:
     t0 = time.process_time()
     fn()
     return time.process_time() - t0
-
-
-def broker_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def csv_lines(columns: tuple[str, ...], rows: list[dict[str, str]]) -> bytes:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([row.get(c, "") for c in columns] for row in rows)
-    return buf.getvalue().encode()
 
 
 def main() -> int:
@@ -98,9 +82,9 @@ def main() -> int:
 
     norm = [normalise(p.format, orjson.loads(v), "2021-05-11T20:00:00+00:00")
             for p, v in zip(posts, values, strict=True)]
-    post_csv = csv_lines(POST_COLUMNS, [x.post for x in norm])
-    user_csv = csv_lines(USER_COLUMNS, [x.user for x in norm if x.user])
-    media_csv = csv_lines(MEDIA_FILE_COLUMNS, [m.row() for x in norm for m in x.media])
+    post_csv = csv_bytes(POST_COLUMNS, [x.post for x in norm])
+    user_csv = csv_bytes(USER_COLUMNS, [x.user for x in norm if x.user])
+    media_csv = csv_bytes(MEDIA_FILE_COLUMNS, [m.row() for x in norm for m in x.media])
     floors["xz (preset 1): the rows of posts, users, media"] = cpu(
         lambda: [lzma.compress(b, preset=1) for b in (post_csv, user_csv, media_csv)])
 
@@ -124,7 +108,7 @@ def main() -> int:
                                  batch_size=1024 * 1024, max_request_size=16 * 1024 * 1024)
         headers = post_headers("twitter-v2", "floors", "2021-05-11T20:00:00+00:00", "pages")
         keys = [f"twitter:{p.id}".encode() for p in posts]
-        b0 = broker_cpu(broker.proc.pid)  # type: ignore[union-attr]
+        b0 = broker.cpu_seconds()
 
         def produce() -> None:
             for k, v in zip(keys, values, strict=True):
@@ -148,7 +132,7 @@ def main() -> int:
 
         floors["confluent-kafka: consume"] = cpu(consume)
         consumer.close()
-        floors["Tansu broker: store and serve"] = broker_cpu(broker.proc.pid) - b0  # type: ignore[union-attr]
+        floors["Tansu broker: store and serve"] = broker.cpu_seconds() - b0
 
     table = Table("fixed part", "µs of CPU per post")
     total = 0.0

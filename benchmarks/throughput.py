@@ -58,11 +58,6 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
     return seconds, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
 
 
-def broker_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--posts", type=int, default=200_000)
@@ -85,8 +80,7 @@ def main() -> int:
         with EmbeddedBroker() as broker:
             ensure_topics(broker.bootstrap, args.partitions)
             shoal = str(BIN / "shoal")
-            broker_pid = broker.proc.pid  # type: ignore[union-attr]
-            broker_t0 = broker_cpu(broker_pid)
+            broker_t0 = broker.cpu_seconds()
             t0 = time.perf_counter()
             collect = subprocess.Popen(
                 [shoal, "collect", "file", str(src), "--brokers", broker.bootstrap,
@@ -109,7 +103,7 @@ def main() -> int:
             ])
             waiter.join()
             shoal_s = time.perf_counter() - t0 - args.idle
-            broker_s = broker_cpu(broker_pid) - broker_t0
+            broker_s = broker.cpu_seconds() - broker_t0
         ids = 0
         for f in (tmp / "out" / "twitter").glob("*/*_IDs.txt.xz"):
             import lzma

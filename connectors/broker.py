@@ -111,6 +111,13 @@ class EmbeddedBroker:
         if self.proc:
             os.kill(self.proc.pid, signal.SIGCONT)
 
+    def cpu_seconds(self) -> float:
+        """CPU the broker process has used so far (for the benchmarks' per-post figures)."""
+        if self.proc is None:
+            return 0.0
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc is None:
             return

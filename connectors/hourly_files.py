@@ -199,16 +199,14 @@ def chunk_dir(data_dir: Path, platform: str, start: int) -> Path:
 
 def write_chunk(data_dir: Path, platform: str, start: int, prefix: str, lines: list[bytes]) -> Path:
     """Publish one immutable chunk of the open hour; never appended to afterwards."""
-    folder = chunk_dir(data_dir, platform, start)
-    with disk_writes(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{prefix}-{uuid.uuid4().hex[:12]}.jsonl"
+    path = chunk_dir(data_dir, platform, start) / f"{prefix}-{uuid.uuid4().hex[:12]}.jsonl"
+    data = b"".join(lines)
     try:
-        atomic_write(path, b"".join(lines))
-    except FileNotFoundError:  # the sealer removed the hour's emptied folder meanwhile
-        with disk_writes(folder):
-            folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, b"".join(lines))
+        atomic_write(path, data)  # which creates the hour's folder
+    except FileNotFoundError:
+        # A seal (another process) removed the emptied folder between atomic_write's mkdir
+        # and its open: once more makes it again.
+        atomic_write(path, data)
     return path
 
 
@@ -407,7 +405,7 @@ class HourSummary:
     combos: dict[str, int]
 
 
-def _csv_bytes(columns: tuple[str, ...], rows: Iterable[dict[str, str]]) -> bytes:
+def csv_bytes(columns: tuple[str, ...], rows: Iterable[dict[str, str]]) -> bytes:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
@@ -455,9 +453,9 @@ def seal_hour(
         state.media.values(),
         key=lambda r: (order.get(r["post_id"], len(order)), r["post_id"], int(r["position"] or 0)),
     )
-    posts_csv = _csv_bytes(POST_COLUMNS, post_rows)
-    users_csv = _csv_bytes(USER_COLUMNS, user_rows)
-    media_csv = _csv_bytes(MEDIA_FILE_COLUMNS, media_rows)
+    posts_csv = csv_bytes(POST_COLUMNS, post_rows)
+    users_csv = csv_bytes(USER_COLUMNS, user_rows)
+    media_csv = csv_bytes(MEDIA_FILE_COLUMNS, media_rows)
 
     combos: dict[str, int] = {}
     for pid in ids:
