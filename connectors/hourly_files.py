@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from shoal import faults
+from shoal.exceptions import chain
 from shoal.hours import hour_name
 from shoal.model import MEDIA_COLUMNS, POST_COLUMNS, USER_COLUMNS
 
@@ -148,16 +149,11 @@ def disk_trouble_in(
     :func:`disk_writes` may be a bare ``OSError`` or a DuckDB/SQLite error. Each of those is
     recognised; ``data_dir`` names the place when the error itself does not.
     """
-    seen: set[int] = set()
-    chain: list[BaseException] = []
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    for candidate in chain:  # an explicit DiskTrouble anywhere wins: it names the path
+    causes = chain(exc)
+    for candidate in causes:  # an explicit DiskTrouble anywhere wins: it names the path
         if isinstance(candidate, DiskTrouble):
             return candidate
-    for candidate in chain:
+    for candidate in causes:
         trouble = _as_disk_trouble(candidate, data_dir)
         if trouble is not None:
             return trouble

@@ -23,6 +23,7 @@ import orjson
 
 from shoal import __version__
 from shoal import config as shoal_config
+from shoal.exceptions import chain
 from shoal.gc_tune import tune_gc
 from shoal.logs import event, setup
 
@@ -578,12 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _interrupted(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, KeyboardInterrupt) or str(seen).endswith("signal received"):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(isinstance(e, KeyboardInterrupt) or str(e).endswith("signal received")
+               for e in chain(exc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from connectors.broker import EmbeddedBroker
 from connectors.hourly_files import DiskTrouble, HourSummary
 from connectors.kafka_io import ensure_topics
 from shoal.demo import DemoSpec, write_demo_files
+from shoal.exceptions import chain
 from tests.pipeline import all_ids, digests, publish, run_flow
 
 
@@ -48,12 +49,8 @@ def test_a_seal_failing_in_the_child_stops_the_parent(tmp_path: Path) -> None:
         publish(b.bootstrap, list(files.items()))
         with pytest.raises(Exception) as info:
             run_flow(b.bootstrap, data)
-    chain: list[BaseException] = []
-    exc: BaseException | None = info.value
-    while exc is not None:
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    assert any(isinstance(e, NotADirectoryError | FileExistsError) for e in chain), chain
+    causes = chain(info.value)
+    assert any(isinstance(e, NotADirectoryError | FileExistsError) for e in causes), causes
     assert not list(data.rglob("*_IDs.txt.xz"))
 
 
