@@ -24,6 +24,7 @@ import orjson
 from shoal import __version__
 from shoal import config as shoal_config
 from shoal.exceptions import chain
+from shoal.fetch.options import add_fetch_options
 from shoal.gc_tune import tune_gc
 from shoal.logs import event, setup
 
@@ -70,59 +71,11 @@ def _flow_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info")
 
 
-def add_fetch_options(p: argparse.ArgumentParser) -> None:
-    """The politeness and safety knobs shared by the dataflow and ``shoal fetch``."""
-    g = p.add_argument_group("media fetching")
-    g.add_argument("--domain-parallelism", type=int, default=2,
-                   help="requests at once per host (default 2)")
-    g.add_argument("--throttle", type=float, default=0.2,
-                   help="seconds between two request starts to a host (default 0.2)")
-    g.add_argument("--domain-key", choices=("host", "domain"), default="host")
-    g.add_argument("--retries", type=int, default=3)
-    g.add_argument("--timeout", type=float, default=300.0, help="total seconds per URL")
-    g.add_argument("--max-bytes", type=int, default=200 * 1024 * 1024)
-    g.add_argument("--allow-private-networks", action="store_true",
-                   help="allow hosts on loopback/private addresses (tests, intranets)")
-    g.add_argument("--host-limit", action="append", default=[], metavar="HOST=P,T",
-                   help="per-host override, e.g. pbs.twimg.com=8,0 (repeatable)")
-    g.add_argument("--folder-strategy", default="content",
-                   help="content (default: DIR/media/ab/cd/<sha256>.ext), flat, prefix-N, hostname")
-    g.add_argument("--filename-template", default=None,
-                   help="e.g. '{platform}/{date}/{post_id}_{position}.{ext}'")
-
-
-def _host_limits(specs: Sequence[str]) -> dict[str, tuple[int, float]]:
-    out: dict[str, tuple[int, float]] = {}
-    for spec in specs:
-        host, _, limits = spec.partition("=")
-        p, _, t = limits.partition(",")
-        try:
-            out[host.strip().lower()] = (int(p), float(t or 0))
-        except ValueError:
-            msg = f"bad --host-limit {spec!r}: use HOST=P,T (e.g. pbs.twimg.com=8,0)"
-            raise UserError(msg) from None
-    return out
-
-
 def fetch_config(args: argparse.Namespace, **extra: Any) -> Any:
-    from shoal.fetch.policy import FetchConfig
+    from shoal.fetch.options import fetch_config as config_of
 
-    per_host = _host_limits(getattr(args, "host_limit", []) or [])
-    per_host.update(extra.pop("per_host", {}))
     try:
-        return FetchConfig(
-            domain_parallelism=args.domain_parallelism,
-            throttle=args.throttle,
-            domain_key=args.domain_key,
-            retries=args.retries,
-            total_timeout=args.timeout,
-            max_bytes=args.max_bytes,
-            allow_private_networks=args.allow_private_networks,
-            folder_strategy=args.folder_strategy,
-            filename_template=args.filename_template,
-            per_host=per_host,
-            **extra,
-        )
+        return config_of(args, **extra)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

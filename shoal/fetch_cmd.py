@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from shoal.fetch.options import add_fetch_options, fetch_config
 from shoal.fetch.policy import FetchConfig, FetchResult
 
 REPORT_COLUMNS = (
@@ -43,27 +44,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "downloaded)")
     p.add_argument("-o", "--output", type=Path, metavar="REPORT.csv",
                    help="report file (default: stdout)")
-    p.add_argument("--throttle", type=float, default=0.2, metavar="T",
-                   help="seconds between two request starts to one host (default: 0.2)")
-    p.add_argument("--domain-parallelism", type=int, default=2, metavar="P",
-                   help="requests in flight per host at most (default: 2)")
-    p.add_argument("--domain-key", choices=("host", "domain"), default="host",
-                   help="limit per host name, or per registered domain (default: host)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S",
-                   help="total seconds for one request, body included (default: 300)")
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
-    p.add_argument("--read-timeout", type=float, default=30.0, metavar="S",
-                   help="seconds without a byte from the server (default: 30)")
-    p.add_argument("--retries", type=int, default=3, metavar="N",
-                   help="retries of timeouts, resets and 5xx/429 (default: 3)")
-    p.add_argument("--max-bytes", type=int, default=200 * 1024 * 1024, metavar="N",
-                   help="larger responses are cut and not stored (default: 200 MB)")
-    p.add_argument("--folder-strategy", default="content", metavar="STRATEGY",
-                   help="content (DIR/media/ab/cd/<sha256>.<ext>, the default), flat, "
-                   "hostname, or prefix-N (N hex digits of the content hash)")
-    p.add_argument("--filename-template", metavar="TEMPLATE",
-                   help="file name from {platform} {post_id} {position} {ext} {sha256} {host} "
-                   "{date} {hour} {query} {collector} (values from same-named input columns)")
     p.add_argument("--compress", action="store_true",
                    help="store files gzip-compressed (name + .gz); sha256 and bytes stay those "
                    "of the original content")
@@ -71,14 +51,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="comma-separated types to keep, e.g. image,video (default: all)")
     p.add_argument("--resume", action="store_true",
                    help="skip URLs already in the -o report and append to it")
-    p.add_argument("--allow-private-networks", action="store_true",
-                   help="allow loopback and private addresses (refused by default)")
     p.add_argument("--resolve", action="append", default=[], metavar="HOST=IP",
                    help="answer HOST with IP without DNS (trusted even if private; for tests "
                    "and benchmarks)")
     p.add_argument("--silent", action="store_true", help="no progress bar")
     p.add_argument("--window", type=int, default=10_000, metavar="N",
                    help="URLs in the engine at once (bounds memory; default: 10000)")
+    add_fetch_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -100,15 +79,7 @@ def config_from_args(args: argparse.Namespace) -> FetchConfig:
         resolve[host.lower().rstrip(".")] = ip.strip("[]")
     types = frozenset(t.strip() for t in (args.media_types or "").split(",") if t.strip())
     try:
-        return FetchConfig(
-            domain_parallelism=args.domain_parallelism, throttle=args.throttle,
-            domain_key=args.domain_key, retries=args.retries,
-            connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
-            total_timeout=args.timeout, max_bytes=args.max_bytes,
-            allow_private_networks=args.allow_private_networks, media_types=types,
-            folder_strategy=args.folder_strategy, filename_template=args.filename_template,
-            compress=args.compress, resolve=resolve,
-        )
+        return fetch_config(args, media_types=types, compress=args.compress, resolve=resolve)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 
