@@ -397,6 +397,7 @@ def test_sniffers_claim_only_their_own_files(fixtures: Path) -> None:
         JETSTREAM: "bluesky",
     }
     checked = 0
+    files = [p for p in fixtures.rglob("*") if p.is_file() and p.name != "SOURCES.md"]
     for path in sorted(fixtures.rglob("*")):
         if not path.is_file() or path.name == "SOURCES.md":
             continue
@@ -416,7 +417,8 @@ def test_sniffers_claim_only_their_own_files(fixtures: Path) -> None:
         claimed = {name for name, mod in owners.items() if mod.sniff(head)}
         assert claimed == want, rel
         checked += 1
-    assert checked == 66
+    # Every payload in the tree was looked at (the tree grows as fixtures are added).
+    assert checked == len(files) >= 66
 
 
 @pytest.mark.parametrize(
