@@ -59,7 +59,7 @@ def serve(ips: list[str], latency: float, port_out: Any, lifetime: float) -> Non
     """Child process: a media server on every address, until ``lifetime`` runs out."""
     from aiohttp import web
 
-    from connectors.loopback_server import serve_on_loopback, stamp_arrivals
+    from tests.loopback_server import serve_on_loopback, stamp_arrivals
 
     with contextlib.suppress(OSError):
         os.nice(-10)  # its clock readings are the measurement: keep them prompt
@@ -154,7 +154,7 @@ sys.exit(code)
 SHOAL_WRAPPER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from shoal import fetch_cmd
+from shoal.app import fetch_cmd
 import argparse
 parser = argparse.ArgumentParser(prog="shoal")
 fetch_cmd.add_parser(parser.add_subparsers())

@@ -36,9 +36,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors.broker import EmbeddedBroker  # noqa: E402
-from connectors.hourly_files import MEDIA_FILE_COLUMNS, csv_bytes  # noqa: E402
-from connectors.kafka_io import POSTS_TOPIC, ensure_topics, post_headers  # noqa: E402
+from connectors.kafka.broker import EmbeddedBroker  # noqa: E402
+from connectors.kafka.publisher import POSTS_TOPIC, ensure_topics, post_headers  # noqa: E402
+from connectors.store.hourly_files import MEDIA_FILE_COLUMNS, csv_bytes  # noqa: E402
 from shoal.demo import DemoSpec, demo_pages  # noqa: E402
 from shoal.formats.twitter_v2 import read  # noqa: E402
 from shoal.gc_tune import tune_gc  # noqa: E402

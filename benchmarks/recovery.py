@@ -40,9 +40,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors.broker import EmbeddedBroker  # noqa: E402
-from connectors.files import collect_files  # noqa: E402
-from connectors.kafka_io import Publisher, ensure_topics  # noqa: E402
+from connectors.collect.files import collect_files  # noqa: E402
+from connectors.kafka.broker import EmbeddedBroker  # noqa: E402
+from connectors.kafka.publisher import Publisher, ensure_topics  # noqa: E402
 from shoal.demo import DemoSpec, demo_pages  # noqa: E402
 
 START = datetime(2021, 5, 11, 0, 0, tzinfo=UTC)

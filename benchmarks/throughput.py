@@ -36,8 +36,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors.broker import EmbeddedBroker  # noqa: E402
-from connectors.kafka_io import ensure_topics  # noqa: E402
+from connectors.kafka.broker import EmbeddedBroker  # noqa: E402
+from connectors.kafka.publisher import ensure_topics  # noqa: E402
 from shoal.demo import DemoSpec, demo_pages  # noqa: E402
 
 BIN = Path(sys.executable).parent

@@ -29,19 +29,19 @@ import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
-from connectors import observe
-from connectors.catalog import Catalog
-from connectors.deadletters import DeadLetterSink
-from connectors.hourly_files import (
+from connectors.kafka.publisher import POSTS_TOPIC
+from connectors.kafka.source import Message, PostsSource, list_partitions
+from connectors.ops import metrics
+from connectors.store.catalog import Catalog
+from connectors.store.deadletters import DeadLetterSink
+from connectors.store.hourly_files import (
     HourSummary,
     pending_hours,
     recover_staged,
     stamp_seal,
     write_chunk,
 )
-from connectors.kafka_io import POSTS_TOPIC
-from connectors.kafka_source import Message, PostsSource, list_partitions
-from connectors.seal_worker import InlineSealer, SealWorker
+from connectors.store.seal_worker import InlineSealer, SealWorker
 from flows.media import FetchLogic, MediaFact, MediaJob
 from shoal import faults
 from shoal.fetch.policy import FetchConfig, key_for
@@ -76,7 +76,7 @@ class FlowConfig:
     media_types: frozenset[str] = frozenset({"photo", "video", "gif"})
     fetch: FetchConfig | None = None
     reseal_interval: float = 10.0  # a sealed hour is redone at most this often (late, media)
-    seal_processes: int = 2  # helper processes sealing hours (connectors.seal_worker); 0: inline
+    seal_processes: int = 2  # helper processes sealing hours (store.seal_worker); 0: inline
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +139,14 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
                 self.idle = False
                 self._take(msg)
         for collector, n in self.counts.items():  # one metrics update per poll, not per post
-            observe.posts_in(collector, n)
+            metrics.posts_in(collector, n)
         self.counts.clear()
         if self.buffered >= self.cfg.chunk_rows:
             self._flush()
         return self._drain(), StatefulBatchLogic.RETAIN
 
     def _dead(self, msg: Message, reason: str, fmt: str = "", collector: str = "") -> None:
-        observe.dead()
+        metrics.dead()
         at = datetime.fromtimestamp(max(msg.timestamp_ms, 0) / 1000, UTC).replace(microsecond=0)
         self.out.append(DeadLetter(reason, _origin(msg, self.cfg.topic), msg.value or b"", fmt,
                                    collector, at.isoformat()))
@@ -332,7 +332,7 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
                 continue
             done.append(summary)
             stamp_seal(self.cfg.data_dir, summary.platform, summary.day)
-            observe.hour_sealed(summary)
+            metrics.hour_sealed(summary)
             if self.cfg.on_sealed is not None:
                 self.cfg.on_sealed(summary)
             log.info(
@@ -410,7 +410,7 @@ def build_flow(cfg: FlowConfig) -> Dataflow:
                             lambda job: key_for(job.row["url"], fetch_cfg))
 
         def fetch_service() -> Any:
-            from connectors.fetcher import FetchService
+            from connectors.fetch.engine import FetchService
 
             return FetchService(cfg.data_dir, fetch_cfg, max_pending=64)
 

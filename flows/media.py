@@ -3,7 +3,7 @@
 Keying by host (or registered domain) puts every URL of a host on one worker, so the host's
 budget (P requests at once, T seconds between starts, Retry-After blocks) is enforced in one
 place however many workers run. Bytewax has no async operator: each logic hands URLs to a
-per-process aiohttp loop (``connectors.fetcher.FetchService``) and harvests what finished on
+per-process aiohttp loop (``connectors.fetch.engine.FetchService``) and harvests what finished on
 ``notify_at`` ticks. The backlog beyond a small in-memory window waits in a spill file on disk,
 so a million pending URLs cost disk, not RAM; the snapshot is the window, the in-flight jobs
 and the spill file's two offsets, and on resume the spill file is cut back to its snapshot
@@ -27,8 +27,8 @@ from typing import Any
 import orjson
 from bytewax.operators import StatefulBatchLogic
 
-from connectors import observe
-from connectors.hourly_files import write_chunk
+from connectors.ops import metrics
+from connectors.store.hourly_files import write_chunk
 from shoal import faults
 from shoal.fetch.policy import FetchConfig, FetchResult, url_host
 
@@ -177,7 +177,7 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
             fetched_at=res.fetched_at,
         )
         outcome = "ok" if res.ok else (res.error.split(":")[0] or "error")
-        observe.fetch_outcome(url_host(job.row["url"]) or "data", outcome)
+        metrics.fetch_outcome(url_host(job.row["url"]) or "data", outcome)
         self.done.setdefault((job.platform, job.start), []).append(
             orjson.dumps({"k": "m", "r": row}) + b"\n"
         )

@@ -24,9 +24,9 @@ import pytest
 from aiohttp import web
 from kafka import KafkaConsumer, TopicPartition
 
-from connectors.broker import EmbeddedBroker
-from connectors.kafka_io import DEADLETTER_TOPIC, POSTS_TOPIC, ensure_topics
-from connectors.live import add_parsers
+from connectors.collect.commands import add_parsers
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.publisher import DEADLETTER_TOPIC, POSTS_TOPIC, ensure_topics
 from shoal.logs import JsonFormatter
 
 

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from connectors.broker import EmbeddedBroker
-from connectors.files import collect_files
-from connectors.kafka_io import Publisher, ensure_topics
+from connectors.collect.files import collect_files
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.publisher import Publisher, ensure_topics
 from flows.ingest import FlowConfig, run
 
 

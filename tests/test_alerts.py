@@ -20,10 +20,10 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from connectors import observe
-from connectors.alerts import Alerts, EmailChannel, Notifier, WebhookChannel
-from connectors.hourly_files import HourSummary
-from shoal.config import AlertsSettings
+from connectors.ops import metrics
+from connectors.ops.alerts import Alerts, EmailChannel, Notifier, WebhookChannel
+from connectors.store.hourly_files import HourSummary
+from shoal.app.config import AlertsSettings
 
 T0 = 1_700_000_000.0
 MIN = 60.0
@@ -231,7 +231,7 @@ def test_delivery_never_blocks_the_caller_and_retries(smtp: tuple[Inbox, int]) -
     inbox.delay = 1.0
     flaky = Hook(fail=2)
     dead_port = _free_port()  # nothing listens there
-    failed_before = observe.NOTICES.labels("alert", "failed")._value.get()
+    failed_before = metrics.NOTICES.labels("alert", "failed")._value.get()
     try:
         notifier = Notifier([_email(port), WebhookChannel(flaky.url, 5), _email(dead_port)],
                             attempts=3, backoff=0.01)
@@ -244,7 +244,7 @@ def test_delivery_never_blocks_the_caller_and_retries(smtp: tuple[Inbox, int]) -
         assert notifier.flush(20)
         assert len(inbox.messages) == 1
         assert flaky.calls == 3 and len(flaky.received) == 1  # two 500s, then delivered
-        assert observe.NOTICES.labels("alert", "failed")._value.get() == failed_before + 1
+        assert metrics.NOTICES.labels("alert", "failed")._value.get() == failed_before + 1
         notifier.close()
     finally:
         flaky.close()
@@ -270,7 +270,7 @@ def test_seals_by_another_cluster_process_keep_sealing_alive_and_close_days(
     """In a cluster one process seals; process 0 alerts, learning of seals from DIR."""
     import os
 
-    from connectors.hourly_files import SEAL_STAMPS, stamp_seal
+    from connectors.store.hourly_files import SEAL_STAMPS, stamp_seal
 
     notifier = Notifier([WebhookChannel(hook.url, 5)], backoff=0.01)
     alerts = Alerts(notifier, seal_silence=90 * MIN, data_dir=tmp_path, now=T0)

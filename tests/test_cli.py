@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from connectors.broker import free_port, wait_for_port
+from connectors.kafka.broker import free_port, wait_for_port
 
 SHOAL = [sys.executable, "-m", "shoal"]
 V2 = "twitter-v2/DocNow__twarc-csv/test-data"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import orjson
 
-from connectors.broker import EmbeddedBroker, free_port
-from connectors.kafka_io import ensure_topics
+from connectors.kafka.broker import EmbeddedBroker, free_port
+from connectors.kafka.publisher import ensure_topics
 from shoal.demo import DemoSpec, demo_pages, write_demo_files
 from tests.pipeline import all_ids, digests, publish
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal import config
-from shoal.cli import build_parser
+from shoal.app import config
+from shoal.app.cli import build_parser
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docker" / "shoal.example.toml"
 

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from connectors.live import Backoff
-from connectors.twitter_live import bearer_token
+from connectors.collect.live import Backoff
+from connectors.collect.twitter import bearer_token
 from tests import live_helpers as live
 
 V2 = "twitter-v2/DocNow__twarc-csv/test-data"

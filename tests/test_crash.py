@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import TypedDict
 
-from connectors.broker import EmbeddedBroker
-from connectors.kafka_io import ensure_topics
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.publisher import ensure_topics
 from shoal.demo import DemoSpec, write_demo_files
 from tests.pipeline import digests, publish
 

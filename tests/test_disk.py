@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
-from connectors.broker import EmbeddedBroker
-from connectors.catalog import Catalog
-from connectors.hourly_files import (
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.publisher import ensure_topics
+from connectors.store.catalog import Catalog
+from connectors.store.hourly_files import (
     STAGING,
     DiskTrouble,
     HourPaths,
@@ -35,7 +36,6 @@ from connectors.hourly_files import (
     seal_hour,
     write_chunk,
 )
-from connectors.kafka_io import ensure_topics
 from flows.ingest import _line
 from shoal.demo import DemoSpec, write_demo_files
 from shoal.formats import read_file

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from connectors.kafka_io import MAX_MESSAGE_BYTES
-from shoal import config
-from shoal.cli import build_parser
+from connectors.kafka.publisher import MAX_MESSAGE_BYTES
+from shoal.app import config
+from shoal.app.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal import fetch_cmd
+from shoal.app import fetch_cmd
 from tests.test_fetcher import HOSTS, MediaServer
 from tests.test_fetcher import server as server  # the fixture, shared by name
 

@@ -27,10 +27,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from connectors.fetch_ledger import FetchLedger
-from connectors.fetcher import Fetcher, FetchService
-from connectors.loopback_server import serve_on_loopback, stamp_arrivals
+from connectors.fetch.engine import Fetcher, FetchService
+from connectors.fetch.ledger import FetchLedger
 from shoal.fetch import FetchConfig, FetchResult
+from tests.loopback_server import serve_on_loopback, stamp_arrivals
 
 HOSTS = {"img1.test": "127.0.0.2", "img2.test": "127.0.0.3", "img3.test": "127.0.0.4"}
 ARRIVALS: dict[int, float] = {}  # server side: connection -> its latest request's arrival

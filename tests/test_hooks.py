@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from connectors import observe
-from connectors.hooks import FAILED_FILE, QUEUE_FILE, HookRunner, check_template, render
-from connectors.hourly_files import HourPaths, HourSummary
+from connectors.ops import metrics
+from connectors.ops.hooks import FAILED_FILE, QUEUE_FILE, HookRunner, check_template, render
+from connectors.store.hourly_files import HourPaths, HourSummary
 
 RECORDER = """
 import json, sys, pathlib
@@ -91,8 +91,8 @@ def test_each_sealed_file_runs_the_command_with_its_fields(tmp_path: Path, scrip
 def test_failing_hook_is_retried_with_backoff_then_succeeds(
         tmp_path: Path, script: Path, caplog: pytest.LogCaptureFixture) -> None:
     data, out = tmp_path / "data", tmp_path / "calls.jsonl"
-    retry_before = observe.HOOKS.labels("retry")._value.get()
-    ok_before = observe.HOOKS.labels("ok")._value.get()
+    retry_before = metrics.HOOKS.labels("retry")._value.get()
+    ok_before = metrics.HOOKS.labels("ok")._value.get()
     runner = HookRunner(data, [_template(script, out, 2, "{name}")], attempts=5, backoff=0.05)
     runner.start()
     with caplog.at_level(logging.INFO, logger="shoal.hooks"):
@@ -101,8 +101,8 @@ def test_failing_hook_is_retried_with_backoff_then_succeeds(
     runner.close()
     assert _calls(out) == [["a.txt"]]
     assert out.with_suffix(".count").read_text() == "3"
-    assert observe.HOOKS.labels("retry")._value.get() == retry_before + 2
-    assert observe.HOOKS.labels("ok")._value.get() == ok_before + 1
+    assert metrics.HOOKS.labels("retry")._value.get() == retry_before + 2
+    assert metrics.HOOKS.labels("ok")._value.get() == ok_before + 1
     records = [(r.getMessage(), r.fields) for r in caplog.records]  # type: ignore[attr-defined]
     retries = [f for m, f in records if m == "hook failed, retrying"]
     assert [f["attempt"] for f in retries] == [1, 2]
@@ -113,14 +113,14 @@ def test_failing_hook_is_retried_with_backoff_then_succeeds(
 
 def test_hook_given_up_after_bounded_attempts(tmp_path: Path, script: Path) -> None:
     data, out = tmp_path / "data", tmp_path / "calls.jsonl"
-    failed_before = observe.HOOKS.labels("failed")._value.get()
+    failed_before = metrics.HOOKS.labels("failed")._value.get()
     runner = HookRunner(data, [_template(script, out, 99, "{name}")], attempts=3, backoff=0.01)
     runner.start()
     runner.submit({"name": "b.txt"})
     assert runner.wait_idle(20)
     runner.close()
     assert out.with_suffix(".count").read_text() == "3" and _calls(out) == []
-    assert observe.HOOKS.labels("failed")._value.get() == failed_before + 1
+    assert metrics.HOOKS.labels("failed")._value.get() == failed_before + 1
     failed = [json.loads(line) for line in (data / FAILED_FILE).read_text().splitlines()]
     assert [(f["fields"]["name"], f["attempts"]) for f in failed] == [("b.txt", 3)]
 

@@ -19,12 +19,12 @@ from typing import TypedDict
 import pytest
 from aiohttp import web
 
-from connectors.broker import EmbeddedBroker
-from connectors.demo_media import body_for
-from connectors.kafka_io import ensure_topics
-from connectors.loopback_server import serve_on_loopback
+from connectors.collect.demo_media import body_for
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.publisher import ensure_topics
 from shoal.demo import DemoSpec, write_demo_files
 from shoal.fetch.policy import FetchConfig
+from tests.loopback_server import serve_on_loopback
 from tests.pipeline import publish, read_csv_xz, run_flow
 
 

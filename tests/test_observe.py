@@ -14,19 +14,19 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors import observe
-from connectors.hourly_files import HourSummary
+from connectors.ops import metrics
+from connectors.store.hourly_files import HourSummary
 
 
 @pytest.fixture
-def server() -> Iterator[observe.MetricsServer]:
-    observe.reset_for_tests()
-    srv = observe.start_server(0, "127.0.0.1")
+def server() -> Iterator[metrics.MetricsServer]:
+    metrics.reset_for_tests()
+    srv = metrics.start_server(0, "127.0.0.1")
     try:
         yield srv
     finally:
         srv.close()
-        observe.reset_for_tests()
+        metrics.reset_for_tests()
 
 
 def _get(url: str) -> tuple[int, str, bytes]:
@@ -54,23 +54,23 @@ def _summary(platform: str, start: int, late: int) -> HourSummary:
                           for f in dataclasses.fields(HourSummary)})
 
 
-def test_metrics_page_counts_what_was_reported(server: observe.MetricsServer) -> None:
-    dead_before = observe.DEAD._value.get()
-    observe.posts_in("server-a", 3)
-    observe.posts_in("server-a")
-    observe.posts_in("server-b", 2, now=1_700_000_000.0)
-    observe.posts_out("server-a", 7)
-    observe.dead(2)
-    observe.hour_sealed(_summary("twitter", 3600, 0), now=1_700_000_100.0)
-    observe.hour_sealed(_summary("twitter", 3600, 2))
-    observe.hour_sealed(_summary("twitter", 3600, 5))  # running total: adds 3, not 5
-    observe.fetch_outcome("pbs.twimg.com", 200)
-    observe.fetch_outcome("pbs.twimg.com", 200)
-    observe.fetch_outcome("pbs.twimg.com", "timeout")
-    observe.lag(0, 17)
-    observe.lag(1, 4)
-    observe.lag(0, 12)
-    observe.hook_run("ok")
+def test_metrics_page_counts_what_was_reported(server: metrics.MetricsServer) -> None:
+    dead_before = metrics.DEAD._value.get()
+    metrics.posts_in("server-a", 3)
+    metrics.posts_in("server-a")
+    metrics.posts_in("server-b", 2, now=1_700_000_000.0)
+    metrics.posts_out("server-a", 7)
+    metrics.dead(2)
+    metrics.hour_sealed(_summary("twitter", 3600, 0), now=1_700_000_100.0)
+    metrics.hour_sealed(_summary("twitter", 3600, 2))
+    metrics.hour_sealed(_summary("twitter", 3600, 5))  # running total: adds 3, not 5
+    metrics.fetch_outcome("pbs.twimg.com", 200)
+    metrics.fetch_outcome("pbs.twimg.com", 200)
+    metrics.fetch_outcome("pbs.twimg.com", "timeout")
+    metrics.lag(0, 17)
+    metrics.lag(1, 4)
+    metrics.lag(0, 12)
+    metrics.hook_run("ok")
 
     status, ctype, body = _get(server.url + "/metrics")
     assert status == 200 and ctype.startswith("text/plain")
@@ -92,27 +92,27 @@ def test_metrics_page_counts_what_was_reported(server: observe.MetricsServer) ->
     assert any(name == "process_cpu_seconds_total" for name, _ in s)
 
 
-def test_fetch_hosts_are_capped(server: observe.MetricsServer) -> None:
-    for i in range(observe.MAX_HOSTS + 5):
-        observe.fetch_outcome(f"scontent-{i}.cdninstagram.com", 200)
-    observe.fetch_outcome("scontent-0.cdninstagram.com", 404)  # a known host keeps its label
+def test_fetch_hosts_are_capped(server: metrics.MetricsServer) -> None:
+    for i in range(metrics.MAX_HOSTS + 5):
+        metrics.fetch_outcome(f"scontent-{i}.cdninstagram.com", 200)
+    metrics.fetch_outcome("scontent-0.cdninstagram.com", 404)  # a known host keeps its label
     s = _samples(_get(server.url + "/metrics")[2])
     hosts = {dict(k[1])["host"] for k in s if k[0] == "shoal_fetch_outcomes_total"}
-    assert len(hosts) == observe.MAX_HOSTS + 1
+    assert len(hosts) == metrics.MAX_HOSTS + 1
     assert s[("shoal_fetch_outcomes_total", (("host", "other"), ("outcome", "200")))] == 5
     assert s[("shoal_fetch_outcomes_total",
               (("host", "scontent-0.cdninstagram.com"), ("outcome", "404")))] == 1
 
 
-def test_healthz_reports_times_and_turns_503_when_stale(server: observe.MetricsServer) -> None:
+def test_healthz_reports_times_and_turns_503_when_stale(server: metrics.MetricsServer) -> None:
     status, ctype, body = _get(server.url + "/healthz")
     doc = json.loads(body)
     assert status == 200 and ctype == "application/json"
     assert doc["ok"] is True and doc["last_seal"] is None and doc["seconds_since_last_post"] is None
 
     now = time.time()
-    observe.posts_in("server-a", now=now - 30)
-    observe.hour_sealed(_summary("bluesky", 7200, 0), now=now - 600)
+    metrics.posts_in("server-a", now=now - 30)
+    metrics.hour_sealed(_summary("bluesky", 7200, 0), now=now - 600)
     doc = json.loads(_get(server.url + "/healthz")[2])
     assert doc["ok"] is True
     assert 29 <= doc["seconds_since_last_post"] <= 40
@@ -120,14 +120,14 @@ def test_healthz_reports_times_and_turns_503_when_stale(server: observe.MetricsS
     assert doc["last_seal"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 600))
     assert set(doc["collectors"]) == {"server-a"}
 
-    observe.set_health_limits(seal_seconds=300)
+    metrics.set_health_limits(seal_seconds=300)
     status, _, body = _get(server.url + "/healthz")
     doc = json.loads(body)
     assert status == 503 and doc["ok"] is False
     assert doc["problems"][0].startswith("no hour sealed for")
 
-    observe.set_health_limits(seal_seconds=3600, post_seconds=3600)
-    observe.add_health_check(lambda: (False, "dataflow thread died"))
+    metrics.set_health_limits(seal_seconds=3600, post_seconds=3600)
+    metrics.add_health_check(lambda: (False, "dataflow thread died"))
     status, _, body = _get(server.url + "/healthz")
     assert status == 503 and json.loads(body)["problems"] == ["dataflow thread died"]
 
@@ -135,12 +135,12 @@ def test_healthz_reports_times_and_turns_503_when_stale(server: observe.MetricsS
 
 
 def test_healthz_counts_a_seal_stamped_by_another_process(
-        server: observe.MetricsServer, tmp_path: Path) -> None:
-    from connectors.hourly_files import last_seal_on_disk, stamp_seal
+        server: metrics.MetricsServer, tmp_path: Path) -> None:
+    from connectors.store.hourly_files import last_seal_on_disk, stamp_seal
 
-    observe.set_health_limits(60, None)
+    metrics.set_health_limits(60, None)
     assert json.loads(_get(server.url + "/healthz")[2])["last_seal"] is None
-    observe.set_seal_clock(lambda: last_seal_on_disk(tmp_path))
+    metrics.set_seal_clock(lambda: last_seal_on_disk(tmp_path))
     stamp_seal(tmp_path, "twitter", "2024-05-01")  # as the cluster's sealing process does
     doc = json.loads(_get(server.url + "/healthz")[2])
     assert doc["ok"] is True and 0 <= doc["seconds_since_last_seal"] < 5

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.broker import EmbeddedBroker, free_port
-from connectors.kafka_io import POSTS_TOPIC, Publisher, SpoolFull, ensure_topics
+from connectors.kafka.broker import EmbeddedBroker, free_port
+from connectors.kafka.publisher import POSTS_TOPIC, Publisher, SpoolFull, ensure_topics
 from shoal.demo import DemoSpec, write_demo_files
 from shoal.formats import read_file
 from shoal.model import RawPost
@@ -201,7 +201,7 @@ def test_close_during_an_outage_hands_unacknowledged_messages_to_the_next_run(
 CHILD = """
 import sys, time
 from pathlib import Path
-from connectors.kafka_io import Publisher
+from connectors.kafka.publisher import Publisher
 from shoal.formats import read_file
 from shoal.model import RawPost
 pub = Publisher(sys.argv[1], "crashy", spool_dir=sys.argv[2], bootstrap_timeout_ms=500)

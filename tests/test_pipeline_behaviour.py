@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 
-from connectors.broker import EmbeddedBroker
-from connectors.deadletters import read_deadletters
-from connectors.kafka_io import DEADLETTER_TOPIC, Publisher, ensure_topics
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.publisher import DEADLETTER_TOPIC, Publisher, ensure_topics
+from connectors.store.deadletters import read_deadletters
 from shoal.model import RawPost
 from tests.pipeline import (
     all_ids,

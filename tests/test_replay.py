@@ -7,10 +7,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from connectors.broker import EmbeddedBroker
-from connectors.kafka_io import POSTS_TOPIC, ensure_topics
-from connectors.kafka_offsets import OffsetFinder, parse_offsets
-from shoal.cli import main
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.offsets import OffsetFinder, parse_offsets
+from connectors.kafka.publisher import POSTS_TOPIC, ensure_topics
+from shoal.app.cli import main
 from tests.pipeline import all_ids, digests, publish, run_flow
 
 V2 = "twitter-v2/DocNow__twarc-csv/test-data"

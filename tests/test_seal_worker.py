@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.broker import EmbeddedBroker
-from connectors.hourly_files import DiskTrouble, HourSummary
-from connectors.kafka_io import ensure_topics
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.publisher import ensure_topics
+from connectors.store.hourly_files import DiskTrouble, HourSummary
 from shoal.demo import DemoSpec, write_demo_files
 from shoal.exceptions import chain
 from tests.pipeline import all_ids, digests, publish, run_flow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.catalog import query
+from connectors.store.catalog import query
 from tests.pipeline import all_ids, all_rows, pipeline, read_csv_xz, read_xz_lines, report_lines
 
 V2 = "twitter-v2/DocNow__twarc-csv/test-data"

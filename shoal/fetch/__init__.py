@@ -1,4 +1,4 @@
-"""Polite, safe media downloading: the rules live here, the engine in ``connectors.fetcher``.
+"""Polite, safe media downloading: the rules live here, the engine in ``connectors.fetch.engine``.
 
 Keeping the rules pure lets the engine, the ``shoal fetch`` command and the dataflow share
 one definition of what may be fetched, how fast, and where it lands.

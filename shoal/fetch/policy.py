@@ -23,6 +23,8 @@ from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from shoal.templates import BadField, fields_of
+
 ALLOWED_SCHEMES = frozenset({"http", "https", "data"})
 TEMPLATE_FIELDS = frozenset(
     {"platform", "post_id", "position", "ext", "sha256", "host", "date", "hour", "query",
@@ -435,17 +437,14 @@ def validate_template(template: str) -> None:
     """Refuse unknown fields, attribute/index access and conversions: a template is data
     from the command line, not code."""
     try:
-        parsed = list(string.Formatter().parse(template))
+        fields_of(template, TEMPLATE_FIELDS)
+    except BadField as exc:
+        raise ValueError(
+            f"bad filename template field {{{exc.name}}}: use only "
+            + ", ".join(f"{{{f}}}" for f in sorted(TEMPLATE_FIELDS))
+        ) from None
     except ValueError as exc:
         raise ValueError(f"bad filename template {template!r}: {exc}") from None
-    for _, name, spec, conv in parsed:
-        if name is None:
-            continue
-        if name not in TEMPLATE_FIELDS or spec or conv:
-            raise ValueError(
-                f"bad filename template field {{{name}}}: use only "
-                + ", ".join(f"{{{f}}}" for f in sorted(TEMPLATE_FIELDS))
-            )
     if template.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", template):
         raise ValueError("filename template must be relative")
 

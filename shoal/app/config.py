@@ -372,7 +372,7 @@ def validate(settings: Settings) -> None:
         raise bad("hooks", "attempts", "must be at least 1")
     if not (h.commands or h.kinds):
         return
-    from connectors.hooks import KINDS, check_template
+    from connectors.ops.hooks import KINDS, check_template
 
     unknown = [k for k in h.kinds if k not in KINDS]
     if unknown:

@@ -22,7 +22,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from connectors import observe
+from connectors.ops import metrics
 
 
 class Message(NamedTuple):
@@ -162,7 +162,7 @@ class _Partition(StatefulSourcePartition[Batch, int]):
         except Exception:  # no statistics yet
             return
         if high >= 0 and self._offset >= 0:
-            observe.lag(self._partition, max(0, high - self._offset))
+            metrics.lag(self._partition, max(0, high - self._offset))
 
     def _caught_up(self) -> bool:
         """At the end of the partition, asked of the broker (EOF events can be stale)."""

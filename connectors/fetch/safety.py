@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from connectors.fetch_gate import SENDING
+from connectors.fetch.gate import SENDING
 from shoal.fetch.policy import FetchConfig, check_resolved, classify_ip
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from connectors.kafka_io import Publisher
+from connectors.kafka.publisher import Publisher
 from shoal.formats import read_file
 from shoal.model import Control, DeadLetter, RawPost
 

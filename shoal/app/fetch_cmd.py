@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from shoal.fetch.options import add_fetch_options, fetch_config
+from shoal.app.fetch_options import add_fetch_options, fetch_config
 from shoal.fetch.policy import FetchConfig, FetchResult
 
 REPORT_COLUMNS = (
@@ -174,8 +174,8 @@ async def _fetch(
     config: FetchConfig, args: argparse.Namespace, jobs: Iterator[tuple[str, str, dict[str, Any]]],
     total: int, writer: csv.DictWriter[str], out: TextIO,
 ) -> int:
-    from connectors.fetch_ledger import FetchLedger
-    from connectors.fetcher import Fetcher
+    from connectors.fetch.engine import Fetcher
+    from connectors.fetch.ledger import FetchLedger
 
     ledger = FetchLedger.in_root(args.output_dir)
     progress = Progress(

@@ -30,8 +30,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from connectors import observe
-from connectors.hourly_files import atomic_write, sealed_days_on_disk
+from connectors.ops import metrics
+from connectors.store.hourly_files import atomic_write, sealed_days_on_disk
 
 log = logging.getLogger("shoal.alerts")
 
@@ -136,7 +136,7 @@ class Notifier:
         try:
             self._queue.put_nowait(notice)
         except queue.Full:
-            observe.notice_sent(notice.kind, "dropped")
+            metrics.notice_sent(notice.kind, "dropped")
             log.error("notice dropped: queue full", extra={"fields": {"subject": notice.subject}})
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -177,13 +177,13 @@ class Notifier:
             except Exception as exc:
                 fields.update(attempt=attempt, error=f"{type(exc).__name__}: {exc}")
                 if attempt == self.attempts or self._stop.is_set():
-                    observe.notice_sent(notice.kind, "failed")
+                    metrics.notice_sent(notice.kind, "failed")
                     log.error("notice not delivered", extra={"fields": fields})
                     return
                 log.warning("notice delivery failed, retrying", extra={"fields": fields})
                 self._stop.wait(self.backoff * 2 ** (attempt - 1))
             else:
-                observe.notice_sent(notice.kind, "ok")
+                metrics.notice_sent(notice.kind, "ok")
                 log.info("notice sent", extra={"fields": {**fields, "attempt": attempt}})
                 return
 
@@ -192,7 +192,7 @@ class Alerts:
     """Decides when to notify; call :meth:`check` periodically and :meth:`on_sealed` per hour.
 
     Times are unix seconds and injectable, so tests step through hours without sleeping.
-    ``last_posts`` supplies collector -> time of last post (``observe.last_post_times`` in
+    ``last_posts`` supplies collector -> time of last post (``metrics.last_post_times`` in
     production, where the dataflow counts posts); :meth:`saw` feeds the same map by hand.
     """
 
@@ -253,7 +253,7 @@ class Alerts:
             collector_silence=alerts.collector_silence_minutes * 60,
             seal_silence=alerts.seal_silence_minutes * 60,
             expect_collectors=alerts.expect_collectors, daily_report=alerts.daily_report,
-            last_posts=last_posts if last_posts is not None else observe.last_post_times,
+            last_posts=last_posts if last_posts is not None else metrics.last_post_times,
             prefix=alerts.subject_prefix,
         )
 

@@ -5,7 +5,7 @@ partition whichever collector delivered it: that is what lets the dataflow dedup
 event time per partition without a global shuffle.
 
 A collector must not stop collecting, nor lose what it collected, because Kafka is away for
-a while: the :class:`Publisher` then writes to a bounded disk spool (``connectors.spool``) and
+a while: the :class:`Publisher` then writes to a bounded disk spool (``connectors.kafka.spool``) and
 replays it, in order, once Kafka is back.
 """
 
@@ -35,8 +35,8 @@ from kafka.errors import (
     TopicAlreadyExistsError,
 )
 
-from connectors.spool import DEFAULT_MAX_BYTES, Message, Spool, SpoolFull, default_spool_root
-from connectors.spool import safe_name as _safe_name
+from connectors.kafka.spool import DEFAULT_MAX_BYTES, Message, Spool, SpoolFull, default_spool_root
+from connectors.kafka.spool import safe_name as _safe_name
 from shoal.model import DeadLetter, RawPost
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from kafka import KafkaConsumer, TopicPartition
 
-from connectors.kafka_io import bootstrap_list
+from connectors.kafka.publisher import bootstrap_list
 
 
 class OffsetError(ValueError):

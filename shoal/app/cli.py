@@ -22,9 +22,9 @@ from typing import Any, NoReturn
 import orjson
 
 from shoal import __version__
-from shoal import config as shoal_config
+from shoal.app import config as shoal_config
+from shoal.app.fetch_options import add_fetch_options
 from shoal.exceptions import chain
-from shoal.fetch.options import add_fetch_options
 from shoal.gc_tune import tune_gc
 from shoal.logs import event, setup
 
@@ -72,7 +72,7 @@ def _flow_options(p: argparse.ArgumentParser) -> None:
 
 
 def fetch_config(args: argparse.Namespace, **extra: Any) -> Any:
-    from shoal.fetch.options import fetch_config as config_of
+    from shoal.app.fetch_options import fetch_config as config_of
 
     try:
         return config_of(args, **extra)
@@ -143,8 +143,8 @@ def _collect_into(brokers: str, sources: list[tuple[str, str]], collector: str,
                   data_dir: Path | None, fmt: str | None = None,
                   media_bases: tuple[str, str] | None = None) -> dict[str, int]:
     """Publish every source; returns per-collector post counts."""
-    from connectors.files import collect_files
-    from connectors.kafka_io import Publisher
+    from connectors.collect.files import collect_files
+    from connectors.kafka.publisher import Publisher
     from shoal.demo import DemoSpec, write_demo_files
 
     jobs: list[tuple[str, Path]] = []
@@ -180,24 +180,24 @@ class _Services:
     """Metrics, alerts and after-seal hooks around a running dataflow."""
 
     def __init__(self, args: argparse.Namespace):
-        from connectors import observe
-        from connectors.alerts import Alerts
-        from connectors.hooks import HookRunner
+        from connectors.ops import metrics
+        from connectors.ops.alerts import Alerts
+        from connectors.ops.hooks import HookRunner
 
         self.server: Any = None
         settings = getattr(args, "settings", None)
         if args.metrics_port:
-            self.server = observe.start_server(args.metrics_port, args.metrics_host)
+            self.server = metrics.start_server(args.metrics_port, args.metrics_host)
             event(log, "metrics", url=self.server.url)
         self.alerts: Any = None
         self.hooks: Any = None
         data_dir = getattr(args, "data_dir", None)
         if data_dir is not None:  # in a cluster, another process may be the one sealing
-            from connectors.hourly_files import last_seal_on_disk
+            from connectors.store.hourly_files import last_seal_on_disk
 
-            observe.set_seal_clock(lambda: last_seal_on_disk(data_dir))
+            metrics.set_seal_clock(lambda: last_seal_on_disk(data_dir))
         if settings is not None:
-            observe.set_health_limits(settings.metrics.seal_stale_seconds,
+            metrics.set_health_limits(settings.metrics.seal_stale_seconds,
                                       settings.metrics.post_stale_seconds)
             # A cluster alerts once, from process 0: it learns of seals made elsewhere from
             # the stamps in DIR; the others would only send the same notices again.
@@ -222,8 +222,8 @@ class _Services:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from connectors.broker import EmbeddedBroker
-    from connectors.kafka_io import ensure_topics
+    from connectors.kafka.broker import EmbeddedBroker
+    from connectors.kafka.publisher import ensure_topics
     from flows.ingest import run
 
     sources = _parse_sources(args.source or ["demo"])
@@ -236,7 +236,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if any(kind == "demo" for kind, _ in sources) and not args.no_media:
         # Demo posts point at a loopback media server of ours, reached under its own names
         # (a trusted resolver override), so the demo downloads real files without internet.
-        from connectors.demo_media import HOSTS, DemoMediaServer
+        from connectors.collect.demo_media import HOSTS, DemoMediaServer
 
         demo_media = DemoMediaServer().start()
         fetch = fetch_config(args, resolve=demo_media.resolve,
@@ -282,7 +282,7 @@ def _mkdir(path: Path) -> bool:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from connectors.kafka_io import ensure_topics
+    from connectors.kafka.publisher import ensure_topics
 
     for p in args.paths:
         if not Path(p).is_file():
@@ -312,7 +312,7 @@ def _cluster(args: argparse.Namespace) -> tuple[list[str] | None, int | None]:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from connectors.kafka_io import ensure_topics
+    from connectors.kafka.publisher import ensure_topics
     from flows.ingest import run
 
     addresses, process_id = _cluster(args)
@@ -331,7 +331,7 @@ def cmd_process(args: argparse.Namespace) -> int:
 def cmd_broker(args: argparse.Namespace) -> int:
     import time
 
-    from connectors.broker import EmbeddedBroker
+    from connectors.kafka.broker import EmbeddedBroker
 
     with EmbeddedBroker(port=args.port) as broker:
         note = f"embedded broker on {broker.bootstrap} (memory only); Ctrl-C stops it"
@@ -347,7 +347,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
-    from connectors.catalog import query
+    from connectors.store.catalog import query
 
     if not args.data_dir.is_dir():
         raise UserError(f"no such data dir: {args.data_dir}")
@@ -377,8 +377,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from connectors.kafka_io import POSTS_TOPIC
-    from connectors.kafka_offsets import OffsetError, OffsetFinder, parse_offsets
+    from connectors.kafka.offsets import OffsetError, OffsetFinder, parse_offsets
+    from connectors.kafka.publisher import POSTS_TOPIC
     from flows.ingest import run
     from shoal.hours import parse_iso
 
@@ -420,11 +420,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def _run_live(args: argparse.Namespace) -> int:
     """A long-running collector, with /metrics and /healthz when asked for."""
-    from connectors import observe
+    from connectors.ops import metrics
 
     server = None
     if args.metrics_port:
-        server = observe.start_server(args.metrics_port, args.metrics_host)
+        server = metrics.start_server(args.metrics_port, args.metrics_host)
     try:
         result: int = args.live_run(args)
         return result
@@ -476,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--format", default=None)
     f.add_argument("--partitions", type=int, default=4)
     f.set_defaults(func=cmd_collect)
-    from connectors.live import add_parsers as add_live_parsers
+    from connectors.collect.commands import add_parsers as add_live_parsers
 
     add_live_parsers(kinds)  # twitter-sample, twitter-search, bluesky, mastodon
     for name in ("twitter-sample", "twitter-search", "bluesky", "mastodon"):
@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_query)
 
     try:
-        fetch_cmd: Any = importlib.import_module("shoal.fetch_cmd")
+        fetch_cmd: Any = importlib.import_module("shoal.app.fetch_cmd")
     except ModuleNotFoundError:
         p = sub.add_parser("fetch", help="download the URLs of a CSV column (planned)")
         p.set_defaults(func=_not_yet("fetch", 4))
@@ -561,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _interrupted(exc):  # Bytewax's own word for Ctrl-C or SIGTERM
             print("shoal: interrupted", file=sys.stderr)
             return 130
-        from connectors.hourly_files import disk_trouble_in
+        from connectors.store.hourly_files import disk_trouble_in
 
         trouble = disk_trouble_in(exc, getattr(args, "data_dir", None))
         if trouble is not None:  # a full disk or an unwritable data dir: say so, plainly

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import random
 import signal
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -25,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from connectors.files import publish_records
-from connectors.hourly_files import atomic_write
-from connectors.kafka_io import Publisher, ensure_topics, now_iso
+from connectors.collect.files import publish_records
+from connectors.kafka.publisher import Publisher, ensure_topics, now_iso
+from connectors.store.hourly_files import atomic_write
 from shoal.logs import event
 from shoal.model import Control, DeadLetter, RawPost
 
@@ -387,38 +386,3 @@ def run_async(args: argparse.Namespace, kind: str, body: Callable[[Outlet], Awai
         return _failed(kind, exc)
     finally:
         _close(outlet, reason)
-
-
-# --------------------------------------------------------------------------- commands
-
-
-def add_parsers(collect_sub: Any) -> None:
-    """Register ``twitter-sample``, ``twitter-search``, ``bluesky`` and ``mastodon``.
-
-    Each parser gets ``live_run`` as a default: ``args.live_run(args)`` runs it.
-    """
-    from connectors import bluesky_jetstream, mastodon_stream, twitter_live
-
-    twitter_live.add_parsers(collect_sub)
-    bluesky_jetstream.add_parser(collect_sub)
-    mastodon_stream.add_parser(collect_sub)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m connectors.live NAME ...``: the commands without the rest of the CLI."""
-    from shoal.logs import setup
-
-    parser = argparse.ArgumentParser(prog="python -m connectors.live")
-    add_parsers(parser.add_subparsers(dest="kind", required=True))
-    args = parser.parse_args(argv)
-    setup(args.log_level)
-    result: int = args.live_run(args)
-    return result
-
-
-if __name__ == "__main__":
-    # Import ourselves under our package name so that Shutdown & co. are the same classes the
-    # connector modules see.
-    from connectors.live import main as _main
-
-    sys.exit(_main())

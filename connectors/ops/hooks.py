@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
-from connectors import observe
-from connectors.hourly_files import atomic_write, posts_word
+from connectors.ops import metrics
+from connectors.store.hourly_files import atomic_write, posts_word
 
 log = logging.getLogger("shoal.hooks")
 
@@ -151,7 +151,7 @@ class HookRunner:
             for job in pending:
                 if not self._offer(job):
                     break
-        observe.hooks_pending(self._pending)
+        metrics.hooks_pending(self._pending)
         if pending:
             log.info("hooks resumed", extra={"fields": {"pending": len(pending)}})
         self._thread = threading.Thread(target=self._loop, name="shoal-hooks", daemon=True)
@@ -200,7 +200,7 @@ class HookRunner:
             for job in jobs:
                 if self._overflow or not self._offer(job):
                     break
-        observe.hooks_pending(self._pending)
+        metrics.hooks_pending(self._pending)
         return len(jobs)
 
     # -- worker
@@ -237,7 +237,7 @@ class HookRunner:
                 if self._pending == 0:
                     self._rewrite([])  # keep the file small: nothing is pending
                     self._idle.notify_all()
-            observe.hooks_pending(self._pending)
+            metrics.hooks_pending(self._pending)
 
     def _refill(self) -> None:
         """After an overflow, move jobs waiting in the file into the (now empty) memory queue."""
@@ -259,7 +259,7 @@ class HookRunner:
                                       capture_output=True, timeout=self.timeout,
                                       cwd=self.data_dir, check=False)
                 if proc.returncode == 0:
-                    observe.hook_run("ok")
+                    metrics.hook_run("ok")
                     log.info("hook ok", extra={"fields": {
                         "argv": argv, "attempt": attempt,
                         "seconds": round(time.monotonic() - t0, 3)}})
@@ -271,7 +271,7 @@ class HookRunner:
             except OSError as exc:  # program missing, not executable...
                 error = f"{type(exc).__name__}: {exc}"
             last = attempt == self.attempts
-            observe.hook_run("failed" if last else "retry")
+            metrics.hook_run("failed" if last else "retry")
             fields = {"argv": argv, "attempt": attempt, "of": self.attempts, "error": error}
             if last:
                 log.error("hook given up", extra={"fields": fields})

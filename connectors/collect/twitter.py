@@ -33,7 +33,7 @@ import requests
 from twarc.client2 import Twarc2
 from twarc.version import version as twarc_version
 
-from connectors.live import (
+from connectors.collect.live import (
     Backoff,
     ConnectorError,
     Outlet,

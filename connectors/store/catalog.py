@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from connectors.hourly_files import MEDIA_FILE_COLUMNS, PARQUET, HourPaths, HourSummary
+from connectors.store.hourly_files import MEDIA_FILE_COLUMNS, PARQUET, HourPaths, HourSummary
 from shoal.model import POST_COLUMNS, USER_COLUMNS
 
 CATALOG = "shoal.duckdb"

@@ -1,8 +1,8 @@
 """The fetch engine: aiohttp behind per-key gates, so politeness holds by construction.
 
 Every HTTP request, first try, retry or redirect hop, waits at the gate of its politeness
-key (``connectors.fetch_gate``) and connects only through the guarded resolver and socket
-factory (``connectors.fetch_safety``); bodies go to the store through ``connectors.fetch_store``.
+key (``connectors.fetch.gate``) and connects only through the guarded resolver and socket
+factory (``connectors.fetch.safety``); bodies go to the store through ``connectors.fetch.store``.
 ``FetchService`` puts the engine behind a synchronous face for Bytewax operators.
 """
 
@@ -22,10 +22,10 @@ from urllib.parse import unquote_to_bytes
 import aiohttp
 from yarl import URL
 
-from connectors.fetch_gate import SENDING, Gate, Scheduler, Ticket
-from connectors.fetch_ledger import FetchLedger
-from connectors.fetch_safety import GuardedResolver, guarded_socket_factory, unsafe_reason
-from connectors.fetch_store import CHUNK, HEAD, Sink, place
+from connectors.fetch.gate import SENDING, Gate, Scheduler, Ticket
+from connectors.fetch.ledger import FetchLedger
+from connectors.fetch.safety import GuardedResolver, guarded_socket_factory, unsafe_reason
+from connectors.fetch.store import CHUNK, HEAD, Sink, place
 from shoal.fetch.policy import (
     FetchConfig,
     FetchResult,

@@ -3,7 +3,7 @@
 Jetstream's cursor is a time in microseconds (``time_us``), the same on every instance. It
 only roughly orders events, so a reconnection asks for a little before the newest event seen
 (``--rewind``) and leaves the repeats to the dataflow's dedupe. The cursor is written (with
-:class:`~connectors.live.Checkpoint`) only after a flush, so a crash repeats posts but never
+:class:`~connectors.collect.live.Checkpoint`) only after a flush, so a crash repeats posts but never
 skips them. Jetstream filters by collection and DID only; hashtags and keywords are matched
 here, on the record's text, facets and tags.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from connectors.live import (
+from connectors.collect.live import (
     Backoff,
     Checkpoint,
     ConnectorError,

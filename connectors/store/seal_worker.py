@@ -6,7 +6,7 @@ core idles. :class:`SealWorker` hands seals to a small pool of child processes. 
 *what* is written changes: one hour is never sealed by two processes at once (a second request
 waits for the first to finish), each seal publishes its own hour atomically, and what spans
 hours (day reports, the report rows, the known collectors) is rewritten under
-:func:`connectors.hourly_files.reports_lock` by whichever seal commits last.
+:func:`connectors.store.hourly_files.reports_lock` by whichever seal commits last.
 
 The child dies with its parent (``PR_SET_PDEATHSIG``), so a killed processor never leaves a
 seal running behind a restarted one; and a crash the tests aim at a seal (``faults``) takes
@@ -24,7 +24,7 @@ from concurrent.futures import wait as wait_for
 from pathlib import Path
 from typing import Any
 
-from connectors.hourly_files import HourSummary, seal_hour
+from connectors.store.hourly_files import HourSummary, seal_hour
 from shoal.gc_tune import tune_gc
 from shoal.panics import unfiltered_stderr
 
@@ -52,13 +52,13 @@ def _init_child(parent: int, log_level: str) -> None:
 
 
 def _warm_up() -> None:
-    import connectors.catalog  # noqa: F401
+    import connectors.store.catalog  # noqa: F401
 
 
 def _seal_in_child(data_dir: Path, platform: str, start: int, tz: str) -> HourSummary | None:
     global _catalog
     if _catalog is None:
-        from connectors.catalog import Catalog
+        from connectors.store.catalog import Catalog
 
         _catalog = Catalog(data_dir)
     return seal_hour(data_dir, platform, start, tz, _catalog)
@@ -127,7 +127,7 @@ class InlineSealer:
     busy = False  # a seal is over by the time submit returns
 
     def __init__(self, data_dir: Path, tz: str):
-        from connectors.catalog import Catalog
+        from connectors.store.catalog import Catalog
 
         self.data_dir = data_dir
         self.tz = tz

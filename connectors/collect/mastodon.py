@@ -21,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
 
-from connectors.live import (
+from connectors.collect.live import (
     Backoff,
     Checkpoint,
     ConnectorError,

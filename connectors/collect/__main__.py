@@ -1,0 +1,5 @@
+import sys
+
+from connectors.collect.commands import main
+
+sys.exit(main())
