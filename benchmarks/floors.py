@@ -38,11 +38,16 @@ sys.path.insert(0, str(ROOT))
 
 from connectors.kafka.broker import EmbeddedBroker  # noqa: E402
 from connectors.kafka.publisher import POSTS_TOPIC, ensure_topics, post_headers  # noqa: E402
-from connectors.store.hourly_files import MEDIA_FILE_COLUMNS, csv_bytes  # noqa: E402
+from connectors.store.seal import csv_bytes  # noqa: E402
 from shoal.demo import DemoSpec, demo_pages  # noqa: E402
 from shoal.formats.twitter_v2 import read  # noqa: E402
 from shoal.gc_tune import tune_gc  # noqa: E402
-from shoal.model import POST_COLUMNS, USER_COLUMNS, RawPost  # noqa: E402
+from shoal.model import (  # noqa: E402
+    MEDIA_FILE_COLUMNS,
+    POST_COLUMNS,
+    USER_COLUMNS,
+    RawPost,
+)
 from shoal.normalise import normalise  # noqa: E402
 
 

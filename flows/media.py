@@ -28,8 +28,8 @@ import orjson
 from bytewax.operators import StatefulBatchLogic
 
 from connectors.ops import metrics
-from connectors.store.hourly_files import write_chunk
-from shoal import faults
+from connectors.store.chunks import write_chunk
+from shoal import chunks, faults
 from shoal.fetch.policy import FetchConfig, FetchResult, url_host
 
 WINDOW = 500  # jobs kept in memory per key; the rest wait in the spill file
@@ -164,22 +164,11 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
             faults.point("fetch")  # a result in hand, maybe not yet written anywhere
 
     def _done(self, job: MediaJob, res: FetchResult) -> None:
-        row = dict(job.row)
-        row.update(
-            final_url=res.final_url,
-            http_status=str(res.http_status or ""),
-            error=res.error,
-            attempts=str(res.attempts),
-            bytes=str(res.bytes),
-            sha256=res.sha256,
-            mimetype=res.mimetype,
-            path=res.path,
-            fetched_at=res.fetched_at,
-        )
+        row = {**job.row, **res.media_cells()}
         outcome = "ok" if res.ok else (res.error.split(":")[0] or "error")
         metrics.fetch_outcome(url_host(job.row["url"]) or "data", outcome)
         self.done.setdefault((job.platform, job.start), []).append(
-            orjson.dumps({"k": "m", "r": row}) + b"\n"
+            chunks.media_line(row)
         )
 
     def _write(self) -> list[MediaFact]:

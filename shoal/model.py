@@ -71,6 +71,21 @@ MEDIA_COLUMNS: tuple[str, ...] = (
     "source_post_id",
 )
 
+# What fetching adds to a media row; the hour's ``*_media.csv.xz`` and the ``media`` view have
+# MEDIA_COLUMNS then these. ``shoal.fetch.policy.FetchResult.row`` fills them.
+FETCH_COLUMNS: tuple[str, ...] = (
+    "final_url",
+    "http_status",
+    "error",
+    "attempts",
+    "bytes",
+    "sha256",
+    "mimetype",
+    "path",
+    "fetched_at",
+)
+MEDIA_FILE_COLUMNS: tuple[str, ...] = MEDIA_COLUMNS + FETCH_COLUMNS
+
 PLATFORMS: tuple[str, ...] = ("twitter", "bluesky", "mastodon", "tiktok", "instagram")
 
 

@@ -58,7 +58,7 @@ def opt(default: Any, help: str, *, flag: str | None = None, commands: tuple[str
 @dataclass
 class KafkaSettings:
     brokers: str = opt("localhost:9092", "Kafka bootstrap servers HOST:PORT[,...]",
-                       commands=KAFKA_CLIENTS, required=KAFKA_CLIENTS)
+                       flag="--brokers", commands=KAFKA_CLIENTS, required=KAFKA_CLIENTS)
     topic: str = opt("shoal.posts", "topic the collectors publish to and the dataflow reads",
                      flag="--topic", commands=(UP, *KAFKA_CLIENTS))
     partitions: int = opt(4, "partitions shoal creates the topic with (more = more processors)",
@@ -71,7 +71,7 @@ class KafkaSettings:
 @dataclass
 class FlowSettings:
     data_dir: str = opt("", "where hourly files, the catalog and recovery state live",
-                        commands=(*FLOW_COMMANDS, QUERY), path=True,
+                        flag="--data-dir", commands=(*FLOW_COMMANDS, QUERY), path=True,
                         required=(*FLOW_COMMANDS, QUERY))
     tz: str = opt("UTC", "zone naming days and hours (timestamps in the files stay UTC)",
                   flag="--tz", commands=FLOW_COMMANDS)
@@ -212,7 +212,7 @@ class CollectorsSettings:
                     per_command={UP: "file"})
     twitter_bearer_token: str = opt("", "Twitter API v2 bearer token (prefer the environment: "
                                     "a flag is visible to every user in ps)",
-                                    env_aliases=("TWITTER_BEARER_TOKEN",),
+                                    env_aliases=("TWITTER_BEARER_TOKEN",), flag="--bearer-token",
                                     commands=("collect twitter-sample", "collect twitter-search"))
 
 

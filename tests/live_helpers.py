@@ -24,9 +24,10 @@ import pytest
 from aiohttp import web
 from kafka import KafkaConsumer, TopicPartition
 
-from connectors.collect.commands import add_parsers
 from connectors.kafka.broker import EmbeddedBroker
 from connectors.kafka.publisher import DEADLETTER_TOPIC, POSTS_TOPIC, ensure_topics
+from shoal.app.cli import build_parser
+from shoal.app.config import load, resolve
 from shoal.logs import JsonFormatter
 
 
@@ -148,9 +149,10 @@ def sigterm_when(condition: Callable[[], bool], timeout: float = 30.0) -> Iterat
 
 
 def live_args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+    """``shoal collect NAME ...`` parsed by the real CLI, settings resolved as ``main`` does."""
+    args = build_parser().parse_args(["collect", *argv])
+    args.settings = resolve(args, load(env={}, search=False))
+    return args
 
 
 def collector_name(prefix: str) -> str:

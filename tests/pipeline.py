@@ -7,6 +7,7 @@ import hashlib
 import io
 import lzma
 from collections.abc import Iterable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from connectors.collect.files import collect_files
 from connectors.kafka.broker import EmbeddedBroker
 from connectors.kafka.publisher import Publisher, ensure_topics
 from flows.ingest import FlowConfig, run
+from shoal.options import FlowSettings, MediaSettings
 
 
 def publish(brokers: str, files: Iterable[tuple[str, Path]], fmt: str | None = None) -> None:
@@ -25,15 +27,26 @@ def publish(brokers: str, files: Iterable[tuple[str, Path]], fmt: str | None = N
             pub.close()
 
 
+def flow_config(brokers: str, data_dir: Path, **cfg: Any) -> FlowConfig:
+    """A FlowConfig from flat keywords: [flow] and [media] option names go to their section
+    (``media=False`` is ``[media] enabled = false``), the rest to FlowConfig itself."""
+    flow_keys = {f.name for f in fields(FlowSettings)}
+    media_keys = {f.name for f in fields(MediaSettings)}
+    flow = FlowSettings(**{k: cfg.pop(k) for k in list(cfg) if k in flow_keys})
+    media = MediaSettings(**{k: cfg.pop(k) for k in list(cfg) if k in media_keys})
+    if "media" in cfg:
+        media.enabled = cfg.pop("media")
+    return FlowConfig(data_dir=data_dir, brokers=brokers, flow=flow, media=media, **cfg)
+
+
 def run_flow(brokers: str, data_dir: Path, *, recovery: bool = False, **cfg: Any) -> None:
     cfg.setdefault("idle_exit", 0.5)
     # The fixtures' media URLs are historical and must not be fetched; media tests opt in
     # with their own loopback servers.
     cfg.setdefault("media", False)
     cfg.setdefault("flush_interval", 0.2)
-    epoch_seconds = cfg.pop("epoch_seconds", 1.0)
-    run(FlowConfig(data_dir=data_dir, brokers=brokers, **cfg), recovery=recovery,
-        epoch_seconds=epoch_seconds)
+    cfg.setdefault("epoch_seconds", 1.0)
+    run(flow_config(brokers, data_dir, recovery=recovery, **cfg))
 
 
 def pipeline(data_dir: Path, files: Sequence[tuple[str, Path]], partitions: int = 4,

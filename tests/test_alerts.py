@@ -22,8 +22,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from connectors.ops import metrics
 from connectors.ops.alerts import Alerts, EmailChannel, Notifier, WebhookChannel
-from connectors.store.hourly_files import HourSummary
-from shoal.app.config import AlertsSettings
+from shoal.merge import HourSummary
+from shoal.options import AlertsSettings
 
 T0 = 1_700_000_000.0
 MIN = 60.0
@@ -270,7 +270,8 @@ def test_seals_by_another_cluster_process_keep_sealing_alive_and_close_days(
     """In a cluster one process seals; process 0 alerts, learning of seals from DIR."""
     import os
 
-    from connectors.store.hourly_files import SEAL_STAMPS, stamp_seal
+    from connectors.store.layout import SEAL_STAMPS
+    from connectors.store.reports import stamp_seal
 
     notifier = Notifier([WebhookChannel(hook.url, 5)], backoff=0.01)
     alerts = Alerts(notifier, seal_silence=90 * MIN, data_dir=tmp_path, now=T0)

@@ -27,16 +27,11 @@ import pytest
 from connectors.kafka.broker import EmbeddedBroker
 from connectors.kafka.publisher import ensure_topics
 from connectors.store.catalog import Catalog
-from connectors.store.hourly_files import (
-    STAGING,
-    DiskTrouble,
-    HourPaths,
-    chunk_dir,
-    disk_trouble_in,
-    seal_hour,
-    write_chunk,
-)
-from flows.ingest import _line
+from connectors.store.chunks import write_chunk
+from connectors.store.disk import DiskTrouble, disk_trouble_in
+from connectors.store.layout import STAGING, HourPaths, chunk_dir
+from connectors.store.seal import seal_hour
+from shoal.chunks import encode as _line
 from shoal.demo import DemoSpec, write_demo_files
 from shoal.formats import read_file
 from shoal.hours import hour_start

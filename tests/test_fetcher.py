@@ -396,7 +396,7 @@ def test_template_fields_cannot_escape_the_root(server: MediaServer, tmp_path: P
 
 
 def test_compress_and_media_type_filter(server: MediaServer, tmp_path: Path) -> None:
-    cfg = config(compress=True, media_types=frozenset({"image"}))
+    cfg = config(compress=True, mime_types=frozenset({"image"}))
     img, page = fetch_all(tmp_path, cfg, [server.url("img1.test", "/img/gz"),
                                           server.url("img1.test", "/text/page")])
     assert img.path.endswith(".jpg.gz")

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from connectors.ops import metrics
-from connectors.ops.hooks import FAILED_FILE, QUEUE_FILE, HookRunner, check_template, render
-from connectors.store.hourly_files import HourPaths, HourSummary
+from connectors.ops.hooks import FAILED_FILE, QUEUE_FILE, HookRunner, render
+from connectors.store.layout import HourPaths
+from shoal.merge import HourSummary
+from shoal.templates import check_hook_template as check_template
 
 RECORDER = """
 import json, sys, pathlib

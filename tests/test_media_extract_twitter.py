@@ -11,11 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
+from shoal.fetch.data_url import decode_data_url
 from shoal.formats import read_file
 from shoal.media.extract import (
     best_variant,
     csv_media,
-    decode_data_url,
     v1_media,
     v2_media,
     v2_media_and_missing,

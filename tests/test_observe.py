@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.ops import metrics
-from connectors.store.hourly_files import HourSummary
+from shoal.merge import HourSummary
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_healthz_reports_times_and_turns_503_when_stale(server: metrics.MetricsS
 
 def test_healthz_counts_a_seal_stamped_by_another_process(
         server: metrics.MetricsServer, tmp_path: Path) -> None:
-    from connectors.store.hourly_files import last_seal_on_disk, stamp_seal
+    from connectors.store.reports import last_seal_on_disk, stamp_seal
 
     metrics.set_health_limits(60, None)
     assert json.loads(_get(server.url + "/healthz")[2])["last_seal"] is None

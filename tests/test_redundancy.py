@@ -1,6 +1,6 @@
 """Two collectors on the same sampled stream, one of them cut off for a stretch.
 
-server-a and server-b are real ``twitter-sample`` processes (``python -m connectors.collect``),
+server-a and server-b are real ``twitter-sample`` processes (``python -m shoal collect``),
 each stopped with SIGTERM; they publish to a real broker and the real dataflow writes the
 hours. The stream is the 100 tweets of a real v2 search page, sent in time order as the
 sampled stream would, each line carrying only the includes it needs. server-b's connection
@@ -113,7 +113,7 @@ def start_collector(name: str, token: str, brokers: str, url: str,
                     log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TWITTER_BEARER_TOKEN": token, "PYTHONPATH": str(ROOT),
            "SHOAL_SPOOL_DIR": str(log.parent / "spool")}
-    cmd = [sys.executable, "-m", "connectors.collect", "twitter-sample", "--brokers", brokers,
+    cmd = [sys.executable, "-m", "shoal", "collect", "twitter-sample", "--brokers", brokers,
            "--collector", name, "--api-url", url, "--backoff-base", "0.05",
            "--backoff-max", "0.2"]
     with open(log, "wb") as err:

@@ -10,9 +10,10 @@ import pytest
 
 from connectors.kafka.broker import EmbeddedBroker
 from connectors.kafka.publisher import ensure_topics
-from connectors.store.hourly_files import DiskTrouble, HourSummary
+from connectors.store.disk import DiskTrouble
 from shoal.demo import DemoSpec, write_demo_files
-from shoal.exceptions import chain
+from shoal.errors import chain
+from shoal.merge import HourSummary
 from tests.pipeline import all_ids, digests, publish, run_flow
 
 

@@ -26,7 +26,8 @@ import orjson
 
 from connectors.collect.files import publish_records
 from connectors.kafka.publisher import Publisher, ensure_topics, now_iso
-from connectors.store.hourly_files import atomic_write
+from connectors.store.disk import atomic_write
+from shoal.errors import UserError
 from shoal.logs import event
 from shoal.model import Control, DeadLetter, RawPost
 
@@ -41,7 +42,7 @@ PROGRESS_SECONDS = 60.0
 FLUSH_SECONDS = 60.0
 
 
-class ConnectorError(Exception):
+class ConnectorError(UserError):
     """A problem retrying cannot fix (a refused token, contradictory options): one line, exit 2."""
 
 
@@ -65,15 +66,12 @@ def iso(ts: float) -> str:
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--brokers", required=True, help="Kafka bootstrap servers HOST:PORT[,...]")
-    p.add_argument("--collector", required=True,
-                   help="name of this collector (its column in the day reports)")
-    p.add_argument("--partitions", type=int, default=4, help="partitions of shoal.posts if new")
+    """What every live collector takes besides the declared options (``--brokers``,
+    ``--collector``, ``--metrics-port``..., which the CLI adds from ``shoal.options``)."""
     p.add_argument("--backoff-base", type=float, default=1.0, metavar="SECONDS",
                    help="first reconnection delay, doubled per failure (default 1)")
     p.add_argument("--backoff-max", type=float, default=120.0, metavar="SECONDS",
                    help="longest reconnection delay (default 120)")
-    p.add_argument("--log-level", default="info")
 
 
 class Backoff:

@@ -211,9 +211,12 @@ def _problem(resp: requests.Response) -> str:
     return resp.reason or ""
 
 
-def bearer_token() -> str:
-    """TWITTER_BEARER_TOKEN, else what ``twarc2 configure`` saved."""
-    token = os.environ.get(TOKEN_ENV, "").strip()
+def bearer_token(args: argparse.Namespace | None = None) -> str:
+    """``[collectors] twitter_bearer_token`` (file, SHOAL_ or TWITTER_BEARER_TOKEN environment,
+    ``--bearer-token``), else TWITTER_BEARER_TOKEN, else what ``twarc2 configure`` saved."""
+    settings = getattr(args, "settings", None)
+    configured = settings.collectors.twitter_bearer_token if settings is not None else ""
+    token = configured.strip() or os.environ.get(TOKEN_ENV, "").strip()
     if token:
         return token
     import click
@@ -228,7 +231,7 @@ def bearer_token() -> str:
 
 
 def _client(args: argparse.Namespace, stopper: Stopper, kind: str) -> LiveTwarc:
-    return LiveTwarc(bearer_token(), api_url=args.api_url, stopper=stopper,
+    return LiveTwarc(bearer_token(args), api_url=args.api_url, stopper=stopper,
                      backoff=Backoff.from_args(args), max_rate_wait=args.max_rate_wait, kind=kind)
 
 
@@ -243,7 +246,7 @@ def _publish_dead(client: LiveTwarc, outlet: Outlet) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     return run_sync(args, "twitter-sample", lambda outlet, stopper: _sample(args, outlet, stopper),
-                    preflight=bearer_token)
+                    preflight=lambda: bearer_token(args))
 
 
 def _sample(args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
@@ -357,7 +360,7 @@ class SearchPlan:
 
 def run_search(args: argparse.Namespace) -> int:
     def preflight() -> None:
-        bearer_token()
+        bearer_token(args)
         SearchPlan(args, load_state(args.state))
 
     return run_sync(args, "twitter-search", lambda outlet, stopper: _search(args, outlet, stopper),

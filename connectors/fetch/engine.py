@@ -9,7 +9,6 @@ factory (``connectors.fetch.safety``); bodies go to the store through ``connecto
 from __future__ import annotations
 
 import asyncio
-import base64
 import random
 import threading
 from collections import deque
@@ -17,7 +16,6 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import aiohttp
 from yarl import URL
@@ -26,6 +24,7 @@ from connectors.fetch.gate import SENDING, Gate, Scheduler, Ticket
 from connectors.fetch.ledger import FetchLedger
 from connectors.fetch.safety import GuardedResolver, guarded_socket_factory, unsafe_reason
 from connectors.fetch.store import CHUNK, HEAD, Sink, place
+from shoal.fetch.data_url import DataUrlTooLarge, decode_data_url
 from shoal.fetch.policy import (
     FetchConfig,
     FetchResult,
@@ -318,21 +317,13 @@ class Fetcher:
 
     def _fetch_data(self, url: str, meta: Mapping[str, Any], res: FetchResult) -> None:
         cfg = self.config
-        header, _, payload = url[5:].partition(",")
-        params = header.split(";")
-        is_b64 = params[-1].strip().lower() == "base64"
-        ctype = params[0].strip() or "text/plain"
-        raw = unquote_to_bytes(payload)
-        if len(raw) * (3 / 4 if is_b64 else 1) > cfg.max_bytes + 3:
+        try:
+            ctype, data = decode_data_url(url, cfg.max_bytes)
+        except DataUrlTooLarge:
             res.error = f"too large (> {cfg.max_bytes} bytes)"
             return
-        try:
-            data = base64.b64decode(b"".join(raw.split()) + b"==") if is_b64 else raw
         except ValueError as exc:
             res.error = f"invalid data: URL ({exc})"
-            return
-        if len(data) > cfg.max_bytes:
-            res.error = f"too large (> {cfg.max_bytes} bytes)"
             return
         sink = Sink(self._tmp, cfg.compress)
         try:
@@ -347,7 +338,7 @@ class Fetcher:
 
     def _check_type(self, head: bytes, ctype: str) -> None:
         mimetype, _ = sniff_type(head, ctype)
-        if not type_allowed(mimetype, self.config.media_types):
+        if not type_allowed(mimetype, self.config.mime_types):
             raise _Refused(f"unwanted media type {mimetype}")
 
 

@@ -15,10 +15,11 @@ from datetime import datetime
 from kafka import KafkaConsumer, TopicPartition
 
 from connectors.kafka.publisher import bootstrap_list
+from shoal.errors import UserError
 
 
-class OffsetError(ValueError):
-    pass
+class OffsetError(UserError, ValueError):
+    """A start or end position the topic cannot give (bad syntax, no such partition)."""
 
 
 def parse_offsets(spec: str) -> dict[int, int]:

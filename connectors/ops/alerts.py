@@ -31,7 +31,8 @@ from typing import Any, Protocol
 import orjson
 
 from connectors.ops import metrics
-from connectors.store.hourly_files import atomic_write, sealed_days_on_disk
+from connectors.store.disk import atomic_write
+from connectors.store.reports import sealed_days_on_disk
 
 log = logging.getLogger("shoal.alerts")
 

@@ -15,7 +15,6 @@ import logging
 import os
 import queue
 import shlex
-import string
 import subprocess
 import threading
 import time
@@ -27,44 +26,19 @@ from typing import Any
 import orjson
 
 from connectors.ops import metrics
-from connectors.store.hourly_files import atomic_write, posts_word
+from connectors.store.disk import atomic_write
+from connectors.store.layout import posts_word
+from shoal.templates import HOOK_FIELDS, check_hook_template
 
 log = logging.getLogger("shoal.hooks")
 
-FIELDS = ("path", "relpath", "name", "day", "hour", "platform", "kind")
-KINDS = ("IDs", "tweets", "posts", "users", "media", "report")
 QUEUE_FILE = "_work/hooks-queue.jsonl"
 FAILED_FILE = "_work/hooks-failed.jsonl"
 
 
-def check_template(template: str) -> None:
-    """Reject what would fail later, or run something other than the operator's program."""
-    try:
-        tokens = shlex.split(template)
-    except ValueError as exc:
-        raise ValueError(f"cannot split {template!r}: {exc}") from None
-    if not tokens:
-        raise ValueError("empty hook command")
-    for i, token in enumerate(tokens):
-        try:
-            parts = list(string.Formatter().parse(token))
-        except ValueError as exc:
-            raise ValueError(f"bad braces in {token!r}: {exc} (write {{{{ for a brace)") from None
-        for _text, name, spec, conversion in parts:
-            if name is None:
-                continue
-            if name not in FIELDS:
-                raise ValueError(f"unknown field {{{name}}} in {template!r} "
-                                 f"(known: {', '.join(FIELDS)})")
-            if spec or conversion:
-                raise ValueError(f"field {{{name}}} takes no format or conversion")
-            if i == 0:
-                raise ValueError("the program (first word) must not come from a field")
-
-
 def render(template: str, fields: Mapping[str, str]) -> list[str]:
     """The argv of one run: each field value lands inside exactly one argument."""
-    check_template(template)
+    check_hook_template(template)
     return [token.format_map(fields) for token in shlex.split(template)]
 
 
@@ -112,7 +86,7 @@ class HookRunner:
         queue_size: int = 1000,
     ) -> None:
         for template in commands:
-            check_template(template)
+            check_hook_template(template)
         self.data_dir = data_dir
         self.commands = list(commands)
         self.kinds = tuple(kinds)
@@ -189,7 +163,7 @@ class HookRunner:
 
     def submit(self, fields: Mapping[str, str]) -> int:
         """Queue every command for one file; never blocks on the worker."""
-        full = {k: str(fields.get(k, "")) for k in FIELDS}
+        full = {k: str(fields.get(k, "")) for k in HOOK_FIELDS}
         jobs = [{"op": "add", "id": uuid.uuid4().hex, "argv": render(t, full), "fields": full,
                  "at": round(time.time(), 3)} for t in self.commands]
         if not jobs:

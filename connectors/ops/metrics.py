@@ -206,7 +206,7 @@ def add_health_check(check: Callable[[], tuple[bool, str]]) -> None:
 
 def set_seal_clock(clock: Callable[[], float | None] | None) -> None:
     """Where else to learn when an hour was last sealed: in a cluster another process may
-    be the one sealing, and it says so on disk (``hourly_files.stamp_seal``)."""
+    be the one sealing, and it says so on disk (``connectors.store.reports.stamp_seal``)."""
     _seal_clock[:] = [clock] if clock is not None else []
 
 

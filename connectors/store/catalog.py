@@ -16,8 +16,9 @@ from typing import Any
 
 import duckdb
 
-from connectors.store.hourly_files import MEDIA_FILE_COLUMNS, PARQUET, HourPaths, HourSummary
-from shoal.model import POST_COLUMNS, USER_COLUMNS
+from connectors.store.layout import PARQUET, HourPaths
+from shoal.merge import HourSummary
+from shoal.model import MEDIA_FILE_COLUMNS, POST_COLUMNS, USER_COLUMNS
 
 CATALOG = "shoal.duckdb"
 TABLES = ("posts", "users", "media", "reports")

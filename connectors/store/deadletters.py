@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.store.hourly_files import atomic_write, refresh_day_reports, reports_lock
+from connectors.store.disk import atomic_write
+from connectors.store.reports import refresh_day_reports, reports_lock
 from shoal.hours import parse_iso
 from shoal.model import DeadLetter
 

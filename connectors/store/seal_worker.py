@@ -6,7 +6,7 @@ core idles. :class:`SealWorker` hands seals to a small pool of child processes. 
 *what* is written changes: one hour is never sealed by two processes at once (a second request
 waits for the first to finish), each seal publishes its own hour atomically, and what spans
 hours (day reports, the report rows, the known collectors) is rewritten under
-:func:`connectors.store.hourly_files.reports_lock` by whichever seal commits last.
+:func:`connectors.store.reports.reports_lock` by whichever seal commits last.
 
 The child dies with its parent (``PR_SET_PDEATHSIG``), so a killed processor never leaves a
 seal running behind a restarted one; and a crash the tests aim at a seal (``faults``) takes
@@ -24,8 +24,9 @@ from concurrent.futures import wait as wait_for
 from pathlib import Path
 from typing import Any
 
-from connectors.store.hourly_files import HourSummary, seal_hour
+from connectors.store.seal import seal_hour
 from shoal.gc_tune import tune_gc
+from shoal.merge import HourSummary
 from shoal.panics import unfiltered_stderr
 
 _catalog: Any = None

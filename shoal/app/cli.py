@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import io
 import logging
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -23,88 +22,43 @@ import orjson
 
 from shoal import __version__
 from shoal.app import config as shoal_config
-from shoal.app.fetch_options import add_fetch_options
-from shoal.exceptions import chain
+from shoal.app import fetch_cmd
+from shoal.app.config import add_options
+from shoal.errors import UserError, chain
+from shoal.fetch.policy import FetchConfig, fetch_config
 from shoal.gc_tune import tune_gc
 from shoal.logs import event, setup
+from shoal.options import Settings
 
 log = logging.getLogger("shoal")
-
-PLANNED = ("up", "collect", "process", "broker", "query", "fetch", "replay")
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line."""
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _flow_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, required=True, help="where hourly files are written")
-    p.add_argument("--tz", default="UTC", help="zone naming days and hours (default UTC)")
-    p.add_argument(
-        "--partition-by", choices=("created", "retrieved"), default="created",
-        help="hour of a post: its creation time (default) or its retrieval time",
-    )
-    p.add_argument("--lateness", type=float, default=300.0,
-                   help="seconds an hour stays open after the stream passed it (default 300)")
-    p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
-                   help="seal everything and exit once nothing arrived for SECONDS")
-    p.add_argument("--workers", type=int, default=1, help="Bytewax workers in this process")
-    p.add_argument("--seal-processes", type=int, default=2, metavar="N",
-                   help="helper processes sealing hours beside the dataflow (default 2; 0 "
-                        "seals inline)")
-    p.add_argument("--epoch-seconds", type=float, default=2.0,
-                   help="how often recovery state is snapshotted (bytewax -s; default 2)")
-    p.add_argument("--recovery-dir", type=Path, default=None,
-                   help="Bytewax recovery partitions (bytewax -r; default DIR/_recovery)")
-    p.add_argument("--backup-seconds", type=float, default=0.0,
-                   help="keep superseded snapshots this long, for backups (bytewax -b)")
-    p.add_argument("--no-media", action="store_true", help="do not fetch media")
-    p.add_argument("--media-types", default="photo,video,gif",
-                   help="media types to fetch (default photo,video,gif)")
-    add_fetch_options(p)
-    p.add_argument("--metrics-port", type=int, default=0,
-                   help="serve /metrics and /healthz on this port (default off)")
-    p.add_argument("--metrics-host", default="127.0.0.1")
-    p.add_argument("--log-level", default="info")
-
-
-def fetch_config(args: argparse.Namespace, **extra: Any) -> Any:
-    from shoal.app.fetch_options import fetch_config as config_of
-
+def media_fetch_config(settings: Settings, **extra: Any) -> FetchConfig:
+    """The fetch engine's configuration: ``[media]`` as resolved, plus what a command adds."""
     try:
-        return config_of(args, **extra)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-
-
-def _check_zone(name: str) -> None:
-    from shoal.hours import zone
-
-    try:
-        zone(name)
+        return fetch_config(settings.media, **extra)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
 
 def _flow_config(args: argparse.Namespace, brokers: str, **extra: Any) -> Any:
+    """The dataflow's configuration: the resolved ``[flow]`` and ``[media]`` sections as they
+    are, plus what only this run knows (offsets, the sealed-hour callback...)."""
     from flows.ingest import FlowConfig
 
-    _check_zone(args.tz)
+    settings: Settings = args.settings
+    fetch = extra.pop("fetch", None) or media_fetch_config(settings)
     return FlowConfig(
-        data_dir=args.data_dir,
+        data_dir=Path(settings.flow.data_dir),
         brokers=brokers,
-        tz=args.tz,
-        partition_by=args.partition_by,
-        lateness=args.lateness,
-        idle_exit=args.idle_exit,
-        on_sealed=extra.pop("on_sealed", None),
-        media=not args.no_media,
-        media_types=frozenset(t.strip() for t in args.media_types.split(",") if t.strip()),
-        fetch=extra.pop("fetch", None) or fetch_config(args),
-        seal_processes=args.seal_processes,
+        topic=settings.kafka.topic,
+        deadletter_topic=settings.kafka.deadletter_topic,
+        flow=settings.flow,
+        media=settings.media,
+        fetch=fetch,
         **extra,
     )
 
@@ -193,7 +147,7 @@ class _Services:
         self.hooks: Any = None
         data_dir = getattr(args, "data_dir", None)
         if data_dir is not None:  # in a cluster, another process may be the one sealing
-            from connectors.store.hourly_files import last_seal_on_disk
+            from connectors.store.reports import last_seal_on_disk
 
             metrics.set_seal_clock(lambda: last_seal_on_disk(data_dir))
         if settings is not None:
@@ -226,24 +180,24 @@ def cmd_up(args: argparse.Namespace) -> int:
     from connectors.kafka.publisher import ensure_topics
     from flows.ingest import run
 
+    settings: Settings = args.settings
     sources = _parse_sources(args.source or ["demo"])
-    _check_zone(args.tz)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     done = threading.Event()
     failure: list[BaseException] = []
     demo_media = None
     fetch = None
-    if any(kind == "demo" for kind, _ in sources) and not args.no_media:
+    if any(kind == "demo" for kind, _ in sources) and settings.media.enabled:
         # Demo posts point at a loopback media server of ours, reached under its own names
         # (a trusted resolver override), so the demo downloads real files without internet.
         from connectors.collect.demo_media import HOSTS, DemoMediaServer
 
         demo_media = DemoMediaServer().start()
-        fetch = fetch_config(args, resolve=demo_media.resolve,
-                             per_host=dict.fromkeys(HOSTS, (8, 0.0)))
+        fetch = media_fetch_config(settings, resolve=demo_media.resolve,
+                                   per_host=dict.fromkeys(HOSTS, (8, 0.0)))
     with EmbeddedBroker(log=args.data_dir / "_work" / "broker.log"
                         if _mkdir(args.data_dir / "_work") else None) as broker:
-        ensure_topics(broker.bootstrap, args.partitions)
+        ensure_topics(broker.bootstrap, settings.kafka.partitions, settings.kafka.topic)
         event(log, "broker up", brokers=broker.bootstrap)
 
         def produce() -> None:
@@ -260,11 +214,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         services = _Services(args)
         cfg = _flow_config(args, broker.bootstrap, producers_done=done,
                            on_sealed=services.on_sealed, fetch=fetch)
+        cfg.flow = replace(cfg.flow, recovery=False)
         # The embedded broker forgets everything on exit, so offsets from an earlier run would
         # point nowhere: `up` starts from the beginning each time and relies on sealing being
         # idempotent. Resumable deployments use `collect` + `process` on a durable Kafka.
         try:
-            run(cfg, workers=args.workers, recovery=False)
+            run(cfg)
         finally:
             services.close()
             if demo_media is not None:
@@ -287,7 +242,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     for p in args.paths:
         if not Path(p).is_file():
             raise UserError(f"no such file: {p}")
-    ensure_topics(args.brokers, args.partitions)
+    ensure_topics(args.brokers, args.partitions, args.topic)
     counts = _collect_into(args.brokers, [("file", p) for p in args.paths], args.collector, None,
                            args.format)
     print(orjson.dumps(counts).decode())
@@ -316,13 +271,11 @@ def cmd_process(args: argparse.Namespace) -> int:
     from flows.ingest import run
 
     addresses, process_id = _cluster(args)
-    ensure_topics(args.brokers, args.partitions)
+    ensure_topics(args.brokers, args.partitions, args.topic)
     services = _Services(args)
     try:
         cfg = _flow_config(args, args.brokers, on_sealed=services.on_sealed)
-        run(cfg, workers=args.workers, recovery=not args.no_recovery,
-            epoch_seconds=args.epoch_seconds, recovery_dir=args.recovery_dir,
-            backup_seconds=args.backup_seconds, process_id=process_id, addresses=addresses)
+        run(cfg, process_id=process_id, addresses=addresses)
     finally:
         services.close()
     return 0
@@ -377,8 +330,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from connectors.kafka.offsets import OffsetError, OffsetFinder, parse_offsets
-    from connectors.kafka.publisher import POSTS_TOPIC
+    from connectors.kafka.offsets import OffsetFinder, parse_offsets
     from flows.ingest import run
     from shoal.hours import parse_iso
 
@@ -392,7 +344,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         until_time = parse_iso(args.until_time) if args.until_time else None
     except ValueError as exc:
         raise UserError(f"bad time: {exc}") from None
-    finder = OffsetFinder(args.brokers, POSTS_TOPIC)
+    topic = args.settings.kafka.topic
+    finder = OffsetFinder(args.brokers, topic)
     try:
         parts = finder.partitions()
         start = {p: finder.bounds(p)[0] for p in parts}
@@ -400,21 +353,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
             given = parse_offsets(args.from_offset)
             unknown = set(given) - set(parts)
             if unknown:
-                raise UserError(f"no partition {sorted(unknown)} in {POSTS_TOPIC}")
+                raise UserError(f"no partition {sorted(unknown)} in {topic}")
             start.update(given)
         elif from_time is not None:
             start = finder.offsets_for_time(from_time)
         # Stop at what the topic holds now (or at --until-time), so a replay is a fixed set of
         # messages and its outputs can be compared byte for byte.
         end = finder.offsets_for_time(until_time) if until_time else finder.end_offsets()
-    except OffsetError as exc:
-        raise UserError(str(exc)) from None
-    finally:
+    finally:  # an OffsetError is a UserError: one line
         finder.close()
     event(log, "replay", start=start, end=end)
     cfg = _flow_config(args, args.brokers, start_offsets=start, end_offsets=end)
-    run(cfg, workers=args.workers, recovery=True, epoch_seconds=args.epoch_seconds,
-        recovery_dir=args.recovery_dir, backup_seconds=args.backup_seconds)
+    cfg.flow = replace(cfg.flow, recovery=True)
+    run(cfg)
     return 0
 
 
@@ -433,13 +384,6 @@ def _run_live(args: argparse.Namespace) -> int:
             server.close()
 
 
-def _not_yet(name: str, issue: int) -> Callable[[argparse.Namespace], int]:
-    def run(_args: argparse.Namespace) -> int:
-        raise UserError(f"'shoal {name}' is planned (issue #{issue}) and not available yet")
-
-    return run
-
-
 # --------------------------------------------------------------------------- parser
 
 
@@ -451,6 +395,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every command; the flags of declared options come from ``shoal.options``."""
     parser = _Parser(
         prog="shoal",
         description="Collect social-media posts through Kafka into hourly files and DuckDB.",
@@ -461,42 +406,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="embedded broker + collectors + dataflow in one process tree")
     p.add_argument("--source", action="append", metavar="SPEC",
                    help="file:PATH or demo[:N] (repeatable; default demo)")
-    p.add_argument("--collector", default="file", help="collector name for file sources")
     p.add_argument("--format", default=None, help="input format (default: detected per file)")
-    p.add_argument("--partitions", type=int, default=4, help="partitions of shoal.posts")
-    _flow_options(p)
+    add_options(p, "up")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("collect", help="publish posts to Kafka from a collector")
     kinds = p.add_subparsers(dest="kind", metavar="NAME", required=True)
     f = kinds.add_parser("file", help="replay export files")
     f.add_argument("paths", nargs="+", help="export files")
-    f.add_argument("--brokers", required=True)
-    f.add_argument("--collector", required=True, help="name of this collector")
     f.add_argument("--format", default=None)
-    f.add_argument("--partitions", type=int, default=4)
+    add_options(f, "collect file")
     f.set_defaults(func=cmd_collect)
     from connectors.collect.commands import add_parsers as add_live_parsers
 
     add_live_parsers(kinds)  # twitter-sample, twitter-search, bluesky, mastodon
     for name in ("twitter-sample", "twitter-search", "bluesky", "mastodon"):
         live = kinds.choices[name]
-        live.add_argument("--metrics-port", type=int, default=0,
-                          help="serve /metrics and /healthz on this port (default off)")
-        live.add_argument("--metrics-host", default="127.0.0.1")
+        add_options(live, f"collect {name}")
         live.set_defaults(func=_run_live)
 
     p = sub.add_parser("process", help="run the dataflow against any Kafka")
-    p.add_argument("--brokers", required=True)
-    p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--addresses", metavar="HOST:PORT,...", default=None,
                    help="every process of a Bytewax cluster, this one included (all of them "
                         "share DIR and Kafka's partitions; start them together)")
     p.add_argument("--process-id", type=int, default=None, metavar="I",
                    help="this process's index in --addresses")
-    p.add_argument("--no-recovery", action="store_true",
-                   help="do not keep Bytewax recovery state under DIR/_recovery")
-    _flow_options(p)
+    add_options(p, "process")
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser("broker", help="run the embedded broker in the foreground")
@@ -504,29 +439,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("query", help="SQL over every sealed hour")
-    p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("sql")
+    add_options(p, "query")
     p.set_defaults(func=cmd_query)
 
-    try:
-        fetch_cmd: Any = importlib.import_module("shoal.app.fetch_cmd")
-    except ModuleNotFoundError:
-        p = sub.add_parser("fetch", help="download the URLs of a CSV column (planned)")
-        p.set_defaults(func=_not_yet("fetch", 4))
-    else:
-        fetch_cmd.add_parser(sub)
-
+    fetch_cmd.add_parser(sub)
     shoal_config.add_parser(sub)
 
     p = sub.add_parser("replay", help="reprocess the topic into a fresh data dir")
-    p.add_argument("--brokers", required=True)
     start = p.add_mutually_exclusive_group()
     start.add_argument("--from-beginning", action="store_true", help="(default)")
     start.add_argument("--from-offset", metavar="P:O,...", help="start offsets per partition")
     start.add_argument("--from-time", metavar="ISO8601", help="first message at or after")
     p.add_argument("--until-time", metavar="ISO8601", help="stop before messages from then on")
-    _flow_options(p)
+    add_options(p, "replay")
     p.set_defaults(func=cmd_replay)
     return parser
 
@@ -541,11 +468,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         settings = shoal_config.prepare(parser, argv)
-    except shoal_config.ConfigError as exc:
+    except UserError as exc:
         print(f"shoal: error: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    args.settings = settings
+    try:
+        args.settings = shoal_config.resolve(args, settings)
+    except UserError as exc:
+        print(f"shoal: error: {exc}", file=sys.stderr)
+        return 2
     setup(getattr(args, "log_level", "info"))
     tune_gc()
     try:
@@ -561,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _interrupted(exc):  # Bytewax's own word for Ctrl-C or SIGTERM
             print("shoal: interrupted", file=sys.stderr)
             return 130
-        from connectors.store.hourly_files import disk_trouble_in
+        from connectors.store.disk import disk_trouble_in
 
         trouble = disk_trouble_in(exc, getattr(args, "data_dir", None))
         if trouble is not None:  # a full disk or an unwritable data dir: say so, plainly

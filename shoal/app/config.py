@@ -18,14 +18,27 @@ import dataclasses
 import os
 import sys
 import tomllib
-import typing
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+
+from shoal.errors import UserError
+from shoal.fetch.policy import folder_prefix, host_limits, validate_template
+from shoal.options import (
+    MEDIA_KINDS,
+    SECTIONS,
+    Option,
+    Settings,
+    all_options,
+    kind_of,
+    options,
+)
+from shoal.templates import HOOK_KINDS, check_hook_template
+
+__all__ = ["SECTIONS", "ConfigError", "Option", "Settings", "load", "options"]
 
 ENV_PREFIX = "SHOAL_"
 CONFIG_ENV = "SHOAL_CONFIG"
@@ -34,150 +47,11 @@ MASK = "***"
 SECRET_WORDS = frozenset({"token", "password", "secret", "key"})
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """An invalid file or value; its message is one line naming the file, section and key."""
 
 
-def opt(default: Any, help: str, **meta: Any) -> Any:
-    """A schema field; ``help`` says what the option is for (lists need ``field``)."""
-    return field(default=default, metadata={"help": help, **meta})
-
-
-def about(help: str, **meta: Any) -> dict[str, Any]:
-    """Metadata of a list option, which needs ``field(default_factory=list)`` itself."""
-    return {"help": help, **meta}
-
-
-@dataclass
-class KafkaSettings:
-    brokers: str = opt("localhost:9092", "bootstrap servers, comma-separated")
-    topic: str = opt("shoal.posts", "topic the collectors publish to")
-    partitions: int = opt(4, "partitions shoal creates the topic with (more = more processors)")
-    deadletter_topic: bool = opt(True, "also publish dead letters to shoal.deadletter")
-
-
-@dataclass
-class FlowSettings:
-    data_dir: str = opt("", "where hourly files, the catalog and recovery state live")
-    tz: str = opt("UTC", "zone naming days and hours")
-    partition_by: str = opt("created", "hour of a post: created or retrieved",
-                            choices=("created", "retrieved"))
-    lateness: float = opt(300.0, "seconds an hour stays open after the stream passed it")
-    idle_exit: float | None = opt(None, "seal everything and exit after this many idle seconds")
-    workers: int = opt(1, "Bytewax workers in the process")
-    seal_processes: int = opt(2, "helper processes sealing hours beside the dataflow (0: inline)")
-    epoch_seconds: float = opt(2.0, "how often recovery state is snapshotted")
-    recovery: bool = opt(True, "keep Bytewax recovery state under DIR/_recovery")
-    log_level: str = opt("info", "debug, info, warning or error",
-                         choices=("debug", "info", "warning", "error"))
-
-
-@dataclass
-class MediaSettings:
-    enabled: bool = opt(True, "download the images and videos of posts")
-    domain_parallelism: int = opt(2, "concurrent downloads per host")
-    throttle: float = opt(0.2, "seconds between two requests to one host")
-    retries: int = opt(3, "retries of a failed download")
-    max_bytes: int = opt(200 * 1024 * 1024, "largest file downloaded")
-    folder_strategy: str = opt("content", "content, flat, hostname or prefix-N")
-    media_types: list[str] = field(default_factory=list, metadata=about(
-        "only these types (image, video/mp4...); empty: all"))
-    user_agent: str = opt("shoal-fetch/0.1 (+research media archiver)", "User-Agent header")
-
-
-@dataclass
-class MetricsSettings:
-    port: int = opt(0, "port of /metrics and /healthz; 0 = no server")
-    host: str = opt("127.0.0.1", "address to bind; 0.0.0.0 inside a container")
-    seal_stale_seconds: float | None = opt(
-        None, "/healthz reports not ok when no hour was sealed for this long")
-    post_stale_seconds: float | None = opt(
-        None, "/healthz reports not ok when no post arrived for this long")
-
-
-@dataclass
-class AlertsSettings:
-    collector_silence_minutes: float = opt(30.0, "alert when a collector delivers nothing")
-    seal_silence_minutes: float = opt(120.0, "alert when no hour is sealed (keep > 60)")
-    check_seconds: float = opt(60.0, "how often conditions are checked")
-    expect_collectors: list[str] = field(default_factory=list, metadata=about(
-        "collectors that must deliver even if never seen"))
-    daily_report: bool = opt(True, "send each finished day's report")
-    smtp_host: str = opt("", "SMTP server; empty = no email")
-    smtp_port: int = opt(587, "SMTP port")
-    smtp_starttls: bool = opt(True, "upgrade the connection with STARTTLS")
-    smtp_ssl: bool = opt(False, "implicit TLS (port 465) instead of STARTTLS")
-    smtp_user: str = opt("", "SMTP login; empty = no login")
-    smtp_password: str = opt("", "SMTP password")
-    smtp_from: str = opt("", "sender address")
-    smtp_to: list[str] = field(default_factory=list, metadata=about("recipient addresses"))
-    webhook_url: str = opt("", "URL that receives a JSON POST per notice; empty = none",
-                           mask="url")
-    subject_prefix: str = opt("[shoal]", "first word of every subject")
-    timeout_seconds: float = opt(20.0, "network timeout of one delivery")
-
-
-@dataclass
-class HooksSettings:
-    commands: list[str] = field(default_factory=list, metadata=about(
-        "command templates run per sealed file; fields {path} {relpath} {name} {day} {hour} "
-        "{platform} {kind}", split=False))
-    kinds: list[str] = field(default_factory=list, metadata=about(
-        "only files of these kinds (IDs, tweets, posts, users, media, report); empty: all"))
-    attempts: int = opt(5, "tries of one hook before it is given up")
-    backoff_seconds: float = opt(10.0, "wait after the first failure; doubles each try")
-    max_backoff_seconds: float = opt(600.0, "longest wait between two tries")
-    timeout_seconds: float = opt(3600.0, "a run taking longer is killed and counts as failed")
-    queue_size: int = opt(1000, "hooks waiting in memory; more wait in the queue file")
-
-
-@dataclass
-class CollectorsSettings:
-    name: str = opt("", "default --collector name of this machine")
-    twitter_bearer_token: str = opt("", "Twitter API v2 bearer token",
-                                    env_aliases=("TWITTER_BEARER_TOKEN",))
-
-
-SECTIONS: dict[str, type] = {
-    "kafka": KafkaSettings,
-    "flow": FlowSettings,
-    "media": MediaSettings,
-    "metrics": MetricsSettings,
-    "alerts": AlertsSettings,
-    "hooks": HooksSettings,
-    "collectors": CollectorsSettings,
-}
-
-
-@dataclass
-class Settings:
-    kafka: KafkaSettings = field(default_factory=KafkaSettings)
-    flow: FlowSettings = field(default_factory=FlowSettings)
-    media: MediaSettings = field(default_factory=MediaSettings)
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
-    alerts: AlertsSettings = field(default_factory=AlertsSettings)
-    hooks: HooksSettings = field(default_factory=HooksSettings)
-    collectors: CollectorsSettings = field(default_factory=CollectorsSettings)
-    # "section.key" -> "default" | "file" | "env NAME"; where each value came from.
-    sources: dict[str, str] = field(default_factory=dict)
-    file: Path | None = None
-    ignored_env: list[str] = field(default_factory=list)
-
-    def get(self, section: str, key: str) -> Any:
-        return getattr(getattr(self, section), key)
-
-    def source(self, section: str, key: str) -> str:
-        return self.sources.get(f"{section}.{key}", "default")
-
-
 # --------------------------------------------------------------------------- schema helpers
-
-
-def options(section: str) -> list[tuple[str, Any, dataclasses.Field[Any]]]:
-    """(key, type, field) of a section, types resolved (annotations are strings here)."""
-    cls = SECTIONS[section]
-    hints = typing.get_type_hints(cls)
-    return [(f.name, hints[f.name], f) for f in dataclasses.fields(cls)]
 
 
 def env_name(section: str, key: str) -> str:
@@ -191,19 +65,8 @@ def is_secret(key: str, fld: dataclasses.Field[Any] | None = None) -> bool:
     return any(part in SECRET_WORDS for part in key.lower().split("_"))
 
 
-def _kind(typ: Any) -> tuple[str, bool]:
-    """('str'|'int'|'float'|'bool'|'list', optional)."""
-    args = typing.get_args(typ)
-    optional = type(None) in args
-    if optional:
-        typ = next(a for a in args if a is not type(None))
-    if typing.get_origin(typ) is list:
-        return "list", optional
-    return typ.__name__, optional
-
-
 def _coerce(raw: Any, typ: Any, fld: dataclasses.Field[Any], where: str, from_env: bool) -> Any:
-    kind, optional = _kind(typ)
+    kind, optional = kind_of(typ)
     if from_env:
         text = str(raw).strip()
         if optional and text.lower() in ("", "none", "null"):
@@ -335,6 +198,8 @@ def validate(settings: Settings) -> None:
 
     def bad(section: str, key: str, why: str) -> ConfigError:
         src = settings.source(section, key)
+        if src.startswith("flag "):
+            return ConfigError(f"{src[5:]}: {why}")
         origin = f"environment {src[4:]}" if src.startswith("env ") else f"{where}: [{section}]"
         return ConfigError(f"{origin} {key}: {why}")
 
@@ -370,18 +235,38 @@ def validate(settings: Settings) -> None:
         raise bad("alerts", "webhook_url", "must be an http(s) URL")
     if h.attempts < 1:
         raise bad("hooks", "attempts", "must be at least 1")
-    if not (h.commands or h.kinds):
-        return
-    from connectors.ops.hooks import KINDS, check_template
-
-    unknown = [k for k in h.kinds if k not in KINDS]
+    unknown = [k for k in h.kinds if k not in HOOK_KINDS]
     if unknown:
-        raise bad("hooks", "kinds", f"unknown kind {unknown[0]!r} (known: {', '.join(KINDS)})")
+        raise bad("hooks", "kinds",
+                  f"unknown kind {unknown[0]!r} (known: {', '.join(HOOK_KINDS)})")
     for template in h.commands:
         try:
-            check_template(template)
+            check_hook_template(template)
         except ValueError as exc:
             raise bad("hooks", "commands", str(exc)) from None
+    _validate_media(settings, bad)
+
+
+def _validate_media(settings: Settings, bad: Any) -> None:
+    """What the fetch engine would refuse, refused here with the option's name."""
+    media = settings.media
+    if media.domain_parallelism < 1:
+        raise bad("media", "domain_parallelism", "must be at least 1")
+    odd = [t for t in media.media_types if t not in MEDIA_KINDS]
+    if odd:
+        raise bad("media", "media_types",
+                  f"unknown kind {odd[0]!r} (known: {', '.join(MEDIA_KINDS)})")
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("host_limits", lambda: host_limits(media.host_limits)),
+        ("folder_strategy", lambda: folder_prefix(media.folder_strategy)),
+    ]
+    if media.filename_template:
+        checks.append(("filename_template", lambda: validate_template(media.filename_template)))
+    for key, check in checks:
+        try:
+            check()
+        except ValueError as exc:
+            raise bad("media", key, str(exc)) from None
 
 
 # --------------------------------------------------------------------------- printing
@@ -436,27 +321,11 @@ def format_toml(settings: Settings, *, mask: bool = True) -> str:
 
 
 # --------------------------------------------------------------------------- CLI glue
-
-# argparse dest -> (section, key, inverted). Only values that came from the file or the
-# environment become defaults; otherwise each command keeps its own default.
-CLI_OPTIONS: dict[str, tuple[str, str, bool]] = {
-    "brokers": ("kafka", "brokers", False),
-    "partitions": ("kafka", "partitions", False),
-    "data_dir": ("flow", "data_dir", False),
-    "tz": ("flow", "tz", False),
-    "partition_by": ("flow", "partition_by", False),
-    "lateness": ("flow", "lateness", False),
-    "idle_exit": ("flow", "idle_exit", False),
-    "workers": ("flow", "workers", False),
-    "seal_processes": ("flow", "seal_processes", False),
-    "epoch_seconds": ("flow", "epoch_seconds", False),
-    "log_level": ("flow", "log_level", False),
-    "no_recovery": ("flow", "recovery", True),
-    "no_media": ("media", "enabled", True),
-    "collector": ("collectors", "name", False),
-    "metrics_port": ("metrics", "port", False),
-    "metrics_host": ("metrics", "host", False),
-}
+#
+# Every option's flag is made here from its declaration, on the commands the declaration
+# names. Values from the file or the environment become the flags' defaults (so an explicit
+# flag still wins and ``--help`` shows the effective value); after parsing, :func:`resolve`
+# reads every flag back into one validated :class:`Settings`, which is what commands use.
 
 
 def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -466,6 +335,62 @@ def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
             for sub in dict.fromkeys(action.choices.values()):
                 out.extend(_parsers(sub))
     return out
+
+
+def _comma_list(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def add_options(p: argparse.ArgumentParser, command: str) -> None:
+    """Give ``p`` (the parser of ``command``) the flag of every option declared for it."""
+    p.set_defaults(command_path=command)
+    groups: dict[str, Any] = {}
+    for o in all_options():
+        if not o.on(command):
+            continue
+        group = groups.get(o.section)
+        if group is None:
+            group = groups[o.section] = p.add_argument_group(
+                f"[{o.section}] (also settable in shoal.toml or as SHOAL_{o.section.upper()}_*)")
+        default = o.default_on(command)
+        help_text = o.meta["help"]
+        if o.meta["invert"]:
+            help_text = f"turn off: {help_text}"
+        elif o.kind != "bool" and default not in (None, "", []):
+            shown = ",".join(default) if isinstance(default, list) else default
+            help_text = f"{help_text} (default: {shown})".replace("%", "%%")
+        kw: dict[str, Any] = {"dest": o.dest, "help": help_text}
+        if o.kind == "bool":
+            kw["action"] = "store_true"
+            kw["default"] = False
+            if not o.meta["invert"] and default:
+                kw["action"] = argparse.BooleanOptionalAction
+                kw["default"] = default
+        elif o.kind == "list":
+            if o.meta["split"] and o.meta["flag"] != "--host-limit":
+                kw["type"] = _comma_list
+                kw["default"] = default
+                kw["metavar"] = o.meta["metavar"] or "A,B,..."
+            else:
+                kw["action"] = "append"
+                kw["default"] = None
+                kw["metavar"] = o.meta["metavar"]
+        else:
+            kw["type"] = Path if o.meta["path"] else {"int": int, "float": float}.get(o.kind, str)
+            kw["default"] = (None if o.meta["path"] and not default else default)
+            kw["metavar"] = o.meta["metavar"]
+            if o.meta["choices"]:
+                kw["choices"] = o.meta["choices"]
+        if o.required_on(command):
+            kw["required"] = True
+        group.add_argument(o.flag, **kw)
+
+
+def _option_of(dest: str) -> Option | None:
+    for o in all_options():
+        if o.dest == dest:
+            return o
+    return None
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -480,19 +405,42 @@ def apply_defaults(parser: argparse.ArgumentParser, settings: Settings) -> None:
     """File and environment values become argparse defaults: the command line still wins."""
     for p in _parsers(parser):
         for action in p._actions:
-            spec = CLI_OPTIONS.get(action.dest)
-            if spec is None:
+            o = _option_of(action.dest)
+            if o is None or settings.source(o.section, o.key) == "default":
                 continue
-            section, key, inverted = spec
-            if settings.source(section, key) == "default":
-                continue
-            value = settings.get(section, key)
-            if inverted:
+            value = settings.get(o.section, o.key)
+            if o.meta["invert"]:
                 value = not value
             elif isinstance(value, str) and not value:
                 continue
+            elif o.meta["path"]:
+                value = Path(value)
             action.default = value
             action.required = False
+
+
+def resolve(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The settings a command runs with: its flags read back over file, environment and
+    defaults, validated as a whole (a bad flag is one line naming the flag)."""
+    command = getattr(args, "command_path", "")
+    out = dataclasses.replace(settings, sources=dict(settings.sources))
+    for section in SECTIONS:
+        setattr(out, section, dataclasses.replace(getattr(settings, section)))
+    for o in all_options():
+        if not o.on(command) or not hasattr(args, o.dest):
+            continue
+        value = getattr(args, o.dest)
+        if o.meta["invert"]:
+            value = not value
+        elif o.kind == "list":
+            value = list(value or [])
+        elif o.meta["path"]:
+            value = "" if value is None else str(value)
+        if value != settings.get(o.section, o.key):
+            setattr(getattr(out, o.section), o.key, value)
+            out.sources[f"{o.section}.{o.key}"] = f"flag {o.flag}"
+    validate(out)
+    return out
 
 
 def config_path_in(argv: Sequence[str]) -> str | None:

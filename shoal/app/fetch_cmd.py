@@ -17,16 +17,14 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from shoal.app.fetch_options import add_fetch_options, fetch_config
-from shoal.fetch.policy import FetchConfig, FetchResult
+from shoal.app.config import add_options, resolve
+from shoal.errors import UserError
+from shoal.fetch.policy import FetchConfig, FetchResult, fetch_config
+from shoal.options import Settings
 
 REPORT_COLUMNS = (
     "url", "http_status", "fetch_error", "path", "mimetype", "bytes", "sha256", "datetime_utc",
 )
-
-
-class CommandError(Exception):
-    """A user mistake: reported as one line and exit code 2, never a traceback."""
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -47,8 +45,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--compress", action="store_true",
                    help="store files gzip-compressed (name + .gz); sha256 and bytes stay those "
                    "of the original content")
-    p.add_argument("--media-types", metavar="TYPES",
-                   help="comma-separated types to keep, e.g. image,video (default: all)")
+    p.add_argument("--mime-types", "--media-types", dest="mime_types", metavar="TYPES",
+                   help="comma-separated MIME types to keep, e.g. image,video/mp4 (default: "
+                   "all)")
     p.add_argument("--resume", action="store_true",
                    help="skip URLs already in the -o report and append to it")
     p.add_argument("--resolve", action="append", default=[], metavar="HOST=IP",
@@ -57,7 +56,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--silent", action="store_true", help="no progress bar")
     p.add_argument("--window", type=int, default=10_000, metavar="N",
                    help="URLs in the engine at once (bounds memory; default: 10000)")
-    add_fetch_options(p)
+    add_options(p, "fetch")  # politeness and safety: [media] in the configuration
     p.set_defaults(func=run)
     return p
 
@@ -65,23 +64,27 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except CommandError as exc:
+    except UserError as exc:
         print(f"shoal fetch: error: {exc}", file=sys.stderr)
         return 2
 
 
 def config_from_args(args: argparse.Namespace) -> FetchConfig:
-    resolve: dict[str, str] = {}
+    resolve_map: dict[str, str] = {}
     for item in args.resolve:
         host, sep, ip = item.partition("=")
         if not sep or not host or not ip:
-            raise CommandError(f"--resolve wants HOST=IP, not {item!r}")
-        resolve[host.lower().rstrip(".")] = ip.strip("[]")
-    types = frozenset(t.strip() for t in (args.media_types or "").split(",") if t.strip())
+            raise UserError(f"--resolve wants HOST=IP, not {item!r}")
+        resolve_map[host.lower().rstrip(".")] = ip.strip("[]")
+    types = frozenset(t.strip() for t in (args.mime_types or "").split(",") if t.strip())
+    # From the full CLI the settings are resolved already; called on its own (tests, other
+    # programs) the flags are read over the defaults here, with the same checks.
+    settings = getattr(args, "settings", None) or resolve(args, Settings())
     try:
-        return fetch_config(args, media_types=types, compress=args.compress, resolve=resolve)
+        return fetch_config(settings.media, mime_types=types, compress=args.compress,
+                            resolve=resolve_map)
     except ValueError as exc:
-        raise CommandError(str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
 def _header(path: Path) -> list[str]:
@@ -89,9 +92,9 @@ def _header(path: Path) -> list[str]:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             return next(csv.reader(fh), [])
     except FileNotFoundError:
-        raise CommandError(f"input file not found: {path}") from None
+        raise UserError(f"input file not found: {path}") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise CommandError(f"cannot read {path}: {exc}") from None
+        raise UserError(f"cannot read {path}: {exc}") from None
 
 
 def _jobs(
@@ -117,7 +120,7 @@ def _already_reported(report: Path) -> set[str]:
     except FileNotFoundError:
         return set()
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise CommandError(f"cannot read the report to resume {report}: {exc}") from None
+        raise UserError(f"cannot read the report to resume {report}: {exc}") from None
 
 
 def report_row(row: dict[str, Any], url: str, result: FetchResult) -> dict[str, Any]:
@@ -134,15 +137,15 @@ def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     header = _header(args.input)
     if args.column not in header:
-        raise CommandError(
+        raise UserError(
             f"no column {args.column!r} in {args.input} (columns: {', '.join(header)})"
         )
     if args.explode == "":
-        raise CommandError("--explode needs a non-empty separator")
+        raise UserError("--explode needs a non-empty separator")
     if args.resume and not args.output:
-        raise CommandError("--resume needs -o REPORT.csv")
+        raise UserError("--resume needs -o REPORT.csv")
     if args.window < 1:
-        raise CommandError("--window must be >= 1")
+        raise UserError("--window must be >= 1")
     skip = _already_reported(args.output) if args.resume else set()
     total = sum(1 for _ in _jobs(args.input, args.column, args.explode, skip))
     fields = header + [c for c in REPORT_COLUMNS if c not in header]
@@ -155,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.output else sys.stdout
         )
     except OSError as exc:
-        raise CommandError(str(exc)) from None
+        raise UserError(str(exc)) from None
     try:
         writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
         if not appending:

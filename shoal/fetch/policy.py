@@ -13,9 +13,8 @@ import math
 import random
 import re
 import socket
-import string
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -67,7 +66,7 @@ class FetchConfig:
     max_bytes: int = 200 * 1024 * 1024
     max_redirects: int = 10
     allow_private_networks: bool = False
-    media_types: frozenset[str] = frozenset()  # "image", "video/mp4"...; empty: anything
+    mime_types: frozenset[str] = frozenset()  # "image", "video/mp4"...; empty: anything
     user_agent: str = "shoal-fetch/0.1 (+research media archiver)"
     folder_strategy: str = "content"
     filename_template: str | None = None
@@ -133,6 +132,20 @@ class FetchResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def media_cells(self) -> dict[str, str]:
+        """The fetch's cells of a media row (``shoal.model.FETCH_COLUMNS``), as CSV text."""
+        return {
+            "final_url": self.final_url,
+            "http_status": str(self.http_status or ""),
+            "error": self.error,
+            "attempts": str(self.attempts),
+            "bytes": str(self.bytes),
+            "sha256": self.sha256,
+            "mimetype": self.mimetype,
+            "path": self.path,
+            "fetched_at": self.fetched_at,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FetchResult:
@@ -516,3 +529,37 @@ def template_fields(
     fields.setdefault("date", fetched_at[:10])
     fields.setdefault("hour", fetched_at[11:13])
     return fields
+
+
+# --------------------------------------------------------------------------- from the options
+
+# The [media] options the dataflow reads itself; every other one is the FetchConfig field of
+# the same name, so a new option reaches the engine by being declared (or fails loudly).
+FLOW_MEDIA_KEYS = frozenset({"enabled", "media_types", "host_limits"})
+
+
+def host_limits(specs: Sequence[str]) -> dict[str, tuple[int, float]]:
+    """``HOST=P,T`` overrides as ``{host: (P, T)}``; ValueError names a bad one."""
+    out: dict[str, tuple[int, float]] = {}
+    for spec in specs:
+        host, _, limits = spec.partition("=")
+        p, _, t = limits.partition(",")
+        try:
+            out[host.strip().lower()] = (int(p), float(t or 0))
+        except ValueError:
+            raise ValueError(
+                f"bad host limit {spec!r}: use HOST=P,T (e.g. pbs.twimg.com=8,0)") from None
+    return out
+
+
+def fetch_config(media: Any, **extra: Any) -> FetchConfig:
+    """The engine's configuration from the ``[media]`` settings (``shoal.options``), plus
+    what a command knows besides (``resolve``, extra ``per_host`` limits...).
+
+    Raises ValueError with a one-line reason for a bad value.
+    """
+    values = {k: v for k, v in asdict(media).items() if k not in FLOW_MEDIA_KEYS}
+    values["filename_template"] = values.get("filename_template") or None
+    per_host = host_limits(media.host_limits)
+    per_host.update(extra.pop("per_host", {}))
+    return FetchConfig(**values, per_host=per_host, **extra)

@@ -8,40 +8,34 @@ content: a line that cannot become a post becomes a :class:`~shoal.model.DeadLet
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 
 from shoal.model import Control, DeadLetter, RawPost
-
-# Order matters: the first module whose sniff() accepts the head of a file wins.
-_READER_MODULES: tuple[str, ...] = (
-    "shoal.formats.minet_csv",
-    "shoal.formats.zeeschuimer",
-    "shoal.formats.twitter_v2",
-    "shoal.formats.twitter_v1",
-    "shoal.formats.bluesky",
-    "shoal.formats.mastodon",
-    "shoal.formats.tiktok_scraper",
-)
 
 
 class UnknownFormat(ValueError):
     """The file's content matches no reader; the message says what was seen."""
 
 
+@cache
 def readers() -> dict[str, ModuleType]:
-    found: dict[str, ModuleType] = {}
-    for name in _READER_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a reader not written yet
-            if exc.name != name:
-                raise
-            continue
-        found[mod.NAME] = mod
-    return found
+    """File format -> reader module. Order matters: the first whose sniff() accepts the head
+    of a file wins."""
+    from shoal.formats import (
+        bluesky,
+        mastodon,
+        minet_csv,
+        tiktok_scraper,
+        twitter_v1,
+        twitter_v2,
+        zeeschuimer,
+    )
+
+    mods = (minet_csv, zeeschuimer, twitter_v2, twitter_v1, bluesky, mastodon, tiktok_scraper)
+    return {mod.NAME: mod for mod in mods}
 
 
 def detect_format(path: Path) -> str:

@@ -9,36 +9,30 @@ second argument is the retrieval time (ISO 8601, UTC). Normalisers raise
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from shoal.model import BadPost, Normalised
 
-_MODULES: tuple[str, ...] = (
-    "shoal.normalise.twitter_v2",
-    "shoal.normalise.twitter_v1",
-    "shoal.normalise.minet_csv",
-    "shoal.normalise.bluesky",
-    "shoal.normalise.mastodon",
-    "shoal.normalise.tiktok",
-    "shoal.normalise.instagram",
-)
-
 Normaliser = Callable[[dict[str, Any], str], Normalised]
 
 
 @cache
 def normalisers() -> dict[str, Normaliser]:
+    """Post format -> normaliser, over every platform module."""
+    from shoal.normalise import (
+        bluesky,
+        instagram,
+        mastodon,
+        minet_csv,
+        tiktok,
+        twitter_v1,
+        twitter_v2,
+    )
+
     table: dict[str, Normaliser] = {}
-    for name in _MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for mod in (twitter_v2, twitter_v1, minet_csv, bluesky, mastodon, tiktok, instagram):
         table.update(mod.FORMATS)
     return table
 

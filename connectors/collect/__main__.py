@@ -1,5 +1,0 @@
-import sys
-
-from connectors.collect.commands import main
-
-sys.exit(main())

@@ -1,0 +1,201 @@
+"""The stage step: per Kafka partition, normalise each post, dedupe it within its open hour,
+assign its hour and write its rows to the hour's chunks.
+
+Every copy of a post carries the same Kafka key, so it lands in the same partition: keying the
+step by partition dedupes across collectors and keeps one event-time clock per partition (a
+single global clock would make a replay look late). Rows never live in Bytewax state: they go
+to chunk files (``connectors.store.chunks``, format ``shoal.chunks``), flushed at every
+snapshot so consumed offsets are never saved ahead of their rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from bytewax.operators import StatefulBatchLogic
+
+from connectors.kafka.source import Message
+from connectors.ops import metrics
+from connectors.store.chunks import write_chunk
+from flows.config import FlowConfig
+from flows.media import MediaJob
+from shoal import chunks, faults
+from shoal.hours import HOUR, hour_start, parse_iso, zone
+from shoal.model import BadPost, DeadLetter
+from shoal.normalise import normalise
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFact:
+    """A stage partition's news for the sealer: its watermark and the hours it wrote to."""
+
+    partition: int
+    watermark: int
+    hours: tuple[tuple[str, int], ...]
+    idle: bool = False
+
+def _headers(msg: Message) -> dict[str, str]:
+    try:  # shoal's own producers: every value is UTF-8 bytes
+        return {k: v.decode() for k, v in msg.headers}
+    except (AttributeError, UnicodeDecodeError):
+        pass
+    out = {}
+    for k, v in msg.headers:
+        if isinstance(v, bytes):
+            out[k] = v.decode("utf-8", "backslashreplace")
+        else:
+            out[k] = "" if v is None else str(v)
+    return out
+
+def _origin(msg: Message, topic: str) -> str:
+    return f"{topic}/{msg.partition}/{msg.offset}"
+
+class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
+    """Per Kafka partition: normalise, dedupe within open hours, write rows to chunks."""
+
+    def __init__(self, cfg: FlowConfig, resume: tuple[int, int] | None):
+        self.cfg = cfg
+        self.tz = zone(cfg.flow.tz)
+        self.media_kinds = frozenset(cfg.media.media_types) if cfg.media.enabled else frozenset()
+        # Bytewax does not hand the key to the builder; the first message tells it.
+        self.partition, self.watermark = resume or (-1, 0)
+        self.buffers: dict[tuple[str, int], list[bytes]] = {}
+        self.buffered = 0
+        self.counts: dict[str, int] = {}
+        self.seen: dict[tuple[str, int], dict[str, set[str]]] = {}
+        self.out: list[Any] = []
+        self.written: set[tuple[str, int]] = set()
+        self.reported_wm = -1
+        self.idle = False
+        self.reported_idle = False
+        self.next_flush = datetime.now(UTC) + timedelta(seconds=cfg.flush_interval)
+
+    # -- input
+    def on_batch(self, values: list[list[Message]]) -> tuple[Iterable[Any], bool]:
+        for polled in values:
+            if polled:
+                self.partition = polled[0].partition
+            for msg in polled:
+                if msg.is_idle_marker:
+                    self.idle = True
+                    self._flush()
+                    continue
+                self.idle = False
+                self._take(msg)
+        for collector, n in self.counts.items():  # one metrics update per poll, not per post
+            metrics.posts_in(collector, n)
+        self.counts.clear()
+        if self.buffered >= self.cfg.chunk_rows:
+            self._flush()
+        return self._drain(), StatefulBatchLogic.RETAIN
+
+    def _dead(self, msg: Message, reason: str, fmt: str = "", collector: str = "") -> None:
+        metrics.dead()
+        at = datetime.fromtimestamp(max(msg.timestamp_ms, 0) / 1000, UTC).replace(microsecond=0)
+        self.out.append(DeadLetter(reason, _origin(msg, self.cfg.topic), msg.value or b"", fmt,
+                                   collector, at.isoformat()))
+
+    def _take(self, msg: Message) -> None:
+        h = _headers(msg)
+        fmt, collector = h.get("format", ""), h.get("collector", "unknown")
+        self.counts[collector] = self.counts.get(collector, 0) + 1
+        retrieved = h.get("retrieved_at") or datetime.fromtimestamp(
+            max(msg.timestamp_ms, 0) / 1000, UTC
+        ).replace(microsecond=0).isoformat()
+        if not msg.value:
+            return self._dead(msg, "empty message", fmt, collector)
+        try:
+            payload = orjson.loads(msg.value)
+        except orjson.JSONDecodeError as exc:
+            return self._dead(msg, f"invalid JSON: {exc}", fmt, collector)
+        if not isinstance(payload, dict):
+            return self._dead(msg, f"payload is a JSON {type(payload).__name__}, not an object",
+                              fmt, collector)
+        try:
+            norm = normalise(fmt, payload, retrieved)
+        except BadPost as exc:
+            return self._dead(msg, str(exc), fmt, collector)
+        except Exception as exc:  # a normaliser bug must not stop the stream: quarantine it
+            return self._dead(msg, f"normaliser error: {type(exc).__name__}: {exc}", fmt, collector)
+        when = norm.created_at
+        if self.cfg.flow.partition_by == "retrieved":
+            try:
+                when = parse_iso(norm.post.get("retrieved_at") or retrieved)
+            except ValueError:
+                return self._dead(msg, f"bad retrieval time {retrieved!r}", fmt, collector)
+        ts = int(when.timestamp())
+        if self.cfg.from_time and when < self.cfg.from_time:
+            return None
+        if self.cfg.until_time and when >= self.cfg.until_time:
+            return None
+        start = hour_start(when, self.tz)
+        key = (norm.platform, start)
+        # Late by this partition's own event time: a function of the message order alone,
+        # so a replay or a restart after a crash counts exactly the same posts late.
+        late = start + HOUR + self.cfg.flow.lateness <= self.watermark
+        self.watermark = max(self.watermark, ts)
+        seen = self.seen.setdefault(key, {})
+        have = seen.get(norm.id)
+        buf = self.buffers.setdefault(key, [])
+        if have is None:
+            seen[norm.id] = {collector}
+            # One line per post, its author and media rows with it: the sealer decodes one
+            # JSON document per post instead of three.
+            rows = [m.row() for m in norm.media]
+            if rows and self.media_kinds:
+                self.out.extend(MediaJob(norm.platform, start, row)
+                                for m, row in zip(norm.media, rows, strict=True)
+                                if m.type in self.media_kinds)
+            buf.append(chunks.post_line(collector, norm.post, late=late, user=norm.user,
+                                        media=rows))
+            self.buffered += 1
+        elif collector not in have:
+            have.add(collector)
+            buf.append(chunks.seen_line(norm.id, collector))
+        return None
+
+    # -- output
+    def _flush(self) -> None:
+        for (platform, start), lines in self.buffers.items():
+            if lines:
+                write_chunk(self.cfg.data_dir, platform, start, f"p{self.partition}", lines)
+                self.written.add((platform, start))
+                faults.point("chunk")  # some chunks of this flush on disk, others not
+        self.buffers.clear()
+        self.buffered = 0
+        news = self.watermark != self.reported_wm or self.idle != self.reported_idle
+        if self.written or news:
+            self.out.append(
+                ChunkFact(self.partition, self.watermark, tuple(sorted(self.written)), self.idle)
+            )
+            self.written = set()
+            self.reported_wm = self.watermark
+            self.reported_idle = self.idle
+        horizon = self.watermark - int(self.cfg.flow.lateness) - 2 * HOUR
+        for key in [k for k in self.seen if k[1] + HOUR < horizon]:
+            del self.seen[key]
+        self.next_flush = datetime.now(UTC) + timedelta(seconds=self.cfg.flush_interval)
+
+    def _drain(self) -> list[Any]:
+        out, self.out = self.out, []
+        return out
+
+    def on_notify(self) -> tuple[Iterable[Any], bool]:
+        self._flush()
+        return self._drain(), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[Any], bool]:
+        self._flush()
+        return self._drain(), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.next_flush
+
+    def snapshot(self) -> tuple[int, int]:
+        # Rows already consumed must be on disk before the offsets past them are saved.
+        self._flush()
+        return (self.partition, self.watermark)
