@@ -23,6 +23,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from shoal.templates import HOOK_KINDS
+
 # Command names as the CLI spells them; ``collect`` covers every ``collect NAME``.
 UP, PROCESS, REPLAY, QUERY, FETCH, COLLECT = "up", "process", "replay", "query", "fetch", "collect"
 FLOW_COMMANDS = (UP, PROCESS, REPLAY)
@@ -111,7 +113,7 @@ class MediaSettings:
                         invert=True, commands=FLOW_COMMANDS)
     media_types: list[str] = opt(MEDIA_KINDS, "kinds of media the dataflow fetches: photo, "
                                  "video, gif", flag="--media-types", commands=FLOW_COMMANDS,
-                                 metavar="KINDS")
+                                 metavar="KINDS", choices=MEDIA_KINDS)
     domain_parallelism: int = opt(2, "requests in flight per host at most",
                                   flag="--domain-parallelism", metavar="P",
                                   commands=(*FLOW_COMMANDS, FETCH))
@@ -193,7 +195,7 @@ class HooksSettings:
                               "{relpath} {name} {day} {hour} {platform} {kind}", split=False,
                               flag="--hook", metavar="TEMPLATE", commands=SERVICES)
     kinds: list[str] = opt((), "only files of these kinds (IDs, tweets, posts, users, media, "
-                           "report); empty: all", commands=SERVICES)
+                           "report); empty: all", commands=SERVICES, choices=HOOK_KINDS)
     attempts: int = opt(5, "tries of one hook before it is given up", commands=SERVICES)
     backoff_seconds: float = opt(10.0, "wait after the first failure; doubles each try",
                                  commands=SERVICES)

@@ -7,12 +7,16 @@ servers are instruments, never services, so only loopback addresses may be bound
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web, web_protocol
+
+from connectors.collect.demo_media import body_for
 
 
 def stamp_arrivals(arrivals: dict[int, float]) -> None:
@@ -58,3 +62,41 @@ async def serve_on_loopback(runner: web.AppRunner, ips: Sequence[str], backlog: 
     for ip in ips[1:]:
         await web.TCPSite(runner, ip, port, backlog=backlog).start()
     return port
+
+
+class MediaServer:
+    """Loopback server on 127.0.0.1; records each request's host, start and end."""
+
+    def __init__(self, latency: float = 0.03):
+        self.latency = latency
+        self.log: list[tuple[str, float, float]] = []
+        self.port = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        t0 = time.monotonic()
+        await asyncio.sleep(self.latency)
+        data, ctype = body_for(request.path)
+        self.log.append((request.host.split(":")[0], t0, time.monotonic()))
+        return web.Response(body=data, content_type=ctype)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        loop.run_until_complete(runner.setup())
+        # The same port on a second loopback address: a second host for the politeness keys.
+        self.port = loop.run_until_complete(serve_on_loopback(runner, ["127.0.0.1", "127.0.0.2"]))
+        self._ready.set()
+        loop.run_forever()
+
+    def start(self) -> MediaServer:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypedDict
 
 import pytest
-from aiohttp import web
 
-from connectors.collect.demo_media import body_for
 from connectors.kafka.broker import EmbeddedBroker
 from connectors.kafka.publisher import ensure_topics
 from shoal.demo import DemoSpec, write_demo_files
 from shoal.fetch.policy import FetchConfig
-from tests.loopback_server import serve_on_loopback
+from tests.loopback_server import MediaServer
 from tests.pipeline import publish, read_csv_xz, run_flow
 
 
@@ -33,44 +28,6 @@ class _Quiet(TypedDict):
 
     stdout: int
     stderr: int
-
-
-class MediaServer:
-    """Loopback server on 127.0.0.1; records each request's host, start and end."""
-
-    def __init__(self, latency: float = 0.03):
-        self.latency = latency
-        self.log: list[tuple[str, float, float]] = []
-        self.port = 0
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        t0 = time.monotonic()
-        await asyncio.sleep(self.latency)
-        data, ctype = body_for(request.path)
-        self.log.append((request.host.split(":")[0], t0, time.monotonic()))
-        return web.Response(body=data, content_type=ctype)
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self.loop = loop
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        # The same port on a second loopback address: a second host for the politeness keys.
-        self.port = loop.run_until_complete(serve_on_loopback(runner, ["127.0.0.1", "127.0.0.2"]))
-        self._ready.set()
-        loop.run_forever()
-
-    def start(self) -> MediaServer:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 @pytest.fixture

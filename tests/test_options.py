@@ -8,23 +8,18 @@ Wave 1 parsed ``[media]`` and then ignored it. These tests walk the schema itsel
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import itertools
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 
-from connectors.collect.demo_media import body_for
 from connectors.kafka.broker import EmbeddedBroker
 from connectors.kafka.publisher import ensure_topics
 from shoal.app import config
@@ -33,7 +28,7 @@ from shoal.demo import DemoSpec, write_demo_files
 from shoal.fetch.policy import FLOW_MEDIA_KEYS, FetchConfig, FetchResult
 from shoal.model import FETCH_COLUMNS
 from shoal.options import Option, all_options
-from tests.loopback_server import serve_on_loopback
+from tests.loopback_server import MediaServer
 from tests.pipeline import publish
 
 # A valid value other than the default, per option; the rest are made from the type.
@@ -240,55 +235,23 @@ def test_a_bad_flag_is_one_line_naming_it(argv: list[str], message: str,
 # --------------------------------------------------------------------------- the throttle
 
 
-class GapServer:
-    """Loopback media server recording when each request started."""
-
-    def __init__(self) -> None:
-        self.starts: list[float] = []
-        self.port = 0
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.starts.append(time.monotonic())
-        data, ctype = body_for(request.path)
-        return web.Response(body=data, content_type=ctype)
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self.loop = loop
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        self.port = loop.run_until_complete(serve_on_loopback(runner, ["127.0.0.1"]))
-        self._ready.set()
-        loop.run_forever()
-
-    def __enter__(self) -> GapServer:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
 @pytest.fixture(scope="module")
-def demo_topic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, GapServer]]:
+def demo_topic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, MediaServer]]:
     """A topic of posts whose media all live on one loopback host."""
     folder = tmp_path_factory.mktemp("demo")
-    with GapServer() as server, EmbeddedBroker() as broker:
+    server = MediaServer(latency=0.0).start()
+    with EmbeddedBroker() as broker:
         spec = DemoSpec(posts=12, hours=1, seed=3, media_share=1.0,
                         photo_base=f"http://127.0.0.1:{server.port}",
                         video_base=f"http://127.0.0.1:{server.port}")
         ensure_topics(broker.bootstrap, 1)
         publish(broker.bootstrap, list(write_demo_files(folder, spec).items()))
         yield broker.bootstrap, server
+    server.stop()
 
 
 @pytest.mark.parametrize("channel", ["file", "env", "flag"])
-def test_throttle_is_the_gap_the_server_sees(channel: str, demo_topic: tuple[str, GapServer],
+def test_throttle_is_the_gap_the_server_sees(channel: str, demo_topic: tuple[str, MediaServer],
                                              tmp_path: Path) -> None:
     """``[media] throttle`` through each channel is what a server observes between requests
     (wave 1: SHOAL_MEDIA_THROTTLE=7.5 still throttled at 0.2 s)."""
@@ -305,11 +268,11 @@ def test_throttle_is_the_gap_the_server_sees(channel: str, demo_topic: tuple[str
         env["SHOAL_MEDIA_THROTTLE"] = str(throttle)
     else:
         argv += ["--throttle", str(throttle)]
-    before = len(server.starts)
+    before = len(server.log)
     run = subprocess.run([sys.executable, "-m", "shoal", *argv], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
-    starts = sorted(server.starts[before:])
+    starts = sorted(start for _host, start, _end in server.log[before:])
     assert len(starts) >= 4, "the demo posts' media were not fetched"
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     # The default (0.2 s) would put every gap near 0.2. The engine spaces the starts it sends

@@ -28,7 +28,6 @@ import orjson
 from shoal.errors import UserError
 from shoal.fetch.policy import folder_prefix, host_limits, validate_template
 from shoal.options import (
-    MEDIA_KINDS,
     SECTIONS,
     Option,
     Settings,
@@ -36,7 +35,7 @@ from shoal.options import (
     kind_of,
     options,
 )
-from shoal.templates import HOOK_KINDS, check_hook_template
+from shoal.templates import check_hook_template
 
 __all__ = ["SECTIONS", "ConfigError", "Option", "Settings", "load", "options"]
 
@@ -207,7 +206,12 @@ def validate(settings: Settings) -> None:
         for key, _typ, fld in options(section):
             value = settings.get(section, key)
             choices = fld.metadata.get("choices")
-            if choices and value not in choices:
+            if choices and isinstance(value, list):
+                odd = [v for v in value if v not in choices]
+                if odd:
+                    raise bad(section, key,
+                              f"unknown kind {odd[0]!r} (known: {', '.join(choices)})")
+            elif choices and value not in choices:
                 raise bad(section, key, f"{value!r} is not one of {', '.join(choices)}")
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise bad(section, key, f"must not be negative, got {value}")
@@ -235,10 +239,6 @@ def validate(settings: Settings) -> None:
         raise bad("alerts", "webhook_url", "must be an http(s) URL")
     if h.attempts < 1:
         raise bad("hooks", "attempts", "must be at least 1")
-    unknown = [k for k in h.kinds if k not in HOOK_KINDS]
-    if unknown:
-        raise bad("hooks", "kinds",
-                  f"unknown kind {unknown[0]!r} (known: {', '.join(HOOK_KINDS)})")
     for template in h.commands:
         try:
             check_hook_template(template)
@@ -252,10 +252,6 @@ def _validate_media(settings: Settings, bad: Any) -> None:
     media = settings.media
     if media.domain_parallelism < 1:
         raise bad("media", "domain_parallelism", "must be at least 1")
-    odd = [t for t in media.media_types if t not in MEDIA_KINDS]
-    if odd:
-        raise bad("media", "media_types",
-                  f"unknown kind {odd[0]!r} (known: {', '.join(MEDIA_KINDS)})")
     checks: list[tuple[str, Callable[[], object]]] = [
         ("host_limits", lambda: host_limits(media.host_limits)),
         ("folder_strategy", lambda: folder_prefix(media.folder_strategy)),
