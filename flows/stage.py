@@ -25,7 +25,8 @@ from flows.config import FlowConfig
 from flows.media import MediaJob
 from shoal import chunks, faults
 from shoal.hours import HOUR, hour_start, parse_iso, zone
-from shoal.model import BadPost, DeadLetter
+from shoal.model import DEADLETTER_FORMAT, BadPost, DeadLetter
+from shoal.names import safe_collector
 from shoal.normalise import normalise
 
 
@@ -60,6 +61,7 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
     def __init__(self, cfg: FlowConfig, resume: tuple[int, int] | None):
         self.cfg = cfg
         self.tz = zone(cfg.flow.tz)
+        self.names: dict[str, str] = {}  # collector header -> the name reports use
         self.media_kinds = frozenset(cfg.media.media_types) if cfg.media.enabled else frozenset()
         # Bytewax does not hand the key to the builder; the first message tells it.
         self.partition, self.watermark = resume or (-1, 0)
@@ -99,9 +101,31 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
         self.out.append(DeadLetter(reason, _origin(msg, self.cfg.topic), msg.value or b"", fmt,
                                    collector, at.isoformat()))
 
+    def _relayed(self, msg: Message, collector: str) -> None:
+        """A dead letter a collector found: filed on disk like the flow's own."""
+        metrics.dead()
+        at = datetime.fromtimestamp(max(msg.timestamp_ms, 0) / 1000, UTC).replace(microsecond=0)
+        try:
+            rec = orjson.loads(msg.value or b"")
+            letter = DeadLetter(str(rec["reason"]), str(rec["source"]), str(rec.get("raw", "")),
+                                str(rec.get("format", "")), collector, at.isoformat(),
+                                published=True, raw_bytes=int(rec.get("raw_bytes") or 0))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            letter = DeadLetter(f"invalid dead-letter message: {exc}",
+                                _origin(msg, self.cfg.topic), msg.value or b"", DEADLETTER_FORMAT,
+                                collector, at.isoformat())
+        self.out.append(letter)
+
     def _take(self, msg: Message) -> None:
         h = _headers(msg)
-        fmt, collector = h.get("format", ""), h.get("collector", "unknown")
+        fmt = h.get("format", "")
+        collector = self.names.get(h.get("collector", ""))
+        if collector is None:
+            # Another producer may send any header: encode what would break reports.
+            collector = self.names[h.get("collector", "")] = safe_collector(
+                h.get("collector", ""))
+        if fmt == DEADLETTER_FORMAT:
+            return self._relayed(msg, collector)
         self.counts[collector] = self.counts.get(collector, 0) + 1
         retrieved = h.get("retrieved_at") or datetime.fromtimestamp(
             max(msg.timestamp_ms, 0) / 1000, UTC

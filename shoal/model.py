@@ -109,6 +109,10 @@ class RawPost:
         return f"{self.platform}:{self.id}"
 
 
+# The ``format`` header of a dead letter a collector sends through the posts topic.
+DEADLETTER_FORMAT = "shoal-deadletter"
+
+
 @dataclass(slots=True)
 class DeadLetter:
     """An input that could not become a post; kept with the reason, never dropped."""
@@ -120,6 +124,9 @@ class DeadLetter:
     collector: str = ""
     # When it reached shoal, as the data says (the Kafka message time), ISO 8601 UTC.
     at: str = ""
+    # Set when the collector published it to shoal.deadletter already.
+    published: bool = False
+    raw_bytes: int = 0  # the record's size, when ``raw`` keeps only its head
 
     def as_json(self) -> dict[str, Any]:
         raw: str
@@ -137,6 +144,7 @@ class DeadLetter:
             "collector": self.collector,
             "at": self.at,
             "raw": raw,
+            **({"raw_bytes": self.raw_bytes} if self.raw_bytes else {}),
         }
 
 

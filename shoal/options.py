@@ -68,6 +68,10 @@ class KafkaSettings:
     deadletter_topic: bool = opt(True, "also publish dead letters to shoal.deadletter",
                                  flag="--no-deadletter-topic", invert=True,
                                  commands=(UP, *KAFKA_CLIENTS))
+    max_message_bytes: int = opt(1_000_000, "largest record a collector publishes; a larger "
+                                 "one becomes a dead letter keeping its head (keep it under "
+                                 "the broker's message.max.bytes)", flag="--max-message-bytes",
+                                 commands=(UP, COLLECT), metavar="BYTES")
 
 
 @dataclass

@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from connectors.kafka.publisher import Publisher
-from shoal.formats import read_file
+from shoal.formats import detect_format, read_file, readers
 from shoal.model import Control, DeadLetter, RawPost
 
 log = logging.getLogger("shoal.collect")
+
+EMPTY_PROBE = 64 * 1024
 
 
 def retrieval_time(post: RawPost, fallback: str) -> str:
@@ -40,6 +42,35 @@ def publish_records(
             publisher.counts.control[rec.kind] = publisher.counts.control.get(rec.kind, 0) + 1
         if on_record is not None:
             on_record()
+
+
+def expand_sources(path: Path) -> list[Path]:
+    """A file is itself; a directory is read as the files it holds (recursively, in name
+    order, hidden ones left out)."""
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.rglob("*")
+                  if p.is_file() and not any(part.startswith(".")
+                                             for part in p.relative_to(path).parts))
+
+
+def is_empty(path: Path) -> bool:
+    """Nothing but white space (an interrupted export, a query with no result)."""
+    with open(path, "rb") as fh:
+        head = fh.read(EMPTY_PROBE)
+    return not head.strip(b"\xef\xbb\xbf \t\r\n") and len(head) < EMPTY_PROBE
+
+
+def unreadable(path: Path, fmt: str | None = None) -> str | None:
+    """Why ``path`` cannot be read as an export (missing, not ours, unknown format), or None."""
+    try:
+        if fmt is None:
+            detect_format(path)
+        elif fmt not in readers():
+            return f"unknown format {fmt!r}; known: {', '.join(sorted(readers()))}"
+    except (OSError, ValueError) as exc:  # UnknownFormat is a ValueError
+        return str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+    return None
 
 
 def collect_files(

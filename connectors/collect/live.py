@@ -301,8 +301,9 @@ class Outlet:
 
 
 def _open(args: argparse.Namespace, kind: str) -> Outlet:
-    ensure_topics(args.brokers, args.partitions)
-    outlet = Outlet(Publisher(args.brokers, args.collector), kind)
+    kafka = args.settings.kafka
+    ensure_topics(args.brokers, kafka.partitions, kafka.topic)
+    outlet = Outlet(Publisher.for_settings(args.brokers, args.collector, kafka), kind)
     event(log, "collector started", kind=kind, collector=args.collector)
     return outlet
 

@@ -37,14 +37,17 @@ from kafka.errors import (
 
 from connectors.kafka.spool import DEFAULT_MAX_BYTES, Message, Spool, SpoolFull, default_spool_root
 from connectors.kafka.spool import safe_name as _safe_name
-from shoal.model import DeadLetter, RawPost
+from shoal.model import DEADLETTER_FORMAT, DeadLetter, RawPost
+from shoal.options import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 POSTS_TOPIC = "shoal.posts"
 DEADLETTER_TOPIC = "shoal.deadletter"
 DEFAULT_PARTITIONS = 4
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+DEADLETTER_FORMAT_BYTES = DEADLETTER_FORMAT.encode()
+MAX_MESSAGE_BYTES = 1_000_000  # [kafka] max_message_bytes: under Kafka's default broker limit
+DEAD_RAW_HEAD = 64 * 1024  # what a dead letter keeps of a record too large to keep whole
 JOURNAL_CHUNK = 1024 * 1024
 
 
@@ -57,18 +60,18 @@ def bootstrap_list(brokers: str | Iterable[str]) -> list[str]:
 def ensure_topics(
     brokers: str | Iterable[str],
     partitions: int = DEFAULT_PARTITIONS,
-    topics: Iterable[str] = (POSTS_TOPIC, DEADLETTER_TOPIC),
+    topic: str = POSTS_TOPIC,
     replication: int = 1,
 ) -> dict[str, int]:
-    """Create missing topics; return every wanted topic's partition count."""
+    """Create the posts topic (``partitions``) and the dead-letter topic if missing; return
+    each one's partition count."""
+    topics = (topic, DEADLETTER_TOPIC)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_list(brokers), client_id="shoal-admin")
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            new = [
-                NewTopic(t, partitions if t == POSTS_TOPIC else 1, replication) for t in missing
-            ]
+            new = [NewTopic(t, partitions if t == topic else 1, replication) for t in missing]
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
         counts: dict[str, int] = {}
@@ -155,6 +158,9 @@ class Publisher:
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
         stall_seconds: float = 5.0,
         max_pending_bytes: int = 32 * 1024 * 1024,
+        topic: str = POSTS_TOPIC,
+        deadletter_topic: bool = True,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         **producer_config: Any,
     ):
         config: dict[str, Any] = {
@@ -163,7 +169,8 @@ class Publisher:
             "acks": "all",
             "linger_ms": 20,
             "batch_size": 1024 * 1024,
-            "max_request_size": MAX_MESSAGE_BYTES,
+            # Room for a record at the limit plus its key and headers.
+            "max_request_size": max_message_bytes + 64 * 1024,
             # Idempotence (kafka-python's default) makes retries safe: no duplicate, no
             # reordering. What the producer holds is bounded by max_pending_bytes, so it may
             # keep retrying for long; past this it gives messages back to the spool.
@@ -173,6 +180,9 @@ class Publisher:
         }
         config.update(producer_config)
         self._config = config
+        self.topic = topic
+        self.deadletter_topic = deadletter_topic
+        self.max_message_bytes = max_message_bytes
         self.collector = collector
         self._collector_bytes = collector.encode()
         self._formats: dict[str, bytes] = {}
@@ -215,6 +225,13 @@ class Publisher:
         self._thread.start()
         atexit.register(self._at_exit)
 
+    @classmethod
+    def for_settings(cls, brokers: str, collector: str, kafka: KafkaSettings,
+                     **kwargs: Any) -> Publisher:
+        """A publisher as ``[kafka]`` says: topic, dead-letter topic, message limit."""
+        return cls(brokers, collector, topic=kafka.topic, deadletter_topic=kafka.deadletter_topic,
+                   max_message_bytes=kafka.max_message_bytes, **kwargs)
+
     @property
     def spool_dir(self) -> Path:
         return self._spool.root
@@ -227,10 +244,17 @@ class Publisher:
     # ------------------------------------------------------------------ posting
     def post(self, post: RawPost, retrieved_at: str | None = None) -> None:
         value = orjson.dumps(post.payload)
+        if len(value) > self.max_message_bytes:
+            # Kafka would refuse it (and a refusal used to end the run): the record becomes a
+            # dead letter keeping its head, and collection goes on.
+            self.dead(DeadLetter(
+                f"oversized record: {len(value)} bytes, over the {self.max_message_bytes}-byte "
+                "message limit ([kafka] max_message_bytes)", post.source, value, post.format))
+            return
         fmt = self._formats.get(post.format) or self._format_bytes(post.format)
         retrieved = (retrieved_at or now_iso()).encode()
         source = post.source.encode("utf-8", "backslashreplace")
-        self._emit(POSTS_TOPIC, post.key.encode(), value, (fmt, retrieved, source))
+        self._emit(self.topic, post.key.encode(), value, (fmt, retrieved, source))
         self.counts.posts += 1
 
     def _format_bytes(self, fmt: str) -> bytes:
@@ -238,9 +262,21 @@ class Publisher:
         return self._formats[fmt]
 
     def dead(self, letter: DeadLetter) -> None:
+        """A record that is no post: into the posts topic, marked by its format, so that the
+        dataflow files it on disk with the posts, exactly once across crashes and replays
+        (a dead letter is known by its origin and reason); and to ``shoal.deadletter`` for
+        whoever watches that topic."""
         letter.collector = letter.collector or self.collector
-        value = orjson.dumps(letter.as_json())
-        self._emit(DEADLETTER_TOPIC, letter.source.encode(), value, ())
+        rec = letter.as_json()
+        if len(rec["raw"]) > DEAD_RAW_HEAD:
+            rec["raw_bytes"] = len(letter.raw)
+            rec["raw"] = rec["raw"][:DEAD_RAW_HEAD]
+        value = orjson.dumps(rec)
+        key = letter.source.encode("utf-8", "backslashreplace")
+        fields = (DEADLETTER_FORMAT_BYTES, now_iso().encode(), key)
+        self._emit(self.topic, b"deadletter:" + key, value, fields)
+        if self.deadletter_topic:
+            self._emit(DEADLETTER_TOPIC, key, value, ())
         self.counts.dead += 1
 
     def _headers(self, fields: tuple[bytes, ...]) -> list[tuple[str, bytes]]:

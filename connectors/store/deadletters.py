@@ -89,7 +89,7 @@ class _Partition(StatelessSinkPartition[DeadLetter]):
             when = parse_iso(letter.at) if letter.at else now
             rec["at"] = when.isoformat()
             groups[deadletter_path(self.data_dir, when)].append(rec)
-            if self.producer is not None:
+            if self.producer is not None and not letter.published:
                 self.producer.send(
                     "shoal.deadletter", key=letter.source.encode(), value=orjson.dumps(rec)
                 )

@@ -13,13 +13,14 @@ import logging
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
 
+from connectors.store.writer_lock import writer_lock
 from shoal import __version__
 from shoal.app import config as shoal_config
 from shoal.app import fetch_cmd
@@ -28,6 +29,7 @@ from shoal.errors import UserError, chain
 from shoal.fetch.policy import FetchConfig, fetch_config
 from shoal.gc_tune import tune_gc
 from shoal.logs import event, setup
+from shoal.names import check_collector
 from shoal.options import Settings
 
 log = logging.getLogger("shoal")
@@ -63,22 +65,39 @@ def _flow_config(args: argparse.Namespace, brokers: str, **extra: Any) -> Any:
     )
 
 
-def _parse_sources(specs: Sequence[str]) -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class Source:
+    """One ``--source``: ``file`` (a file or a directory of them) or ``demo``."""
+
+    kind: str
+    value: str
+    collector: str | None = None  # ``file:PATH@NAME``; else the command's --collector
+
+
+def _parse_sources(specs: Sequence[str]) -> list[Source]:
     out = []
     for spec in specs:
         kind, _, rest = spec.partition(":")
         if kind == "demo":
             if rest and not rest.isdigit():
                 raise UserError(f"--source demo:N needs a number of posts, got {rest!r}")
-            out.append(("demo", rest or "2000"))
+            out.append(Source("demo", rest or "2000"))
         elif kind == "file":
-            if not rest:
-                raise UserError("--source file:PATH needs a path")
-            if not Path(rest).is_file():
-                raise UserError(f"no such file: {rest}")
-            out.append(("file", rest))
+            path, at, name = rest.rpartition("@")
+            if not at or Path(rest).exists():
+                path, name = rest, ""
+            if not path:
+                raise UserError("--source file:PATH[@COLLECTOR] needs a path")
+            if name:
+                try:
+                    check_collector(name)
+                except ValueError as exc:
+                    raise UserError(f"--source {spec}: {exc}") from None
+            if not Path(path).exists():
+                raise UserError(f"no such file or directory: {path}")
+            out.append(Source("file", path, name or None))
         else:
-            raise UserError(f"unknown source {spec!r} (use file:PATH or demo[:N])")
+            raise UserError(f"unknown source {spec!r} (use file:PATH[@COLLECTOR] or demo[:N])")
     return out
 
 
@@ -93,38 +112,71 @@ def _progress() -> Any:
     )
 
 
-def _collect_into(brokers: str, sources: list[tuple[str, str]], collector: str,
+@dataclass
+class Collected:
+    """What the collectors of one command did: posts per collector, and every source that
+    gave nothing (empty) or could not be read (with why)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    empty: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    def verdict(self, strict: bool) -> None:
+        """Say what went wrong at the end, once; with ``strict``, fail on it."""
+        for path in self.empty:
+            log.warning("empty source: 0 posts", extra={"fields": {"source": path}})
+        if not self.unreadable:
+            return
+        line = (f"{len(self.unreadable)} source(s) could not be read, the others were "
+                f"collected: {'; '.join(self.unreadable)}")
+        if strict:
+            raise UserError(line + " (--strict)")
+        log.warning(line)
+
+
+def _collect_into(brokers: str, sources: list[Source], collector: str, kafka: Any,
                   data_dir: Path | None, fmt: str | None = None,
-                  media_bases: tuple[str, str] | None = None) -> dict[str, int]:
-    """Publish every source; returns per-collector post counts."""
-    from connectors.collect.files import collect_files
+                  media_bases: tuple[str, str] | None = None) -> Collected:
+    """Publish every source, one after the other; one bad source does not stop the others."""
+    from connectors.collect.files import collect_files, expand_sources, is_empty, unreadable
     from connectors.kafka.publisher import Publisher
     from shoal.demo import DemoSpec, write_demo_files
 
+    done = Collected()
     jobs: list[tuple[str, Path]] = []
-    for kind, value in sources:
-        if kind == "file":
-            jobs.append((collector, Path(value)))
+    for source in sources:
+        if source.kind == "file":
+            files = expand_sources(Path(source.value))
+            if not files:
+                done.empty.append(source.value)
+            jobs += [(source.collector or collector, p) for p in files]
         else:
             folder = (data_dir or Path(".")) / "_work" / "demo"
-            spec = DemoSpec(posts=int(value))
+            spec = DemoSpec(posts=int(source.value))
             if media_bases:
                 spec = replace(spec, photo_base=media_bases[0], video_base=media_bases[1])
-            for name, path in write_demo_files(folder, spec).items():
-                jobs.append((name, path))
-    counts: dict[str, int] = {}
+            jobs += list(write_demo_files(folder, spec).items())
     with _progress() as progress:
         for name, path in jobs:
+            if is_empty(path):
+                done.empty.append(str(path))
+                continue
+            why = unreadable(path, fmt)
+            if why is not None:
+                log.warning("unreadable source", extra={"fields": {"source": str(path),
+                                                                    "error": why}})
+                done.unreadable.append(why)
+                continue
             task = progress.add_task(f"{name}: {path.name}", total=None)
-            pub = Publisher(brokers, name)
+            pub = Publisher.for_settings(brokers, name, kafka)
             try:
                 collect_files([path], pub, fmt, on_record=partial(progress.advance, task))
             finally:
                 pub.close()
-            counts[name] = counts.get(name, 0) + pub.counts.posts
+            done.counts[name] = done.counts.get(name, 0) + pub.counts.posts
             event(log, "collected", collector=name, file=str(path), posts=pub.counts.posts,
                   dead=pub.counts.dead, control=pub.counts.control)
-    return counts
+    return done
 
 
 # --------------------------------------------------------------------------- commands
@@ -185,9 +237,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     done = threading.Event()
     failure: list[BaseException] = []
+    collected: list[Collected] = []
     demo_media = None
     fetch = None
-    if any(kind == "demo" for kind, _ in sources) and settings.media.enabled:
+    if any(s.kind == "demo" for s in sources) and settings.media.enabled:
         # Demo posts point at a loopback media server of ours, reached under its own names
         # (a trusted resolver override), so the demo downloads real files without internet.
         from connectors.collect.demo_media import HOSTS, DemoMediaServer
@@ -195,15 +248,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         demo_media = DemoMediaServer().start()
         fetch = media_fetch_config(settings, resolve=demo_media.resolve,
                                    per_host=dict.fromkeys(HOSTS, (8, 0.0)))
-    with EmbeddedBroker(log=args.data_dir / "_work" / "broker.log"
-                        if _mkdir(args.data_dir / "_work") else None) as broker:
+    with writer_lock(args.data_dir), EmbeddedBroker(
+            log=args.data_dir / "_work" / "broker.log" if _mkdir(args.data_dir / "_work")
+            else None) as broker:
         ensure_topics(broker.bootstrap, settings.kafka.partitions, settings.kafka.topic)
         event(log, "broker up", brokers=broker.bootstrap)
 
         def produce() -> None:
             try:
-                _collect_into(broker.bootstrap, sources, args.collector, args.data_dir,
-                              args.format, demo_media.bases if demo_media else None)
+                collected.append(_collect_into(
+                    broker.bootstrap, sources, args.collector, settings.kafka, args.data_dir,
+                    args.format, demo_media.bases if demo_media else None))
             except BaseException as exc:  # surfaced after the flow stops
                 failure.append(exc)
             finally:
@@ -227,6 +282,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         thread.join(5)
     if failure:
         raise UserError(f"collector failed: {failure[0]}")
+    for outcome in collected:
+        outcome.verdict(args.strict)
     event(log, "done", data_dir=str(args.data_dir))
     return 0
 
@@ -240,12 +297,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from connectors.kafka.publisher import ensure_topics
 
     for p in args.paths:
-        if not Path(p).is_file():
-            raise UserError(f"no such file: {p}")
-    ensure_topics(args.brokers, args.partitions, args.topic)
-    counts = _collect_into(args.brokers, [("file", p) for p in args.paths], args.collector, None,
-                           args.format)
-    print(orjson.dumps(counts).decode())
+        if not Path(p).exists():
+            raise UserError(f"no such file or directory: {p}")
+    kafka = args.settings.kafka
+    ensure_topics(args.brokers, kafka.partitions, kafka.topic)
+    collected = _collect_into(args.brokers, [Source("file", p) for p in args.paths],
+                              args.collector, kafka, None, args.format)
+    print(orjson.dumps(collected.counts).decode())
+    collected.verdict(args.strict)
     return 0
 
 
@@ -271,13 +330,14 @@ def cmd_process(args: argparse.Namespace) -> int:
     from flows.ingest import run
 
     addresses, process_id = _cluster(args)
-    ensure_topics(args.brokers, args.partitions, args.topic)
-    services = _Services(args)
-    try:
-        cfg = _flow_config(args, args.brokers, on_sealed=services.on_sealed)
-        run(cfg, process_id=process_id, addresses=addresses)
-    finally:
-        services.close()
+    with writer_lock(args.data_dir, process_id):
+        ensure_topics(args.brokers, args.partitions, args.topic)
+        services = _Services(args)
+        try:
+            cfg = _flow_config(args, args.brokers, on_sealed=services.on_sealed)
+            run(cfg, process_id=process_id, addresses=addresses)
+        finally:
+            services.close()
     return 0
 
 
@@ -365,7 +425,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     event(log, "replay", start=start, end=end)
     cfg = _flow_config(args, args.brokers, start_offsets=start, end_offsets=end)
     cfg.flow = replace(cfg.flow, recovery=True)
-    run(cfg)
+    with writer_lock(args.data_dir):
+        run(cfg)
     return 0
 
 
@@ -405,16 +466,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="embedded broker + collectors + dataflow in one process tree")
     p.add_argument("--source", action="append", metavar="SPEC",
-                   help="file:PATH or demo[:N] (repeatable; default demo)")
+                   help="file:PATH[@COLLECTOR] (a file or a directory of them) or demo[:N] "
+                   "(repeatable; default demo)")
     p.add_argument("--format", default=None, help="input format (default: detected per file)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 2 if a source could not be read (the others are collected "
+                   "anyway)")
     add_options(p, "up")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("collect", help="publish posts to Kafka from a collector")
     kinds = p.add_subparsers(dest="kind", metavar="NAME", required=True)
     f = kinds.add_parser("file", help="replay export files")
-    f.add_argument("paths", nargs="+", help="export files")
+    f.add_argument("paths", nargs="+", help="export files, or directories of them")
     f.add_argument("--format", default=None)
+    f.add_argument("--strict", action="store_true",
+                   help="exit 2 if a file could not be read (the others are collected anyway)")
     add_options(f, "collect file")
     f.set_defaults(func=cmd_collect)
     from connectors.collect.commands import add_parsers as add_live_parsers

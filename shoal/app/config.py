@@ -27,6 +27,7 @@ import orjson
 
 from shoal.errors import UserError
 from shoal.fetch.policy import folder_prefix, host_limits, validate_template
+from shoal.names import check_collector
 from shoal.options import (
     SECTIONS,
     Option,
@@ -239,6 +240,11 @@ def validate(settings: Settings) -> None:
         raise bad("alerts", "webhook_url", "must be an http(s) URL")
     if h.attempts < 1:
         raise bad("hooks", "attempts", "must be at least 1")
+    if settings.collectors.name:
+        try:
+            check_collector(settings.collectors.name)
+        except ValueError as exc:
+            raise bad("collectors", "name", str(exc)) from None
     for template in h.commands:
         try:
             check_hook_template(template)
@@ -432,6 +438,8 @@ def resolve(args: argparse.Namespace, settings: Settings) -> Settings:
             value = list(value or [])
         elif o.meta["path"]:
             value = "" if value is None else str(value)
+        if o.required_on(command) and value in ("", None):
+            raise ConfigError(f"{o.flag} needs a value")
         if value != settings.get(o.section, o.key):
             setattr(getattr(out, o.section), o.key, value)
             out.sources[f"{o.section}.{o.key}"] = f"flag {o.flag}"

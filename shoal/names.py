@@ -1,0 +1,38 @@
+"""Names users give that end up in file names, column headers and metric labels.
+
+A collector's name is a column of every day report (tab-separated), a member of the
+``|``-joined ``collectors`` cell of every post row, a Prometheus label and part of the demo's
+file names. A tab, a newline or a ``|`` in it would break all of those, so a name given on
+our own command line or configuration is checked (:func:`check_collector`, one clear line),
+and a name that arrives from elsewhere (a Kafka header written by another producer) is
+encoded so that nothing downstream breaks (:func:`safe_collector`): percent-encoding keeps
+two different names different.
+"""
+
+from __future__ import annotations
+
+import re
+
+COLLECTOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+RULE = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+_OUTSIDE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def check_collector(name: str) -> str:
+    """``name`` if it is a valid collector name, else ValueError saying the rule."""
+    if not COLLECTOR_NAME.fullmatch(name):
+        raise ValueError(f"bad collector name {name!r}: use {RULE}")
+    return name
+
+
+def safe_collector(name: str) -> str:
+    """A usable name for whatever arrived: valid names unchanged, other characters
+    percent-encoded (UTF-8), the empty name ``unknown``, the length capped."""
+    if COLLECTOR_NAME.fullmatch(name):
+        return name
+    if not name:
+        return "unknown"
+    encoded = _OUTSIDE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), name)
+    if not encoded[0].isalnum():
+        encoded = "x" + encoded
+    return encoded[:64]
