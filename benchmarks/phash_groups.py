@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shoal.spread import group_hashes, plan  # noqa: E402
+from shoal.spread import group_hashes, plan
 
 
 def make_hashes(n: int, spread: int, distance: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
