@@ -62,10 +62,10 @@ def main() -> None:
     sizes = np.bincount(np.unique(labels, return_inverse=True)[1].reshape(-1))
     # Every copy must sit in its original's group.
     copies = origin >= 0
-    label_of_original = {}
+    label_of_original: dict[int, set[int]] = {}
     for pos in np.flatnonzero(copies):
         label_of_original.setdefault(int(origin[pos]), set()).add(int(labels[pos]))
-    split = sum(1 for s in label_of_original.values() if len(s) > 1)
+    split = sum(len(s) > 1 for s in label_of_original.values())
     print(f"grouped in {seconds:.1f} s: {groups:,} groups, largest {sizes.max()}, "
           f"{(sizes > 1).sum():,} with more than one hash; originals split apart: {split}")
 

@@ -218,3 +218,89 @@ def groups_of(hashes: Iterable[int], distance: int) -> list[list[int]]:
     for pos, label in enumerate(labels.tolist()):
         out.setdefault(label, []).append(pos)
     return list(out.values())
+
+
+# --------------------------------------------------------------------------- image groups
+
+
+@dataclass(frozen=True)
+class ImageUse:
+    """One fetched image in one post (a media row joined with its post)."""
+
+    platform: str
+    post_id: str
+    author: str
+    seen: str  # the post's creation time, ISO 8601 (UTC), comparable as text
+    hashtags: str  # the post's hashtags cell ("a|b")
+    phash: str  # 16 hex digits
+    sha256: str
+    path: str  # the stored file, relative to the data dir
+
+
+@dataclass(frozen=True)
+class ImageGroup:
+    posts: int  # distinct (platform, post) using an image of the group
+    authors: int
+    platforms: tuple[str, ...]
+    first_seen: str
+    last_seen: str
+    hashtags: tuple[tuple[str, int], ...]  # top hashtags of the group's posts, with counts
+    files: int  # distinct stored files (contents) in the group
+    hashes: int  # distinct perceptual hashes in the group
+    representative: str  # path of the file used by the most posts (ties: smallest path)
+    representative_sha256: str
+    post_ids: tuple[str, ...]  # "platform:id", sorted
+
+
+def image_groups(
+    uses: Iterable[ImageUse], distance: int, top: int = 20, top_hashtags: int = 5
+) -> list[ImageGroup]:
+    """Group the images by perceptual hash; the ``top`` groups by posts (then authors).
+
+    Rows whose hash is not 16 hex digits are ignored (a failed or non-image fetch).
+    """
+    from shoal.hashtags import tags_of  # pure sibling; imported here to keep this module lean
+
+    rows: list[ImageUse] = []
+    values: list[int] = []
+    for use in uses:
+        try:
+            value = parse_hash(use.phash)
+        except ValueError:
+            continue
+        rows.append(use)
+        values.append(value)
+    labels = group_hashes(values, distance).tolist()
+    members: dict[int, list[int]] = {}
+    for pos, label in enumerate(labels):
+        members.setdefault(label, []).append(pos)
+    groups = []
+    for positions in members.values():
+        chosen = [rows[p] for p in positions]
+        posts: dict[tuple[str, str], ImageUse] = {}
+        for use in chosen:
+            posts.setdefault((use.platform, use.post_id), use)
+        tags: dict[str, int] = {}
+        for use in posts.values():
+            for tag in tags_of(use.hashtags):
+                tags[tag] = tags.get(tag, 0) + 1
+        per_file: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        for use in chosen:
+            per_file.setdefault((use.path, use.sha256), set()).add((use.platform, use.post_id))
+        rep_path, rep_sha = min(per_file, key=lambda f: (-len(per_file[f]), f[0]))
+        seen = [u.seen for u in posts.values() if u.seen]
+        groups.append(ImageGroup(
+            posts=len(posts),
+            authors=len({(u.platform, u.author) for u in posts.values() if u.author}),
+            platforms=tuple(sorted({u.platform for u in chosen})),
+            first_seen=min(seen, default=""),
+            last_seen=max(seen, default=""),
+            hashtags=tuple(sorted(tags.items(), key=lambda kv: (-kv[1], kv[0]))[:top_hashtags]),
+            files=len({u.sha256 for u in chosen}),
+            hashes=len({u.phash for u in chosen}),
+            representative=rep_path,
+            representative_sha256=rep_sha,
+            post_ids=tuple(sorted(f"{p}:{i}" for p, i in posts)),
+        ))
+    groups.sort(key=lambda g: (-g.posts, -g.authors, g.first_seen, g.representative))
+    return groups[:top]
