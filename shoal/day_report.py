@@ -57,6 +57,17 @@ class DayReport:
             out.append(cells)
         return out
 
+    def values(self) -> list[list[str | int | float]]:
+        """:meth:`table` with numbers as numbers (diff % rounded to 2 places), for JSON."""
+        multi = len(self.platforms) > 1
+        out: list[list[str | int | float]] = []
+        for h in self.hours:
+            cells: list[str | int | float] = [*([h.platform] if multi else []), h.hour]
+            cells += [h.collectors.get(c, 0) for c in self.collectors]
+            cells += [h.total, h.diff, round(h.diff_pct, 2), h.late]
+            out.append(cells)
+        return out
+
     def axis(self) -> list[str]:
         """Hour names for a chart: all 24 of the day, plus any repeated hour ("02b")."""
         names = {f"{i:02d}" for i in range(24)} | {h.hour for h in self.hours}

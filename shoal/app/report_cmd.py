@@ -171,7 +171,8 @@ def cmd_day(args: argparse.Namespace) -> int:
     finally:
         con.close()
     report = build(args.day, hours, report_data.deadletters_by_reason(data_dir, args.day))
-    print_table(report.header(), report.table(), args.format)
+    print_table(report.header(), report.values() if args.format == "json" else report.table(),
+                args.format)
     dead = (f"# dead letters {report.day} (inputs that became no post, all platforms): "
             f"{report.deadletter_total}")
     print(dead, file=sys.stdout if args.format == "csv" else sys.stderr)
