@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 
+from aiohttp import web
 from PIL import Image, ImageDraw
+
+from tests.loopback_server import serve_on_loopback
+
+HOST = "img.test"  # the name posts use for the picture server; resolved to 127.0.0.1
 
 
 def _encode(img: Image.Image, fmt: str = "JPEG", **params: int) -> bytes:
@@ -52,3 +59,45 @@ def variants() -> dict[str, bytes]:
         "crop.jpg": _encode(img.crop((dx, dy, w - dx, h - dy)), quality=90),
         "stranger.jpg": _encode(stranger(), quality=90),
     }
+
+
+class PictureServer:
+    """Serves ``variants()`` by name on 127.0.0.1; counts requests per path."""
+
+    def __init__(self) -> None:
+        self.files = variants()
+        self.hits: dict[str, int] = {}
+        self.port = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        name = request.path.lstrip("/")
+        self.hits[name] = self.hits.get(name, 0) + 1
+        if name not in self.files:
+            return web.Response(status=404)
+        ctype = "image/png" if name.endswith(".png") else "image/jpeg"
+        return web.Response(body=self.files[name], content_type=ctype)
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_get("/{name}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        self.loop.run_until_complete(runner.setup())
+        self.port = self.loop.run_until_complete(serve_on_loopback(runner, ["127.0.0.1"]))
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(runner.cleanup())
+
+    def __enter__(self) -> PictureServer:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def url(self, name: str) -> str:
+        return f"http://{HOST}:{self.port}/{name}"

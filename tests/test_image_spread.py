@@ -10,74 +10,27 @@ exact counts of posts, authors and files.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import io
 import re
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
-from aiohttp import web
 from PIL import Image
 
 from connectors.fetch.phash import phash_of_bytes
 from shoal.app.cli import main
 from shoal.fetch.policy import FetchConfig
 from shoal.spread import hamming, parse_hash
-from tests.images import variants
-from tests.loopback_server import serve_on_loopback
+from tests.images import HOST, PictureServer, variants
 from tests.pipeline import pipeline, read_csv_xz
 from tests.posts import Post, write_pages
 
-HOST = "img.test"
 T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
-
-
-class PictureServer:
-    """Serves ``variants()`` by name on 127.0.0.1; counts requests per path."""
-
-    def __init__(self) -> None:
-        self.files = variants()
-        self.hits: dict[str, int] = {}
-        self.port = 0
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        name = request.path.lstrip("/")
-        self.hits[name] = self.hits.get(name, 0) + 1
-        if name not in self.files:
-            return web.Response(status=404)
-        ctype = "image/png" if name.endswith(".png") else "image/jpeg"
-        return web.Response(body=self.files[name], content_type=ctype)
-
-    def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        app = web.Application()
-        app.router.add_get("/{name}", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        self.loop.run_until_complete(runner.setup())
-        self.port = self.loop.run_until_complete(serve_on_loopback(runner, ["127.0.0.1"]))
-        self._ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(runner.cleanup())
-
-    def __enter__(self) -> PictureServer:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
-    def url(self, name: str) -> str:
-        return f"http://{HOST}:{self.port}/{name}"
 
 
 # (post, author, picture, hashtags): the original is posted twice, by two authors.

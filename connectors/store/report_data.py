@@ -39,7 +39,8 @@ class PostFilter:
 
     def where(self, alias: str = "") -> tuple[str, list[Any]]:
         a = f"{alias}." if alias else ""
-        parts, params = ["true"], []
+        parts: list[str] = ["true"]
+        params: list[Any] = []
         for column, value in (("platform", self.platform), ("day", self.day),
                               ("hour", self.hour)):
             if value is not None:

@@ -27,7 +27,7 @@ margin:.5rem 0;border-radius:4px}
 .card{border:1px solid #cbd5e0;border-radius:4px;padding:.5rem;width:200px;font-size:.8rem}
 .card img{max-width:180px;max-height:180px;display:block;margin:auto}
 .muted{color:#718096;font-size:.85rem}
-section{margin-bottom:1rem}
+section{margin-bottom:1rem} .col{min-width:420px} img.chart{max-width:100%;height:auto}
 """
 
 
