@@ -83,6 +83,7 @@ FETCH_COLUMNS: tuple[str, ...] = (
     "mimetype",
     "path",
     "fetched_at",
+    "phash",  # last, so the columns before it keep their places
 )
 MEDIA_FILE_COLUMNS: tuple[str, ...] = MEDIA_COLUMNS + FETCH_COLUMNS
 

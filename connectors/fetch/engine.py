@@ -13,6 +13,7 @@ import random
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from yarl import URL
 
 from connectors.fetch.gate import SENDING, Gate, Scheduler, Ticket
 from connectors.fetch.ledger import FetchLedger
+from connectors.fetch.phash import image_phash
 from connectors.fetch.safety import GuardedResolver, guarded_socket_factory, unsafe_reason
 from connectors.fetch.store import CHUNK, HEAD, Sink, place
 from shoal.fetch.data_url import DataUrlTooLarge, decode_data_url
@@ -82,6 +84,9 @@ class Fetcher:
         self._sched: Scheduler | None = None
         self._rng = random.Random()
         self._tmp = self.root / ".tmp"
+        # Perceptual hashes of stored images are computed here, beside the downloads: off the
+        # event loop and off the dataflow's thread (Pillow releases the GIL while decoding).
+        self._hasher: ThreadPoolExecutor | None = None
 
     async def __aenter__(self) -> Fetcher:
         await self.start()
@@ -112,6 +117,9 @@ class Fetcher:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True)
+            self._hasher = None
         if self.ledger is not None:
             self.ledger.flush()
 
@@ -136,9 +144,20 @@ class Fetcher:
         except Exception as exc:  # a bug must not lose the URL's fate
             res.error = f"internal error: {exc!r}"
         res.fetched_at = res.fetched_at or utc_now_iso()
+        if res.ok and not res.phash and res.path and res.mimetype.startswith("image/"):
+            res.phash = await self._phash(res.path)
         if res.ok and res.attempts and self.ledger is not None:
             self.ledger.record(res)
         return res
+
+    async def _phash(self, rel: str) -> str:
+        """The stored image's perceptual hash, computed in the engine's hashing thread."""
+        if self._hasher is None:
+            self._hasher = ThreadPoolExecutor(1, thread_name_prefix="shoal-phash")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._hasher, image_phash, self.root / rel, self.config.compress
+        )
 
     async def fetch_many(
         self, jobs: Iterable[Job], window: int = 10_000

@@ -56,14 +56,24 @@ def append_deadletters(path: Path, records: Iterable[dict[str, Any]]) -> int:
     return added
 
 
+def reason_of(rec: dict[str, Any]) -> str:
+    """A dead letter's reason without its details (the part before the first colon)."""
+    return " ".join(str(rec.get("reason", "")).split(":")[0].split())[:120] or "?"
+
+
+def reasons_on(data_dir: Path, day: str) -> dict[str, int]:
+    """How many inputs filed under ``day`` failed, by reason."""
+    counts: dict[str, int] = defaultdict(int)
+    for path in sorted((data_dir / FOLDER / day).glob("*_deadletter.jsonl.xz")):
+        for rec in read_deadletters(path):
+            counts[reason_of(rec)] += 1
+    return dict(counts)
+
+
 def write_deadletter_report(data_dir: Path, day: str) -> Path:
     """``_deadletter/DAY/DAY_report.txt``: how many inputs of the day failed, by reason."""
-    counts: dict[str, int] = defaultdict(int)
+    counts = reasons_on(data_dir, day)
     folder = data_dir / FOLDER / day
-    for path in sorted(folder.glob("*_deadletter.jsonl.xz")):
-        for rec in read_deadletters(path):
-            reason = " ".join(str(rec.get("reason", "")).split(":")[0].split())[:120] or "?"
-            counts[reason] += 1
     lines = ["reason\tcount", *(f"{r}\t{n}" for r, n in sorted(counts.items()))]
     lines.append(f"total\t{sum(counts.values())}")
     path = folder / f"{day}_report.txt"

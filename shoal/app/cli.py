@@ -513,6 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch_cmd.add_parser(sub)
     shoal_config.add_parser(sub)
+    from shoal.app import report_cmd, serve_cmd
+
+    report_cmd.add_parser(sub)
+    serve_cmd.add_parser(sub)
 
     p = sub.add_parser("replay", help="reprocess the topic into a fresh data dir")
     start = p.add_mutually_exclusive_group()

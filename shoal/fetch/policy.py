@@ -125,6 +125,7 @@ class FetchResult:
     mimetype: str = ""
     path: str = ""  # relative to the storage root, POSIX separators
     fetched_at: str = ""  # ISO 8601, UTC
+    phash: str = ""  # images: 64-bit perceptual hash, 16 hex digits (connectors.fetch.phash)
 
     @property
     def ok(self) -> bool:
@@ -145,6 +146,7 @@ class FetchResult:
             "mimetype": self.mimetype,
             "path": self.path,
             "fetched_at": self.fetched_at,
+            "phash": self.phash,
         }
 
     @classmethod

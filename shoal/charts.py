@@ -1,0 +1,96 @@
+"""Pictures of the reports, drawn with matplotlib's Agg backend (headless: no display needed).
+
+Figures are made with the object API (``matplotlib.figure.Figure``), never ``pyplot``, so no
+global state is shared between the threads of ``shoal serve``; each function returns the
+encoded image (PNG or SVG bytes) and leaves writing it to the caller. Sizes are fixed, in
+pixels, so a picture's place in a page or a mail does not move from one day to the next.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Literal
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from shoal.day_report import DayReport
+from shoal.hashtags import HashtagTable
+
+Format = Literal["png", "svg"]
+DPI = 100
+HASHTAG_SIZE = (1000, 600)  # pixels
+DAY_SIZE = (1000, 500)
+BAR = "#2b6cb0"
+
+
+def _figure(size: tuple[int, int]) -> Figure:
+    fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _encode(fig: Figure, fmt: Format) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=DPI, metadata=None if fmt == "svg" else {"Software": None})
+    return buf.getvalue()
+
+
+def hashtag_chart(table: HashtagTable, title: str = "", fmt: Format = "png") -> bytes:
+    """Horizontal bars, the most frequent hashtag on top, each labelled with posts and ratio."""
+    fig = _figure(HASHTAG_SIZE)
+    ax = fig.add_axes((0.22, 0.1, 0.7, 0.8))
+    rows = list(table.rows)
+    heading = title or "Top co-occurring hashtags"
+    ax.set_title(f"{heading} — {table.selected:,} posts selected", fontsize=12)
+    if not rows:
+        ax.text(0.5, 0.5, "no hashtags among the selected posts", ha="center", va="center",
+                transform=ax.transAxes, fontsize=12, color="#555555")
+        ax.set_axis_off()
+        return _encode(fig, fmt)
+    labels = [f"#{r.hashtag}" for r in rows][::-1]
+    values = [r.posts for r in rows][::-1]
+    ax.barh(range(len(rows)), values, color=BAR)
+    ax.set_yticks(range(len(rows)), labels, fontsize=9 if len(rows) <= 25 else 7)
+    ax.set_xlabel("posts")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    top = max(values)
+    ax.set_xlim(0, top * 1.18 + 1)
+    for y, r in enumerate(rows[::-1]):
+        ax.text(r.posts + top * 0.01, y, f"{r.posts:,} ({r.ratio:.1%})", va="center", fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _encode(fig, fmt)
+
+
+def day_chart(report: DayReport, title: str = "", fmt: Format = "png") -> bytes:
+    """Posts per hour per collector: one line each, with markers; hours with nothing sealed
+    are shaded grey (a gap), and a collector that delivered nothing drops to zero."""
+    fig = _figure(DAY_SIZE)
+    ax = fig.add_axes((0.08, 0.14, 0.74, 0.76))
+    axis = report.axis()
+    platforms = ", ".join(report.platforms) or "no platform"
+    ax.set_title(title or f"Posts per hour per collector — {report.day} ({platforms})",
+                 fontsize=12)
+    xs = list(range(len(axis)))
+    for x, name in enumerate(axis):
+        if name in set(report.gaps()):
+            ax.axvspan(x - 0.5, x + 0.5, color="#dddddd", zorder=0)
+    for collector, values in report.series().items():
+        ys = [math.nan if v is None else v for v in values]
+        ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.6, label=collector)
+    ax.set_xticks(xs, axis, fontsize=8, rotation=0 if len(axis) <= 24 else 45)
+    ax.set_xlim(-0.5, len(axis) - 0.5)
+    peak = max((v for vs in report.series().values() for v in vs if v), default=1)
+    ax.set_ylim(bottom=-0.03 * peak)  # a collector at zero stays visible above the axis
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("hour (grey: nothing sealed)")
+    ax.set_ylabel("posts")
+    ax.spines[["top", "right"]].set_visible(False)
+    if report.collectors:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no hour sealed on this day", ha="center", va="center",
+                transform=ax.transAxes, fontsize=12, color="#555555")
+    return _encode(fig, fmt)

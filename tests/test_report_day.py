@@ -1,0 +1,85 @@
+"""``shoal report day`` over a data dir made by the real pipeline: the same figures as the
+day report file the sealer writes, and a chart where a dead collector and a missing hour show."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from PIL import Image
+
+from shoal.app.cli import main
+from shoal.charts import DAY_SIZE, day_chart
+from shoal.day_report import HourRow, build
+from tests.pipeline import pipeline, report_lines
+from tests.posts import Post, write_pages
+
+T0 = datetime(2023, 6, 1, 9, 0, tzinfo=UTC)
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def day_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Hours 09, 10 and 12 have posts, 11 none; collector "b" is dead from 10 on."""
+    root = tmp_path_factory.mktemp("day")
+    posts = [Post(T0 + timedelta(hours=h, minutes=m), "u", seq=h * 100 + m)
+             for h in (0, 1, 3) for m in range(0, 60, 3)]
+    a = write_pages(root / "a.jsonl", posts)
+    b = write_pages(root / "b.jsonl", [p for p in posts if p.when < T0 + timedelta(hours=1)][:15])
+    pipeline(root / "out", [("a", a), ("b", b)], partitions=2)
+    return root / "out"
+
+
+def test_day_table_equals_the_sealed_day_report(day_dir: Path, tmp_path: Path) -> None:
+    png = tmp_path / "day.png"
+    code, out, err = run(["report", "day", "--data-dir", str(day_dir), "2023-06-01",
+                          "--format", "json", "--png", str(png), "--html",
+                          str(tmp_path / "day.html")])
+    assert code == 0, err
+    rows = [orjson.loads(line) for line in out.splitlines()]
+    file_rows = report_lines(day_dir / "twitter/2023-06-01/2023-06-01_report.txt")
+    header = file_rows[0].split("\t")
+    assert [list(r) for r in rows] == [header] * len(rows)
+    as_text = [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()]
+               for r in rows]
+    assert as_text == [line.split("\t") for line in file_rows[1:]]
+    assert [r["hour"] for r in rows] == ["09", "10", "12"]
+    assert [(r["a"], r["b"]) for r in rows] == [(20, 15), (20, 0), (20, 0)]
+    assert rows[0]["diff"] == 5 and rows[0]["diff %"] == 25.0
+    assert "dead letters 2023-06-01" in err
+    with Image.open(png) as img:
+        img.load()
+        assert img.format == "PNG" and img.size == DAY_SIZE
+        colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colours is not None and len(colours) > 20
+        # The gap hours are shaded: plenty of the grey the chart uses for them.
+        grey = sum(n for n, c in colours if c == (0xDD, 0xDD, 0xDD))
+        assert grey > 0.2 * img.size[0] * img.size[1]
+    assert "<table" in (tmp_path / "day.html").read_text()
+
+
+def test_series_show_gaps_and_a_dead_collector() -> None:
+    rows = [HourRow("twitter", "09", 0, {"a": 5, "b": 3}, 6, 2, 0),
+            HourRow("twitter", "10", 3600, {"a": 4, "b": 0}, 4, 4, 1)]
+    report = build("2023-06-01", rows, {"unreadable": 2})
+    series = report.series()
+    assert series["b"][9:12] == [3, 0, None]  # alive, dead, nothing sealed
+    assert report.gaps() == [f"{h:02d}" for h in range(24) if h not in (9, 10)]
+    assert report.table()[1] == ["10", "4", "0", "4", "4", "100.00", "1"]
+    assert report.deadletter_total == 2
+    assert day_chart(report, fmt="svg").startswith(b"<?xml")
+
+
+def test_bad_day_is_one_line(day_dir: Path) -> None:
+    code, _out, err = run(["report", "day", "--data-dir", str(day_dir), "01/06/2023"])
+    assert code == 2 and err.startswith("shoal: error: DAY must look like")
