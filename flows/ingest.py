@@ -123,12 +123,19 @@ def run(cfg: FlowConfig, process_id: int | None = None,
         recovery_config = RecoveryConfig(str(db), timedelta(seconds=settings.backup_seconds))
     # An operator's exception reaches the caller chained; Rust's panic report about it would
     # only bury the one line the CLI prints.
-    with rust_panics_hidden():
-        cli_main(
-            flow,
-            workers_per_process=settings.workers,
-            process_id=process_id,
-            addresses=addresses,
-            epoch_interval=timedelta(seconds=settings.epoch_seconds),
-            recovery_config=recovery_config,
-        )
+    try:
+        with rust_panics_hidden():
+            cli_main(
+                flow,
+                workers_per_process=settings.workers,
+                process_id=process_id,
+                addresses=addresses,
+                epoch_interval=timedelta(seconds=settings.epoch_seconds),
+                recovery_config=recovery_config,
+            )
+    finally:
+        # Stopped early (Ctrl-C, SIGTERM, an error), the fetch steps never saw the end of
+        # their input: stop their shared engines here rather than at interpreter exit.
+        from connectors.fetch.engine import close_all
+
+        close_all()

@@ -97,8 +97,11 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
             metrics.hour_sealed(summary)
             if self.cfg.on_sealed is not None:
                 self.cfg.on_sealed(summary)
-            log.info(
-                "hour sealed",
+            # One info line per hour: re-seals (late posts, fetched media) are routine and
+            # frequent, so they are debug lines (and a metric).
+            log.log(
+                logging.DEBUG if summary.resealed else logging.INFO,
+                "hour resealed" if summary.resealed else "hour sealed",
                 extra={"fields": {
                     "platform": platform, "day": summary.day, "hour": summary.label,
                     "total": summary.total, "late": summary.late,

@@ -29,6 +29,7 @@ from connectors.kafka.publisher import DEADLETTER_TOPIC, POSTS_TOPIC, ensure_top
 from shoal.app.cli import build_parser
 from shoal.app.config import load, resolve
 from shoal.logs import JsonFormatter
+from shoal.model import DEADLETTER_FORMAT
 
 
 class LocalServer:
@@ -95,6 +96,8 @@ class KafkaTap:
             for m in batch:
                 if m.topic == POSTS_TOPIC:
                     headers = {k: v.decode() for k, v in m.headers}
+                    if headers.get("format") == DEADLETTER_FORMAT:
+                        continue  # the copy the dataflow files; the tap reads the dead topic
                     self.all_posts.append({"key": m.key.decode(), "payload": json.loads(m.value),
                                            **headers})
                 else:

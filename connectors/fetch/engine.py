@@ -395,6 +395,29 @@ _RUNTIMES: dict[tuple[str, str, bool], _Runtime] = {}
 _RUNTIMES_LOCK = threading.Lock()
 
 
+def close_all() -> None:
+    """Stop every shared engine still running (their HTTP sessions, loops and ledgers).
+
+    Normally the last :class:`FetchService` user stops its engine at the end of the input;
+    a run stopped early (Ctrl-C, SIGTERM, an error elsewhere) never gets there, and would
+    leave unclosed sessions to the interpreter's exit.
+    """
+    with _RUNTIMES_LOCK:
+        runtimes = list(_RUNTIMES.values())
+        _RUNTIMES.clear()
+    for rt in runtimes:
+        rt.run(_cancel_tasks(), timeout=30)
+        rt.stop()
+
+
+async def _cancel_tasks() -> None:
+    """Cancel every fetch still running on this loop and wait for them to unwind."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class FetchService:
     """The engine for synchronous callers (a Bytewax operator): ``submit`` hands a URL to
     the background loop and returns at once; ``harvest`` collects what finished.

@@ -196,6 +196,13 @@ def connect_readonly(data_dir: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def has_sealed(data_dir: Path) -> bool:
+    """Has any hour ever been sealed here (is there a catalog to ask)?"""
+    return (data_dir / CATALOG).exists() or any(
+        (data_dir / PARQUET / table / SCHEMA_PARTITION / "data.parquet").exists()
+        for table in TABLES)
+
+
 def query(data_dir: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     con = connect_readonly(data_dir)
     try:

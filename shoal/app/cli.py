@@ -10,6 +10,7 @@ import argparse
 import csv
 import io
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -360,12 +361,18 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
-    from connectors.store.catalog import query
+    from connectors.store.catalog import TABLES, has_sealed, query
 
     if not args.data_dir.is_dir():
         raise UserError(f"no such data dir: {args.data_dir}")
+    if not has_sealed(args.data_dir):
+        raise UserError(f"nothing is sealed in {args.data_dir} yet: no hour has been written "
+                        "there (`shoal up` or `shoal process` with this --data-dir seal hours)")
     try:
         names, rows = query(args.data_dir, args.sql)
+    except duckdb.CatalogException as exc:
+        raise UserError(f"{str(exc).splitlines()[0]} (the views are "
+                        f"{', '.join(TABLES)})") from None
     except duckdb.Error as exc:
         raise UserError(str(exc).splitlines()[0]) from None
     if args.format == "json":
@@ -376,7 +383,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(names)
-        w.writerows(rows)
+        w.writerows([_cell(v) for v in row] for row in rows)
         sys.stdout.write(buf.getvalue())
     else:
         from rich.console import Console
@@ -384,9 +391,18 @@ def cmd_query(args: argparse.Namespace) -> int:
 
         table = Table(*names)
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            table.add_row(*(_cell(v) for v in row))
         Console().print(table)
     return 0
+
+
+def _cell(value: Any) -> str:
+    """A value as text: maps and lists (the reports' per-collector counts) as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list | tuple):
+        return orjson.dumps(value, default=str).decode()
+    return str(value)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -534,6 +550,30 @@ def _interrupted(exc: BaseException) -> bool:
                for e in chain(exc))
 
 
+def _stop_on_sigterm() -> list[int]:
+    """SIGTERM (``kill``, systemd, docker stop) stops a command the way Ctrl-C does: the
+    dataflow ends its epoch, seals under way finish, helpers exit, nothing is half-written.
+    Returns the list that records which signal came, for the exit code."""
+    got: list[int] = []
+
+    def on_term(signum: int, frame: Any) -> None:
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+    return got
+
+
+def _said_stopped(stopped: list[int]) -> int:
+    """One line; exit 130 after Ctrl-C, 143 after SIGTERM (128 + the signal number)."""
+    if stopped:
+        print("shoal: stopped (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    print("shoal: interrupted", file=sys.stderr)
+    return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -550,6 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup(getattr(args, "log_level", "info"))
     tune_gc()
+    stopped = _stop_on_sigterm()
     try:
         result: int = args.func(args)
         return result
@@ -557,12 +598,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shoal: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("shoal: interrupted", file=sys.stderr)
-        return 130
+        return _said_stopped(stopped)
     except Exception as exc:  # anything else is still one line, with its kind
         if _interrupted(exc):  # Bytewax's own word for Ctrl-C or SIGTERM
-            print("shoal: interrupted", file=sys.stderr)
-            return 130
+            return _said_stopped(stopped)
         from connectors.store.disk import disk_trouble_in
 
         trouble = disk_trouble_in(exc, getattr(args, "data_dir", None))
