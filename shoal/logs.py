@@ -32,8 +32,10 @@ def setup(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("kafka", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # kafka-python logs every connection attempt of its retry loops (twenty lines for one
+    # unreachable broker); shoal says what matters itself, in one line. Debug shows them.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)
 
 
 def event(logger: logging.Logger, msg: str, **fields: Any) -> None:

@@ -216,6 +216,9 @@ class CollectorsSettings:
     name: str = opt("", "name of this collector (its column in the day reports)",
                     flag="--collector", commands=(UP, COLLECT), required=(COLLECT,),
                     per_command={UP: "file"})
+    twitter_api_url: str = opt("https://api.twitter.com", "Twitter API base URL, for a proxy "
+                               "or a test server", flag="--api-url",
+                               commands=("collect twitter-sample", "collect twitter-search"))
     twitter_bearer_token: str = opt("", "Twitter API v2 bearer token (prefer the environment: "
                                     "a flag is visible to every user in ps)",
                                     env_aliases=("TWITTER_BEARER_TOKEN",), flag="--bearer-token",

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import json
 import lzma
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from aiohttp import web
+
+from connectors.kafka.broker import EmbeddedBroker, free_port
+from tests.live_helpers import LocalServer
 from tests.pipeline import read_csv_xz
+
+V2 = "twitter-v2/DocNow__twarc-csv/test-data"
 
 SHOAL = [sys.executable, "-m", "shoal"]
 
@@ -70,3 +77,72 @@ def test_one_sealed_line_per_hour_and_query_answers(tmp_path: Path) -> None:
     # The media view's columns are the ones the README names.
     first = next((data / "twitter").glob("*/*_media.csv.xz"))
     assert {"http_status", "error", "sha256"} <= set(read_csv_xz(first)[0])
+
+
+class SearchApi:
+    """/2/tweets/search/recent answering every slice with the same real twarc2 page."""
+
+    def __init__(self, page: dict[str, object]) -> None:
+        self.page = page
+        self.hits = 0
+        self.app = web.Application()
+        self.app.router.add_get("/2/tweets/search/recent", self.search)
+
+    async def search(self, request: web.Request) -> web.Response:
+        self.hits += 1
+        if request.headers.get("Authorization") != "Bearer t0ken":
+            return web.json_response({"title": "Unauthorized"}, status=401)
+        return web.json_response({**self.page, "meta": {"result_count": 1}})
+
+
+def test_up_runs_a_search_collector_beside_a_file(tmp_path: Path, fixtures: Path) -> None:
+    """`shoal up` on the embedded broker with any collector, each under its own name: the
+    two-collector day report without a running Kafka."""
+    lines = (fixtures / V2 / "withheld.jsonl").read_text().splitlines()
+    page = {k: v for k, v in json.loads(lines[0]).items() if k != "__twarc"}
+    ids = {t["id"] for t in page["data"]}  # type: ignore[union-attr]
+    export = tmp_path / "export.jsonl"
+    export.write_text(lines[0] + "\n")
+    api = SearchApi(page)
+    env = {**os.environ, "TWITTER_BEARER_TOKEN": "t0ken",
+           "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "SHOAL_SPOOL_DIR": str(tmp_path / "spool")}
+    with LocalServer(api.app) as server:
+        env["SHOAL_COLLECTORS_TWITTER_API_URL"] = server.url
+        proc = subprocess.run(
+            [*SHOAL, "up", "--source", "lab=twitter-search:#withheld", "--source",
+             f"file:{export}@archive", "--data-dir", str(tmp_path / "d"), "--idle-exit", "1",
+             "--no-media"], env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert api.hits >= 1
+    got = set()
+    for path in (tmp_path / "d" / "twitter").glob("*/*_IDs.txt.xz"):
+        got |= set(lzma.decompress(path.read_bytes()).decode().split())
+    assert got == ids
+    (report,) = (tmp_path / "d" / "twitter").glob("*/*_report.txt")
+    header = report.read_text().splitlines()[0].split("\t")
+    assert header == ["hour", "archive", "lab", "total", "diff", "diff %", "late"]
+    for row in report.read_text().splitlines()[1:-1]:
+        cells = row.split("\t")
+        assert cells[1] == cells[2] == cells[3] and cells[4] == "0"  # both saw every post
+
+
+def test_an_unreachable_api_says_which_host_and_why(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "TWITTER_BEARER_TOKEN": "t0ken",
+           "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "SHOAL_SPOOL_DIR": str(tmp_path / "spool")}
+    with EmbeddedBroker() as broker:
+        proc = subprocess.Popen(
+            [*SHOAL, "collect", "twitter-search", "q", "--brokers", broker.bootstrap,
+             "--collector", "c", "--api-url", f"http://127.0.0.1:{port}",
+             "--backoff-base", "0.2", "--backoff-max", "0.4"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(4)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    failed = [r for r in log_records(err) if r["msg"] == "request failed"]
+    assert 3 <= len(failed) <= 30, err[-2000:]
+    for rec in failed:
+        assert rec["host"] == f"127.0.0.1:{port}"
+        assert "refused" in str(rec["why"]).lower()
+        assert float(str(rec["retry_in"])) > 0  # one line per backoff step, with its wait
+    assert not [line for line in err.splitlines() if "kafka" in line.lower()]

@@ -24,6 +24,7 @@ from connectors.collect.live import (
     ConnectorError,
     Outlet,
     add_common_options,
+    failure,
     json_or_dead_letter,
     keep_connected,
     load_state,
@@ -134,7 +135,7 @@ class Jetstream:
                                      f"{exc.message}); check --url and --did") from None
             warn("connection refused", kind=KIND, status=exc.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            warn("connection failed", kind=KIND, error=type(exc).__name__, detail=str(exc)[:200])
+            warn("connection failed", kind=KIND, **failure(exc, self.args.url))
 
     def handle(self, data: str | bytes) -> None:
         self.frames += 1

@@ -21,13 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from connectors.collect.files import publish_records
 from connectors.kafka.publisher import Publisher, ensure_topics, now_iso
 from connectors.store.disk import atomic_write
-from shoal.errors import UserError
+from shoal.errors import UserError, chain
 from shoal.logs import event
 from shoal.model import Control, DeadLetter, RawPost
 
@@ -56,6 +57,17 @@ class Shutdown(BaseException):
 
 def warn(msg: str, **fields: Any) -> None:
     log.warning(msg, extra={"fields": fields})
+
+
+def failure(exc: BaseException, url: str) -> dict[str, str]:
+    """Which host failed and why, for a log line: the innermost cause says it best
+    ("[Errno 111] Connection refused", "Name or service not known") where the outer
+    exception only says ``ConnectionError``."""
+    deepest = chain(exc)[-1]
+    why = str(deepest) or type(deepest).__name__
+    if ": " in why and why.startswith("<"):  # urllib3's "<conn object>: Failed to ..."
+        why = why.split(": ", 1)[1]
+    return {"host": urlsplit(url).netloc, "error": type(exc).__name__, "why": why[:200]}
 
 
 def iso(ts: float) -> str:

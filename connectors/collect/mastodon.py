@@ -27,6 +27,7 @@ from connectors.collect.live import (
     ConnectorError,
     Outlet,
     add_common_options,
+    failure,
     json_or_dead_letter,
     keep_connected,
     load_state,
@@ -170,7 +171,7 @@ class MastodonStream:
                 warn("stream ended by the server", kind=KIND, connection=self.connection)
         except (aiohttp.ClientError, TimeoutError, HttpProcessingError) as exc:
             # HttpProcessingError: a line longer than MAX_LINE (LineTooLong)
-            warn("stream failed", kind=KIND, error=type(exc).__name__, detail=str(exc)[:200])
+            warn("stream failed", kind=KIND, **failure(exc, url))
 
     async def backfill(self, session: aiohttp.ClientSession) -> None:
         """Page forward from the last id seen with ``min_id`` until the timeline is exhausted."""

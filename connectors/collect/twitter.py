@@ -39,6 +39,7 @@ from connectors.collect.live import (
     Outlet,
     Stopper,
     add_common_options,
+    failure,
     iso,
     load_state,
     run_sync,
@@ -115,8 +116,10 @@ class LiveTwarc(Twarc2):
                     resp = self.session().get(url, params=params, stream=stream,
                                               timeout=TIMEOUT, **kwargs)
             except requests.RequestException as exc:
-                warn("request failed", kind=self.kind, error=type(exc).__name__)
-                self.stopper.sleep(self.backoff.next())
+                delay = self.backoff.next()
+                warn("request failed", kind=self.kind, **failure(exc, url),
+                     retry_in=round(delay, 2))
+                self.stopper.sleep(delay)
                 continue
             self.last_response = resp
             if resp.status_code == 200:
@@ -429,9 +432,7 @@ def _search(args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
 
 
 def _twitter_options(p: argparse.ArgumentParser) -> None:
-    add_common_options(p)
-    p.add_argument("--api-url", default=API_URL,
-                   help="API base URL, for a proxy or a test server (default %(default)s)")
+    add_common_options(p)  # --api-url is [collectors] twitter_api_url (shoal.options)
     p.add_argument("--max-rate-wait", type=float, default=900.0, metavar="SECONDS",
                    help="longest wait for a rate-limit reset (default 900)")
 

@@ -37,6 +37,7 @@ from kafka.errors import (
 
 from connectors.kafka.spool import DEFAULT_MAX_BYTES, Message, Spool, SpoolFull, default_spool_root
 from connectors.kafka.spool import safe_name as _safe_name
+from shoal.errors import UserError
 from shoal.model import DEADLETTER_FORMAT, DeadLetter, RawPost
 from shoal.options import KafkaSettings
 
@@ -49,6 +50,10 @@ DEADLETTER_FORMAT_BYTES = DEADLETTER_FORMAT.encode()
 MAX_MESSAGE_BYTES = 1_000_000  # [kafka] max_message_bytes: under Kafka's default broker limit
 DEAD_RAW_HEAD = 64 * 1024  # what a dead letter keeps of a record too large to keep whole
 JOURNAL_CHUNK = 1024 * 1024
+
+
+class KafkaUnreachable(UserError):
+    """No broker answered: a wrong address or a stopped Kafka, said in one line."""
 
 
 def bootstrap_list(brokers: str | Iterable[str]) -> list[str]:
@@ -66,7 +71,13 @@ def ensure_topics(
     """Create the posts topic (``partitions``) and the dead-letter topic if missing; return
     each one's partition count."""
     topics = (topic, DEADLETTER_TOPIC)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_list(brokers), client_id="shoal-admin")
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap_list(brokers),
+                                 client_id="shoal-admin", bootstrap_timeout_ms=10_000)
+    except (KafkaConnectionError, KafkaTimeoutError) as exc:
+        raise KafkaUnreachable(
+            f"cannot reach Kafka at {','.join(bootstrap_list(brokers))} ({exc}); is it "
+            "running, and are --brokers right?") from None
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]

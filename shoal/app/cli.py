@@ -11,6 +11,7 @@ import csv
 import io
 import logging
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -66,40 +67,80 @@ def _flow_config(args: argparse.Namespace, brokers: str, **extra: Any) -> Any:
     )
 
 
+# Collectors `up` runs as child processes (`shoal collect KIND ...`) publishing into its
+# embedded broker: kind -> (does it take an argument, does it end by itself).
+LIVE_SOURCES: dict[str, tuple[bool, bool]] = {
+    "twitter-search": (True, True),
+    "twitter-sample": (False, False),
+    "bluesky": (False, False),
+    "mastodon": (True, False),
+}
+
+
 @dataclass(frozen=True)
 class Source:
-    """One ``--source``: ``file`` (a file or a directory of them) or ``demo``."""
+    """One ``--source``: ``file`` (a file or a directory of them), ``demo``, or a collector."""
 
     kind: str
     value: str
-    collector: str | None = None  # ``file:PATH@NAME``; else the command's --collector
+    collector: str | None = None  # ``NAME=...`` or ``file:PATH@NAME``; else a default
+
+    @property
+    def live(self) -> bool:
+        return self.kind in LIVE_SOURCES
 
 
 def _parse_sources(specs: Sequence[str]) -> list[Source]:
+    """``[NAME=]KIND[:ARG]``, and ``file:PATH@NAME`` as well."""
     out = []
+    kinds = ", ".join(["file:PATH", "demo[:N]", "twitter-search:QUERY", "twitter-sample",
+                       "bluesky", "mastodon:HOST"])
     for spec in specs:
-        kind, _, rest = spec.partition(":")
-        if kind == "demo":
-            if rest and not rest.isdigit():
-                raise UserError(f"--source demo:N needs a number of posts, got {rest!r}")
-            out.append(Source("demo", rest or "2000"))
-        elif kind == "file":
-            path, at, name = rest.rpartition("@")
-            if not at or Path(rest).exists():
-                path, name = rest, ""
-            if not path:
-                raise UserError("--source file:PATH[@COLLECTOR] needs a path")
-            if name:
-                try:
-                    check_collector(name)
-                except ValueError as exc:
-                    raise UserError(f"--source {spec}: {exc}") from None
-            if not Path(path).exists():
-                raise UserError(f"no such file or directory: {path}")
-            out.append(Source("file", path, name or None))
+        name, eq, rest = spec.partition("=")
+        if not eq or ":" in name or not name:
+            name, rest = "", spec
+        kind, _, arg = rest.partition(":")
+        if kind == "file":
+            path, at, suffix = arg.rpartition("@")
+            if at and not name and not Path(arg).exists():
+                name, arg = suffix, path
+            if not arg:
+                raise UserError("--source file:PATH needs a path")
+            if not Path(arg).exists():
+                raise UserError(f"no such file or directory: {arg}")
+        elif kind == "demo":
+            if arg and not arg.isdigit():
+                raise UserError(f"--source demo:N needs a number of posts, got {arg!r}")
+            arg = arg or "2000"
+        elif kind in LIVE_SOURCES:
+            takes_arg = LIVE_SOURCES[kind][0]
+            if takes_arg and not arg:
+                raise UserError(f"--source {kind}:... needs its argument (see `shoal collect "
+                                f"{kind} --help`)")
+            if arg and not takes_arg:
+                raise UserError(f"--source {kind} takes no argument")
         else:
-            raise UserError(f"unknown source {spec!r} (use file:PATH[@COLLECTOR] or demo[:N])")
+            raise UserError(f"unknown source {spec!r} (use [NAME=]KIND with KIND one of "
+                            f"{kinds})")
+        if name:
+            try:
+                check_collector(name)
+            except ValueError as exc:
+                raise UserError(f"--source {spec}: {exc}") from None
+        out.append(Source(kind, arg, name or None))
     return out
+
+
+def _start_live(source: Source, brokers: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """A live collector as a child process publishing into ``brokers``; it inherits the
+    environment (tokens), the configuration file and our stderr (its log lines)."""
+    cmd = [sys.executable, "-m", "shoal", "collect", source.kind,
+           *([source.value] if source.value else []), "--brokers", brokers,
+           "--collector", source.collector or source.kind]
+    if getattr(args, "config", None):
+        cmd += ["--config", str(args.config)]
+    event(log, "collector started", kind=source.kind, collector=source.collector or source.kind)
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 
 
 def _progress() -> Any:
@@ -151,7 +192,7 @@ def _collect_into(brokers: str, sources: list[Source], collector: str, kafka: An
             if not files:
                 done.empty.append(source.value)
             jobs += [(source.collector or collector, p) for p in files]
-        else:
+        elif source.kind == "demo":
             folder = (data_dir or Path(".")) / "_work" / "demo"
             spec = DemoSpec(posts=int(source.value))
             if media_bases:
@@ -255,15 +296,25 @@ def cmd_up(args: argparse.Namespace) -> int:
         ensure_topics(broker.bootstrap, settings.kafka.partitions, settings.kafka.topic)
         event(log, "broker up", brokers=broker.bootstrap)
 
+        children = [(s, _start_live(s, broker.bootstrap, args)) for s in sources if s.live]
+
         def produce() -> None:
             try:
-                collected.append(_collect_into(
+                outcome = _collect_into(
                     broker.bootstrap, sources, args.collector, settings.kafka, args.data_dir,
-                    args.format, demo_media.bases if demo_media else None))
+                    args.format, demo_media.bases if demo_media else None)
+                collected.append(outcome)
+                # Collectors that end by themselves (a search) are waited for; streams run
+                # until `up` is stopped, so with one of them the input never ends.
+                for source, child in children:
+                    if LIVE_SOURCES[source.kind][1] and child.wait() != 0:
+                        outcome.unreadable.append(
+                            f"{source.kind} {source.value} exited {child.returncode}")
+                if any(not LIVE_SOURCES[s.kind][1] for s, _ in children):
+                    return
             except BaseException as exc:  # surfaced after the flow stops
                 failure.append(exc)
-            finally:
-                done.set()
+            done.set()
 
         thread = threading.Thread(target=produce, name="collectors", daemon=True)
         thread.start()
@@ -280,6 +331,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             services.close()
             if demo_media is not None:
                 demo_media.stop()
+            for _source, child in children:  # they flush and save their resume points
+                if child.poll() is None:
+                    child.terminate()
+            for _source, child in children:
+                try:
+                    child.wait(30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
         thread.join(5)
     if failure:
         raise UserError(f"collector failed: {failure[0]}")
@@ -482,8 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="embedded broker + collectors + dataflow in one process tree")
     p.add_argument("--source", action="append", metavar="SPEC",
-                   help="file:PATH[@COLLECTOR] (a file or a directory of them) or demo[:N] "
-                   "(repeatable; default demo)")
+                   help="[NAME=]KIND[:ARG], repeatable (default demo): file:PATH (a file or "
+                   "a directory of them; file:PATH@NAME too), demo[:N], twitter-search:QUERY, "
+                   "twitter-sample, bluesky, mastodon:HOST; NAME is the collector's name "
+                   "(default --collector for files, the kind for the others)")
     p.add_argument("--format", default=None, help="input format (default: detected per file)")
     p.add_argument("--strict", action="store_true",
                    help="exit 2 if a source could not be read (the others are collected "
