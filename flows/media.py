@@ -93,6 +93,8 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
         self.spill_read = 0
         self.spill_size = 0
         self.done: dict[tuple[str, int], list[bytes]] = {}
+        self.spilled = 0  # jobs in the spill file not read back yet
+        self.host = ""  # this key's host, named in the pending-URLs metric
         if resume is not None:
             self.window.extend(MediaJob(*t) for t in resume.window)
             self.spill_read, self.spill_size = resume.spill_read, resume.spill_size
@@ -102,6 +104,8 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
                     # Cut back to the snapshot: jobs spilled after it will be queued again.
                     with open(self.spill, "r+b") as fh:
                         fh.truncate(self.spill_size)
+                        fh.seek(self.spill_read)
+                        self.spilled = fh.read().count(b"\n")
 
     # -- queueing
     def _spill_path(self, job: MediaJob) -> Path:
@@ -124,6 +128,7 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
         with open(path, "ab") as fh:
             fh.write(line)
         self.spill_size += len(line)
+        self.spilled += 1
 
     def _refill(self) -> None:
         if self.spill_read >= self.spill_size or len(self.window) >= WINDOW // 2:
@@ -137,11 +142,12 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
                 if not line:
                     break
                 self.spill_read += len(line)
+                self.spilled -= 1
                 self.window.append(MediaJob(*orjson.loads(line)))
         if self.spill_read >= self.spill_size:
             with open(self.spill, "r+b") as fh:
                 fh.truncate(0)
-            self.spill_read = self.spill_size = 0
+            self.spill_read = self.spill_size = self.spilled = 0
 
     # -- work
     def _submit(self) -> None:
@@ -184,13 +190,22 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
     def on_batch(self, values: list[MediaJob]) -> tuple[Iterable[MediaFact], bool]:
         for job in values:
             self._enqueue(job)
+        if values and not self.host:
+            self.host = url_host(values[0].row["url"]) or "data"
         self._submit()
+        self._report()
         return [], StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[MediaFact], bool]:
         self._harvest(self.service.harvest())
         self._submit()
+        self._report()
         return self._write(), StatefulBatchLogic.RETAIN
+
+    def _report(self) -> None:
+        waiting = len(self.window) + sum(map(len, self.in_flight.values())) + self.spilled
+        if self.host:
+            metrics.fetch_pending(self.host, waiting)
 
     def notify_at(self) -> datetime | None:
         busy = self.window or self.in_flight or self.done or self.spill_read < self.spill_size
@@ -204,6 +219,7 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
         # Nothing comes after the end of the input: the last key to finish stops the shared
         # engine (its HTTP session and loop thread) instead of leaving it to the exit.
         self.service.close()
+        self._report()
         return self._write(), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> FetchSnapshot:

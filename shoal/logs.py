@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from datetime import UTC, datetime
@@ -36,6 +37,18 @@ def setup(level: str = "info") -> None:
     # kafka-python logs every connection attempt of its retry loops (twenty lines for one
     # unreachable broker); shoal says what matters itself, in one line. Debug shows them.
     logging.getLogger("kafka").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)
+
+
+def relay(line: str) -> None:
+    """Write a log line another process printed (a child collector's JSON line) where our own
+    log lines go: the same stream, so a live display stays whole."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            with handler.lock or contextlib.nullcontext():
+                handler.stream.write(line if line.endswith("\n") else line + "\n")
+                handler.flush()
+            return
+    sys.stderr.write(line)
 
 
 def event(logger: logging.Logger, msg: str, **fields: Any) -> None:

@@ -103,6 +103,10 @@ class FlowSettings:
                             path=True)
     backup_seconds: float = opt(0.0, "keep superseded snapshots this long, for backups "
                                 "(bytewax -b)", flag="--backup-seconds", commands=FLOW_COMMANDS)
+    progress_seconds: float = opt(30.0, "how often a progress line is logged when stderr is "
+                                  "not a terminal (a terminal gets a live display)",
+                                  flag="--progress-seconds", commands=FLOW_COMMANDS,
+                                  metavar="SECONDS")
     log_level: str = opt("info", "debug, info, warning or error", flag="--log-level",
                          commands=(*FLOW_COMMANDS, COLLECT),
                          choices=("debug", "info", "warning", "error"))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import pty
+import re
 import signal
 import subprocess
 import sys
@@ -146,3 +148,36 @@ def test_an_unreachable_api_says_which_host_and_why(tmp_path: Path) -> None:
         assert "refused" in str(rec["why"]).lower()
         assert float(str(rec["retry_in"])) > 0  # one line per backoff step, with its wait
     assert not [line for line in err.splitlines() if "kafka" in line.lower()]
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def test_live_display_and_log_lines_do_not_garble_each_other(tmp_path: Path) -> None:
+    """On a terminal (a pty here) the progress display redraws itself while log lines are
+    printed above it: every log line comes out whole, and the display shows the figures."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([*SHOAL, "up", "--source", "demo:1500", "--data-dir",
+                             str(tmp_path / "d"), "--idle-exit", "1"],
+                            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
+                            env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    os.close(follower)
+    chunks = []
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the pty closed: the process is gone
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(30) == 0
+    text = ANSI.sub("", b"".join(chunks).decode("utf-8", "replace")).replace("\r", "\n")
+    assert "hours sealed" in text and "media fetched" in text and "posts in · demo-a" in text
+    logged = [line for line in text.splitlines() if line.startswith('{"ts"')]
+    assert len(logged) >= 5
+    for line in logged:
+        json.loads(line)  # whole: a display redraw never cut into a log line
+    assert any(json.loads(line)["msg"] == "hour sealed" for line in logged)

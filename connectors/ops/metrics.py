@@ -52,6 +52,8 @@ LATE = Counter("shoal_late_posts", "Posts that arrived for an already sealed hou
                ["platform"], registry=REGISTRY)
 FETCH = Counter("shoal_fetch_outcomes", "Media fetch results per host and outcome",
                 ["host", "outcome"], registry=REGISTRY)
+PENDING = Gauge("shoal_fetch_pending", "Media URLs waiting to be fetched, per host", ["host"],
+                registry=REGISTRY)
 LAG = Gauge("shoal_consumer_lag", "Messages behind the end of each Kafka partition",
             ["partition"], registry=REGISTRY)
 LAST_SEAL = Gauge("shoal_last_seal_timestamp_seconds", "Unix time of the last sealed hour",
@@ -143,18 +145,49 @@ def hour_sealed(summary: Any, now: float | None = None) -> None:
 
 def fetch_outcome(host: str, outcome: str | int) -> None:
     """Count a fetch result: outcome is an HTTP status or a word (ok, timeout, refused...)."""
+    key = (_host(host), str(outcome))
+    child = _fetch_children.get(key)
+    if child is None:
+        with _lock:
+            child = _fetch_children.setdefault(key, FETCH.labels(*key))
+    child.inc()
+
+
+def _host(host: str) -> str:
+    """The host's label: its name, or ``other`` past MAX_HOSTS distinct hosts."""
     label = _host_label.get(host)
     if label is None:
         with _lock:
             label = host if len(_host_label) < MAX_HOSTS else "other"
             if label == host:
                 _host_label[host] = host
-    key = (label, str(outcome))
-    child = _fetch_children.get(key)
-    if child is None:
-        with _lock:
-            child = _fetch_children.setdefault(key, FETCH.labels(*key))
-    child.inc()
+    return label
+
+
+def fetch_pending(host: str, n: int) -> None:
+    """How many media URLs of ``host`` wait (queued, spilled or in flight)."""
+    PENDING.labels(_host(host)).set(n)
+
+
+def summary() -> dict[str, Any]:
+    """What a progress line shows: totals read back from the counters of this process."""
+    out: dict[str, Any] = {"posts_in": {}, "published": {}, "dead": 0, "seals": 0,
+                           "fetched": 0, "failed": 0, "pending": {}}
+    for metric in REGISTRY.collect():
+        for s in metric.samples:
+            if s.name == "shoal_posts_in_total":
+                out["posts_in"][s.labels["collector"]] = int(s.value)
+            elif s.name == "shoal_posts_published_total":
+                out["published"][s.labels["collector"]] = int(s.value)
+            elif s.name == "shoal_dead_letters_total":
+                out["dead"] = int(s.value)
+            elif s.name == "shoal_hours_sealed_total":
+                out["seals"] += int(s.value)
+            elif s.name == "shoal_fetch_outcomes_total":
+                out["fetched" if s.labels["outcome"] == "ok" else "failed"] += int(s.value)
+            elif s.name == "shoal_fetch_pending" and s.value:
+                out["pending"][s.labels["host"]] = int(s.value)
+    return out
 
 
 def lag(partition: int, n: int) -> None:

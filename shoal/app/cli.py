@@ -27,10 +27,11 @@ from shoal import __version__
 from shoal.app import config as shoal_config
 from shoal.app import fetch_cmd
 from shoal.app.config import add_options
+from shoal.app.progress import ProgressDisplay
 from shoal.errors import UserError, chain
 from shoal.fetch.policy import FetchConfig, fetch_config
 from shoal.gc_tune import tune_gc
-from shoal.logs import event, setup
+from shoal.logs import event, relay, setup
 from shoal.names import check_collector
 from shoal.options import Settings
 
@@ -131,7 +132,7 @@ def _parse_sources(specs: Sequence[str]) -> list[Source]:
     return out
 
 
-def _start_live(source: Source, brokers: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+def _start_live(source: Source, brokers: str, args: argparse.Namespace) -> subprocess.Popen[str]:
     """A live collector as a child process publishing into ``brokers``; it inherits the
     environment (tokens), the configuration file and our stderr (its log lines)."""
     cmd = [sys.executable, "-m", "shoal", "collect", source.kind,
@@ -140,17 +141,26 @@ def _start_live(source: Source, brokers: str, args: argparse.Namespace) -> subpr
     if getattr(args, "config", None):
         cmd += ["--config", str(args.config)]
     event(log, "collector started", kind=source.kind, collector=source.collector or source.kind)
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             errors="replace")
+
+    def forward() -> None:  # its log lines join ours, above the live display
+        assert child.stderr is not None
+        for line in child.stderr:
+            relay(line)
+
+    threading.Thread(target=forward, name=f"log-{source.kind}", daemon=True).start()
+    return child
 
 
-def _progress() -> Any:
+def _progress(show: bool = True) -> Any:
     from rich.console import Console
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TimeElapsedColumn
 
     return Progress(
         SpinnerColumn(), "[progress.description]{task.description}", MofNCompleteColumn(),
         TimeElapsedColumn(), console=Console(stderr=True), transient=False,
-        disable=not sys.stderr.isatty(),
+        disable=not (show and sys.stderr.isatty()),
     )
 
 
@@ -178,7 +188,7 @@ class Collected:
 
 def _collect_into(brokers: str, sources: list[Source], collector: str, kafka: Any,
                   data_dir: Path | None, fmt: str | None = None,
-                  media_bases: tuple[str, str] | None = None) -> Collected:
+                  media_bases: tuple[str, str] | None = None, bar: bool = True) -> Collected:
     """Publish every source, one after the other; one bad source does not stop the others."""
     from connectors.collect.files import collect_files, expand_sources, is_empty, unreadable
     from connectors.kafka.publisher import Publisher
@@ -198,7 +208,9 @@ def _collect_into(brokers: str, sources: list[Source], collector: str, kafka: An
             if media_bases:
                 spec = replace(spec, photo_base=media_bases[0], video_base=media_bases[1])
             jobs += list(write_demo_files(folder, spec).items())
-    with _progress() as progress:
+    from connectors.ops import metrics
+
+    with _progress(bar) as progress:  # under `up`, the dataflow's display shows collectors
         for name, path in jobs:
             if is_empty(path):
                 done.empty.append(str(path))
@@ -216,6 +228,7 @@ def _collect_into(brokers: str, sources: list[Source], collector: str, kafka: An
             finally:
                 pub.close()
             done.counts[name] = done.counts.get(name, 0) + pub.counts.posts
+            metrics.posts_out(name, pub.counts.posts)
             event(log, "collected", collector=name, file=str(path), posts=pub.counts.posts,
                   dead=pub.counts.dead, control=pub.counts.control)
     return done
@@ -302,7 +315,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             try:
                 outcome = _collect_into(
                     broker.bootstrap, sources, args.collector, settings.kafka, args.data_dir,
-                    args.format, demo_media.bases if demo_media else None)
+                    args.format, demo_media.bases if demo_media else None, bar=False)
                 collected.append(outcome)
                 # Collectors that end by themselves (a search) are waited for; streams run
                 # until `up` is stopped, so with one of them the input never ends.
@@ -326,7 +339,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         # point nowhere: `up` starts from the beginning each time and relies on sealing being
         # idempotent. Resumable deployments use `collect` + `process` on a durable Kafka.
         try:
-            run(cfg)
+            with ProgressDisplay(every=settings.flow.progress_seconds):
+                run(cfg)
         finally:
             services.close()
             if demo_media is not None:
@@ -395,7 +409,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         services = _Services(args)
         try:
             cfg = _flow_config(args, args.brokers, on_sealed=services.on_sealed)
-            run(cfg, process_id=process_id, addresses=addresses)
+            with ProgressDisplay(every=args.settings.flow.progress_seconds):
+                run(cfg, process_id=process_id, addresses=addresses)
         finally:
             services.close()
     return 0
@@ -500,7 +515,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     event(log, "replay", start=start, end=end)
     cfg = _flow_config(args, args.brokers, start_offsets=start, end_offsets=end)
     cfg.flow = replace(cfg.flow, recovery=True)
-    with writer_lock(args.data_dir):
+    with writer_lock(args.data_dir), ProgressDisplay(every=args.settings.flow.progress_seconds):
         run(cfg)
     return 0
 
