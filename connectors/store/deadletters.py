@@ -39,12 +39,19 @@ def read_deadletters(path: Path) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in fh if line.strip()]
 
 
+def _identity(rec: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a dead letter itself: its origin, reason and content. The same message
+    replayed is the same letter; two bad records of one input line (two tweets of a page
+    without an id) are two."""
+    return (rec.get("source"), rec.get("reason"), rec.get("raw"))
+
+
 def append_deadletters(path: Path, records: Iterable[dict[str, Any]]) -> int:
     existing = read_deadletters(path)
-    seen = {(r.get("source"), r.get("reason")) for r in existing}
+    seen = {_identity(r) for r in existing}
     added = 0
     for rec in records:
-        key = (rec.get("source"), rec.get("reason"))
+        key = _identity(rec)
         if key in seen:
             continue
         seen.add(key)

@@ -31,10 +31,53 @@ class TextHead:
     text: str
 
 
+SCAN_LINES = 200  # how far a broken start is looked past for the first good JSON line
+
+
+def first_json_line(path: Path, limit: int = SCAN_LINES) -> dict[str, Any] | None:
+    """The first line of ``path`` (within ``limit`` lines) that is a JSON object.
+
+    A JSON-lines export whose first lines are broken (truncated, a stray ``null``, a line of
+    several megabytes) is still JSON lines: its bad lines become dead letters, the others
+    posts. Lines are read one by one, so a huge line does not hide the ones after it.
+    """
+    with open(path, "rb") as fh:
+        for n, line in enumerate(fh):
+            if n >= limit:
+                break
+            line = line.strip().lstrip(b"\xef\xbb\xbf")
+            if not line.startswith(b"{"):
+                continue
+            try:
+                value = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def _json_ish(line: bytes) -> bool:
+    """A first line that is no CSV header: a JSON value of its own, or not even text."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 def first_value(path: Path) -> JsonHead | CsvHead | TextHead:
     with open(path, "rb") as fh:
         head = fh.read(HEAD_BYTES)
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not stripped.startswith((b"{", b"[")) and _json_ish(stripped.split(b"\n", 1)[0]):
+        later = first_json_line(path)
+        if later is not None:  # JSON lines behind a broken first line (``null``, binary)
+            return JsonHead("lines", later)
     if stripped.startswith((b"{", b"[")):
         first_line = stripped.split(b"\n", 1)[0]
         try:
@@ -56,12 +99,9 @@ def first_value(path: Path) -> JsonHead | CsvHead | TextHead:
             return JsonHead("object", orjson.loads(path.read_bytes()))
         except orjson.JSONDecodeError:
             # A JSON-lines file whose first line is broken: look at the first good line.
-            for line in stripped.split(b"\n")[1:50]:
-                try:
-                    value = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                return JsonHead("lines", value)
+            later = first_json_line(path)
+            if later is not None:
+                return JsonHead("lines", later)
             return TextHead(head.decode("utf-8", "replace"))
     text = head.decode("utf-8", "replace")
     if text.lstrip().lower().startswith(("<", "<!doctype")):
