@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from shoal.app import fetch_cmd
+from shoal.app.fetch_cmd import FETCH_COLUMNS
 from tests.test_fetcher import HOSTS, MediaServer
 from tests.test_fetcher import server as server  # the fixture, shared by name
 
@@ -52,37 +53,40 @@ def test_fetch_explodes_reports_every_url_and_resumes(
             "--folder-strategy", "prefix-2"]
     assert fetch_cmd.run(parse(argv)) == 0
 
-    got = {r["url"]: r for r in read_csv(report)}
+    got = {r["fetch_url"]: r for r in read_csv(report) if r["fetch_url"]}
     assert set(got) == {img1, img2, missing, "file:///etc/passwd"}
-    assert list(read_csv(report)[0]) == [
-        "post_id", "platform", "media_urls", "url", "http_status", "fetch_error", "path",
-        "mimetype", "bytes", "sha256", "datetime_utc"]
+    assert list(read_csv(report)[0]) == ["post_id", "platform", "media_urls", *FETCH_COLUMNS]
     for url, position in ((img1, 0), (img2, 1)):
         row = got[url]
-        assert (row["post_id"], row["http_status"], row["fetch_error"]) == ("1", "200", "")
+        assert (row["post_id"], row["fetch_http_status"], row["fetch_error"]) == ("1", "200", "")
+        assert row["fetch_position"] == str(position) and row["fetch_original_index"] == "0"
         assert row["media_urls"] == f"{img1}|{img2}"  # exploded rows repeat the input row
-        assert row["path"].endswith(f"/twitter_1_{position}.jpg")
-        assert row["path"].split("/")[1] == row["sha256"][:2]  # prefix-2
-        assert (out / row["path"]).read_bytes()[:3] == b"\xff\xd8\xff"
-        assert row["mimetype"] == "image/jpeg" and int(row["bytes"]) > 0
-    assert (got[missing]["http_status"], got[missing]["fetch_error"]) == ("404", "http 404")
+        assert row["fetch_path"].endswith(f"/twitter_1_{position}.jpg")
+        assert row["fetch_path"].split("/")[1] == row["fetch_sha256"][:2]  # prefix-2
+        assert (out / row["fetch_path"]).read_bytes()[:3] == b"\xff\xd8\xff"
+        assert row["fetch_mimetype"] == "image/jpeg" and int(row["fetch_bytes"]) > 0
+    assert (got[missing]["fetch_http_status"], got[missing]["fetch_error"]) == ("404", "http 404")
     assert got["file:///etc/passwd"]["fetch_error"].startswith("refused: scheme 'file'")
+    # The row without a URL has its line too, with only its index.
+    [empty] = [r for r in read_csv(report) if not r["fetch_url"]]
+    assert empty["post_id"] == "4" and empty["fetch_original_index"] == "3"
+    assert all(empty[c] == "" for c in FETCH_COLUMNS[1:])
 
-    # A new URL arrives; --resume fetches only it and appends to the report.
+    # A new row arrives; --resume fetches only its URL and appends to the report.
     img3 = server.url("img3.test", "/img/cmd-c")
     write_csv(source, [*rows, {"post_id": "5", "platform": "twitter", "media_urls": img3}])
     before = len(server.hits)
     assert fetch_cmd.run(parse([*argv, "--resume"])) == 0
     again = read_csv(report)
-    assert [r["url"] for r in again].count(img1) == 1 and again[-1]["url"] == img3
-    assert again[-1]["fetch_error"] == "" and len(again) == 5
+    assert [r["fetch_url"] for r in again].count(img1) == 1 and again[-1]["fetch_url"] == img3
+    assert again[-1]["fetch_error"] == "" and len(again) == 6
     assert [h.path for h in server.hits[before:]] == ["/img/cmd-c"]
 
     # Without -o the report goes to stdout; the ledger answers for what is on disk.
     assert fetch_cmd.run(parse(["media_urls", "-i", str(source), "-O", str(out), *RESOLVE,
                                 "--explode", "|"])) == 0
     lines = list(csv.DictReader(capsys.readouterr().out.splitlines()))
-    assert {r["url"] for r in lines} == set(got) | {img3}
+    assert {r["fetch_url"] for r in lines} == set(got) | {img3, ""}
     assert len(server.hits) == before + 2  # only the 404 was asked again
 
 
