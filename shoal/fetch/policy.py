@@ -105,7 +105,9 @@ class FetchConfig:
             raise ValueError("timeouts must be > 0")
         folder_prefix(self.folder_strategy)  # raises on an unknown strategy
         if self.filename_template is not None:
-            validate_template(self.filename_template)
+            # {row.COLUMN}: the configuration cannot know the columns; shoal fetch checks
+            # them against its input, and the dataflow's options refuse them.
+            validate_template(self.filename_template, columns=None)
         for host, addr in self.resolve.items():
             ipaddress.ip_address(addr)  # raises ValueError on a bad override
             if not host:
@@ -477,6 +479,10 @@ def validate_template(template: str, columns: Collection[str] | None = ()) -> No
         fields_of(template, known)
     except BadField as exc:
         column = exc.name[len(ROW_FIELD):]
+        if not exc.plain:
+            raise ValueError(
+                f"filename template field {{{exc.name}}} takes no format spec or conversion"
+            ) from None
         if exc.plain and exc.name.startswith(ROW_FIELD) and columns:
             raise ValueError(
                 f"filename template field {{{exc.name}}}: the input has no column {column!r}"
