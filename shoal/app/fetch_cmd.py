@@ -328,10 +328,9 @@ def _run(args: argparse.Namespace) -> int:
         if not keep:
             out.write(_encode(fields))
             out.flush()
+        # Ctrl-C and SIGTERM go up to the CLI, which says so in one line and exits 130 or
+        # 143 like every command; the report keeps whole lines only, for --resume.
         return asyncio.run(_fetch(config, args, source, done, total, out))
-    except KeyboardInterrupt:
-        print("shoal fetch: interrupted; rerun with --resume to go on", file=sys.stderr)
-        return 130
     finally:
         if out is not sys.stdout:
             out.close()
