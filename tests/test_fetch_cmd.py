@@ -85,14 +85,17 @@ def test_fetch_explodes_reports_every_url_and_resumes(
     assert empty["post_id"] == "4" and empty["fetch_original_index"] == "3"
     assert all(empty[c] == "" for c in FETCH_COLUMNS[1:])
 
-    # A new row arrives; --resume fetches only its URL and appends to the report.
+    # New rows arrive, one with a URL already reported for row 0: --resume goes by (row,
+    # position), so both get their line, and fetches only the new URL (the ledger has img1).
     img3 = server.url("img3.test", "/img/cmd-c")
-    write_csv(source, [*rows, {"post_id": "5", "platform": "twitter", "media_urls": img3}])
+    write_csv(source, [*rows, {"post_id": "5", "platform": "twitter", "media_urls": img3},
+                       {"post_id": "6", "platform": "twitter", "media_urls": img1}])
     before = len(server.hits)
     assert fetch_cmd.run(parse([*argv, "--resume"])) == 0
     again = read_csv(report)
-    assert [r["fetch_url"] for r in again].count(img1) == 1 and again[-1]["fetch_url"] == img3
-    assert again[-1]["fetch_error"] == "" and len(again) == 6
+    assert len(again) == 7 and {r["post_id"] for r in again[-2:]} == {"5", "6"}
+    assert [r["fetch_url"] for r in again].count(img1) == 2
+    assert all(r["fetch_error"] == "" for r in again[-2:])
     assert [h.path for h in server.hits[before:]] == ["/img/cmd-c"]
 
     # Without -o the report goes to stdout; the ledger answers for what is on disk.

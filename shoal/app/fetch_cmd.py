@@ -150,7 +150,7 @@ class Input:
                 if not urls:
                     yield Line(index, None, "", cells)
                     continue
-                row = {name: cells[i] for name, i in first.items()} if self.fields else {}
+                row = {c: cells[first[c]] for c in self.fields.values()}
                 for position, url in urls:
                     yield Line(index, position, url, cells, dict(row))
 
