@@ -153,7 +153,8 @@ class MediaSettings:
                                commands=(*FLOW_COMMANDS, FETCH))
     filename_template: str = opt("", "file name from {platform} {post_id} {position} {ext} "
                                  "{sha256} {host} {date} {hour} {query} {collector}; empty: "
-                                 "the content hash", flag="--filename-template",
+                                 "the content hash; shoal fetch: also {row.COLUMN}, a column "
+                                 "of the input row", flag="--filename-template",
                                  metavar="TEMPLATE", commands=(*FLOW_COMMANDS, FETCH))
     user_agent: str = opt("shoal-fetch/0.1 (+research media archiver)", "User-Agent header",
                           flag="--user-agent", commands=(*FLOW_COMMANDS, FETCH))

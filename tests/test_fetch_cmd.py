@@ -1,14 +1,28 @@
-"""``shoal fetch`` end to end: a generated CSV, our loopback server, the report, --resume."""
+"""``shoal fetch`` end to end, through its CLI: a generated CSV and minet's own export of a
+search (its media URLs pointed at our loopback server), the report joined back to the input,
+--resume after a stop, and template errors caught before any request."""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from shoal.app import fetch_cmd
+from shoal.app import config, fetch_cmd
+from shoal.app.config import ConfigError
+from shoal.app.fetch_cmd import FETCH_COLUMNS
+from shoal.options import Settings
+from tests.conftest import FIXTURES
 from tests.test_fetcher import HOSTS, MediaServer
 from tests.test_fetcher import server as server  # the fixture, shared by name
 
@@ -52,37 +66,43 @@ def test_fetch_explodes_reports_every_url_and_resumes(
             "--folder-strategy", "prefix-2"]
     assert fetch_cmd.run(parse(argv)) == 0
 
-    got = {r["url"]: r for r in read_csv(report)}
+    got = {r["fetch_url"]: r for r in read_csv(report) if r["fetch_url"]}
     assert set(got) == {img1, img2, missing, "file:///etc/passwd"}
-    assert list(read_csv(report)[0]) == [
-        "post_id", "platform", "media_urls", "url", "http_status", "fetch_error", "path",
-        "mimetype", "bytes", "sha256", "datetime_utc"]
+    assert list(read_csv(report)[0]) == ["post_id", "platform", "media_urls", *FETCH_COLUMNS]
     for url, position in ((img1, 0), (img2, 1)):
         row = got[url]
-        assert (row["post_id"], row["http_status"], row["fetch_error"]) == ("1", "200", "")
+        assert (row["post_id"], row["fetch_http_status"], row["fetch_error"]) == ("1", "200", "")
+        assert row["fetch_position"] == str(position) and row["fetch_original_index"] == "0"
         assert row["media_urls"] == f"{img1}|{img2}"  # exploded rows repeat the input row
-        assert row["path"].endswith(f"/twitter_1_{position}.jpg")
-        assert row["path"].split("/")[1] == row["sha256"][:2]  # prefix-2
-        assert (out / row["path"]).read_bytes()[:3] == b"\xff\xd8\xff"
-        assert row["mimetype"] == "image/jpeg" and int(row["bytes"]) > 0
-    assert (got[missing]["http_status"], got[missing]["fetch_error"]) == ("404", "http 404")
+        assert row["fetch_path"].endswith(f"/twitter_1_{position}.jpg")
+        assert row["fetch_path"].split("/")[1] == row["fetch_sha256"][:2]  # prefix-2
+        assert (out / row["fetch_path"]).read_bytes()[:3] == b"\xff\xd8\xff"
+        assert row["fetch_mimetype"] == "image/jpeg" and int(row["fetch_bytes"]) > 0
+    assert (got[missing]["fetch_http_status"], got[missing]["fetch_error"]) == ("404", "http 404")
     assert got["file:///etc/passwd"]["fetch_error"].startswith("refused: scheme 'file'")
+    # The row without a URL has its line too, with only its index.
+    [empty] = [r for r in read_csv(report) if not r["fetch_url"]]
+    assert empty["post_id"] == "4" and empty["fetch_original_index"] == "3"
+    assert all(empty[c] == "" for c in FETCH_COLUMNS[1:])
 
-    # A new URL arrives; --resume fetches only it and appends to the report.
+    # New rows arrive, one with a URL already reported for row 0: --resume goes by (row,
+    # position), so both get their line, and fetches only the new URL (the ledger has img1).
     img3 = server.url("img3.test", "/img/cmd-c")
-    write_csv(source, [*rows, {"post_id": "5", "platform": "twitter", "media_urls": img3}])
+    write_csv(source, [*rows, {"post_id": "5", "platform": "twitter", "media_urls": img3},
+                       {"post_id": "6", "platform": "twitter", "media_urls": img1}])
     before = len(server.hits)
     assert fetch_cmd.run(parse([*argv, "--resume"])) == 0
     again = read_csv(report)
-    assert [r["url"] for r in again].count(img1) == 1 and again[-1]["url"] == img3
-    assert again[-1]["fetch_error"] == "" and len(again) == 5
+    assert len(again) == 7 and {r["post_id"] for r in again[-2:]} == {"5", "6"}
+    assert [r["fetch_url"] for r in again].count(img1) == 2
+    assert all(r["fetch_error"] == "" for r in again[-2:])
     assert [h.path for h in server.hits[before:]] == ["/img/cmd-c"]
 
     # Without -o the report goes to stdout; the ledger answers for what is on disk.
     assert fetch_cmd.run(parse(["media_urls", "-i", str(source), "-O", str(out), *RESOLVE,
                                 "--explode", "|"])) == 0
     lines = list(csv.DictReader(capsys.readouterr().out.splitlines()))
-    assert {r["url"] for r in lines} == set(got) | {img3}
+    assert {r["fetch_url"] for r in lines} == set(got) | {img3, ""}
     assert len(server.hits) == before + 2  # only the 404 was asked again
 
 
@@ -107,3 +127,231 @@ def test_usage_errors_are_one_line_and_exit_2(
     assert fetch_cmd.run(parse([*argv, "-O", str(tmp_path / "o")])) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+# --- minet's own export of a search ------------------------------------------------------------
+
+# Read in place, never copied into the repository (conftest: ../shared or $SHOAL_FIXTURES).
+MINET_EXPORT = FIXTURES / "minet-csv" / "medialab__twitwi" / "test" / "resources" / (
+    "tweet-export.csv")
+TEMPLATE = ["--filename-template", "{row.id}_{position}.{ext}"]
+
+
+def minet_input(
+    tmp_path: Path, media: list[str], edit: Callable[[list[str], list[list[str]]], None] = (
+        lambda header, rows: None),
+) -> Path:
+    """minet's export, read in place, with its (empty) media_urls cells pointed at our server;
+    every other cell stays as minet wrote it, and so do its quoting and line ends."""
+    with open(MINET_EXPORT, newline="", encoding="utf-8") as fh:
+        header, *rows = list(csv.reader(fh))
+    column = header.index("media_urls")
+    for row, cell in zip(rows, media, strict=True):
+        row[column] = cell
+    edit(header, rows)
+    path = tmp_path / "tweets.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator="\n").writerows([header, *rows])
+    return path
+
+
+def media_cells(server: MediaServer, tag: str, delay: float = 0.0) -> list[str]:
+    """Four rows' cells: two URLs; none; the first row's first URL again, an empty item, a
+    new URL and a 404; one URL."""
+    q = f"?delay={delay}" if delay else ""
+    a, b, c, d = (server.url("img1.test", f"/img/{tag}-{n}{q}") for n in "abcd")
+    missing = server.url("img1.test", f"/status/{tag}-404?code=404" + (f"&delay={delay}"
+                                                                        if delay else ""))
+    return [f"{a}|{b}", "", f"{a}||{c}|{missing}", d]
+
+
+EXPECTED_KEYS = [(0, 0), (0, 1), (1, None), (2, 0), (2, 2), (2, 3), (3, 0)]
+
+
+def keyed(report: Path) -> dict[tuple[int, int | None], dict[str, str]]:
+    """The report's lines by (row, position); a duplicate key fails the test."""
+    rows = read_csv(report)
+    out = {(int(r["fetch_original_index"]),
+            int(r["fetch_position"]) if r["fetch_position"] else None): r for r in rows}
+    assert len(out) == len(rows), "a (row, position) appears twice"
+    return out
+
+
+def without_times(lines: dict[tuple[int, int | None], dict[str, str]]) -> dict[Any, Any]:
+    return {k: {c: v for c, v in r.items() if c != "fetch_datetime_utc"}
+            for k, r in lines.items()}
+
+
+def test_minet_export_joins_back_to_every_row_and_position(
+    server: MediaServer, tmp_path: Path
+) -> None:
+    cells = media_cells(server, "join")
+    source = minet_input(tmp_path, cells)
+    report, out = tmp_path / "report.csv", tmp_path / "dl"
+    before = len(server.hits)
+    argv = ["media_urls", "-i", str(source), "--explode", "|", "-O", str(out), "-o", str(report),
+            "--throttle", "0", "--retries", "0", "--silent", *RESOLVE, *TEMPLATE]
+    assert fetch_cmd.run(parse(argv)) == 0
+
+    with open(source, newline="", encoding="utf-8") as fh:
+        header, *rows = list(csv.reader(fh))
+    lines = keyed(report)
+    assert sorted(lines, key=str) == sorted(EXPECTED_KEYS, key=str)
+    assert list(read_csv(report)[0]) == [*header, *FETCH_COLUMNS]
+    # Byte for byte: the input columns of each row's first line, written as minet writes,
+    # are the input file.
+    firsts = [lines[k] for k in sorted(lines, key=lambda k: k[0] * 10 + (k[1] or 0))
+              if k[1] in (None, 0)]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(
+        [header, *([r[c] for c in header] for r in firsts)])
+    assert buf.getvalue().encode() == source.read_bytes()
+    for (index, position), line in lines.items():
+        assert [line[c] for c in header] == rows[index]  # every line, not only the first
+        assert line["url"].startswith("https://twitter.com/")  # the post's link, kept
+        if position is None:
+            assert all(line[c] == "" for c in FETCH_COLUMNS[1:])
+            continue
+        assert line["fetch_url"] == cells[index].split("|")[position]
+    # Files are named after their row's id and the URL's position; a URL in two rows is
+    # fetched once and both lines point at the file of its first row.
+    ids = [r[header.index("id")] for r in rows]
+    for key in ((0, 0), (0, 1), (2, 2), (3, 0)):
+        path = lines[key]["fetch_path"]
+        assert path.rsplit("/", 1)[1] == f"{ids[key[0]]}_{key[1]}.jpg"
+        assert (out / path).read_bytes().startswith(b"\xff\xd8\xff")
+        assert lines[key]["fetch_http_status"] == "200" and lines[key]["fetch_error"] == ""
+    assert lines[(2, 0)]["fetch_path"] == lines[(0, 0)]["fetch_path"]
+    assert (lines[(2, 3)]["fetch_http_status"], lines[(2, 3)]["fetch_path"]) == ("404", "")
+    paths = sorted(h.path.split("?")[0] for h in server.hits[before:])
+    assert paths == sorted(f"/{k}/join-{n}" for k, n in
+                           (("img", "a"), ("img", "b"), ("img", "c"), ("img", "d"),
+                            ("status", "404")))
+
+
+def shoal_fetch(argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "shoal", "fetch", *argv],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+def test_resume_after_a_stop_equals_an_uninterrupted_run(
+    server: MediaServer, tmp_path: Path, stop: signal.Signals
+) -> None:
+    tag = f"stop{int(stop)}"
+    source = minet_input(tmp_path, media_cells(server, tag, delay=0.4))
+    common = ["media_urls", "-i", str(source), "--explode", "|", "--throttle", "0",
+              "--domain-parallelism", "1", "--retries", "0", "--silent", *RESOLVE, *TEMPLATE]
+    fields = [*read_csv_header(source), *FETCH_COLUMNS]
+
+    report, out = tmp_path / "report.csv", tmp_path / "dl"
+    proc = shoal_fetch([*common, "-O", str(out), "-o", str(report)])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            if report.exists() and len(fetch_cmd.read_report(report, fields)[0]) >= 3:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        proc.send_signal(stop)
+        code = proc.wait(30)
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait(30)
+    if stop != signal.SIGKILL:  # one line, no warning of an unclosed session or task
+        assert err.count("\n") == 1 and err.startswith("shoal: "), err
+    assert code == {signal.SIGKILL: -9, signal.SIGINT: 130, signal.SIGTERM: 143}[stop]
+    first = keyed(report)
+    assert 3 <= len(first) < len(EXPECTED_KEYS)
+    before = len(server.hits)
+    assert fetch_cmd.run(parse([*common, "-O", str(out), "-o", str(report), "--resume"])) == 0
+    resumed = keyed(report)
+    assert {k: resumed[k] for k in first} == first  # the lines written before stay as they were
+    # What was reported fetched is not asked again.
+    again = {h.path.split("?")[0] for h in server.hits[before:]}
+    fetched = {urlsplit(line["fetch_url"]).path for line in first.values()
+               if line["fetch_url"] and not line["fetch_error"]}
+    assert fetched and not fetched & again
+
+    whole, whole_out = tmp_path / "whole.csv", tmp_path / "dl-whole"
+    assert fetch_cmd.run(parse([*common, "-O", str(whole_out), "-o", str(whole)])) == 0
+    assert without_times(resumed) == without_times(keyed(whole))
+    assert sorted(resumed, key=str) == sorted(EXPECTED_KEYS, key=str)
+
+
+@pytest.mark.parametrize("cut", ["in the last line's text", "before the last line's end"])
+def test_resume_drops_the_half_line_a_kill_leaves(
+    server: MediaServer, tmp_path: Path, cut: str
+) -> None:
+    """A kill while a line is being written leaves part of it; --resume cuts it off and
+    writes it again, whole (the minet export's text cells hold commas and newlines)."""
+    source = minet_input(tmp_path, media_cells(server, f"cut{len(cut)}"))
+    report, out = tmp_path / "report.csv", tmp_path / "dl"
+    argv = ["media_urls", "-i", str(source), "--explode", "|", "--throttle", "0", "--silent",
+            "--retries", "0", "-O", str(out), "-o", str(report), *RESOLVE, *TEMPLATE]
+    assert fetch_cmd.run(parse(argv)) == 0
+    whole = report.read_bytes()
+    expected = keyed(report)
+    last = whole.rstrip(b"\n").rfind(b"\n" + str(read_csv(report)[-1]["id"]).encode()) + 1
+    assert last > 0
+    # Inside the quoted text cell (every text of the export is quoted), or just short of
+    # the line end.
+    end = whole.index(b'"', last) + 20 if cut.startswith("in") else len(whole) - 1
+    report.write_bytes(whole[:end])
+    before = len(server.hits)
+    assert fetch_cmd.run(parse([*argv, "--resume"])) == 0
+    assert without_times(keyed(report)) == without_times(expected)
+    assert len(server.hits) - before <= 1  # at most the cut line's URL, if it failed before
+
+
+@pytest.mark.parametrize(
+    ("template", "edit", "message"),
+    [
+        ("{row.nope}_{position}.{ext}", None,
+         "filename template field {row.nope}: the input has no column 'nope'"),
+        ("{post_id}_{position}.{ext}", None,
+         "filename template field {post_id}: the input has no 'post_id' column"),
+        ("{row.id}_{position}.{ext}", "empty id",
+         "row 3: filename template field {row.id} is empty"),
+        ("{row.id!r}.{ext}", None, "field {row.id} takes no format spec or conversion"),
+        ("{row.id}.{ext}", "fetch_url column", "has a column 'fetch_url'"),
+    ],
+)
+def test_template_and_column_errors_come_before_any_request(
+    server: MediaServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], template: str,
+    edit: str | None, message: str,
+) -> None:
+    def change(header: list[str], rows: list[list[str]]) -> None:
+        if edit == "empty id":
+            rows[3][header.index("id")] = ""
+        elif edit == "fetch_url column":
+            header[header.index("local_time")] = "fetch_url"
+
+    source = minet_input(tmp_path, media_cells(server, "bad"), change)
+    report, out = tmp_path / "report.csv", tmp_path / "dl"
+    before = len(server.hits)
+    argv = ["media_urls", "-i", str(source), "--explode", "|", "-O", str(out), "-o", str(report),
+            "--silent", *RESOLVE, "--filename-template", template]
+    assert fetch_cmd.run(parse(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    assert len(server.hits) == before and not report.exists() and not out.exists()
+
+
+def test_row_fields_are_refused_where_there_is_no_input_row() -> None:
+    """The dataflow's posts have no input row: ``{row.id}`` there is a one-line error naming
+    the option, while ``shoal fetch`` accepts it (and checks it against its input)."""
+    settings = Settings()
+    settings.media.filename_template = "{row.id}.{ext}"
+    with pytest.raises(ConfigError, match=r"\{row.COLUMN\} names an input column of shoal fetch"):
+        config.validate(settings, "up")
+    config.validate(settings, "fetch")
+
+
+def read_csv_header(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return next(csv.reader(fh))

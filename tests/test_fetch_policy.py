@@ -25,6 +25,9 @@ from shoal.fetch.policy import (
     parse_retry_after,
     politeness_bound,
     registered_domain,
+    render_name,
+    row_fields,
+    row_values,
     sniff_type,
     status_class,
     storage_path,
@@ -182,6 +185,39 @@ def test_bad_templates_are_refused(template: str) -> None:
         validate_template(template)
     with pytest.raises(ValueError):
         FetchConfig(filename_template=template)
+
+
+def test_row_fields_name_input_columns_only_where_there_is_an_input() -> None:
+    header = ["id", "url", "user name", "platform"]
+    template = "{platform}/{row.user name}/{row.id}_{position}.{ext}"
+    assert row_fields(template, header) == {
+        "platform": "platform", "row.user name": "user name", "row.id": "id"}
+    validate_template(template, columns=None)  # any column, checked once the input is known
+    with pytest.raises(ValueError, match=r"names an input column of shoal fetch only"):
+        validate_template(template)  # the dataflow: no input row
+    with pytest.raises(ValueError, match=r"\{row.nope\}: the input has no column 'nope'"):
+        row_fields("{row.nope}.{ext}", header)
+    with pytest.raises(ValueError, match=r"\{post_id\}: the input has no 'post_id' column"):
+        row_fields("{post_id}.{ext}", header)  # a minet export: its id column is "id"
+    with pytest.raises(ValueError, match="no format spec or conversion"):
+        row_fields("{row.id!r}.{ext}", header)
+    with pytest.raises(ValueError, match="bad filename template field"):
+        row_fields("{row[id]}.{ext}", header)  # no index access either
+
+
+@pytest.mark.parametrize("value", ["", "   ", ".", "..", "日本", "_"])
+def test_an_empty_row_value_is_an_error(value: str) -> None:
+    with pytest.raises(ValueError, match=r"\{row.id\} is empty"):
+        row_values({"row.id": "id"}, {"id": value})
+    assert row_values({"row.id": "id"}, {"id": f"7{value}"}) == {"row.id": f"7{value}"}
+
+
+def test_row_values_render_by_whole_name_and_stay_under_the_root() -> None:
+    assert render_name("{row.id}-{{x}}-{row.a.b}", {"row.id": "1", "row.a.b": "2"}) == "1-{x}-2"
+    cfg = FetchConfig(filename_template="{row.user name}/{row.id}_{position}.{ext}",
+                      folder_strategy="flat")
+    fields = {"row.user name": "../../etc", "row.id": "42/..", "position": 1}
+    assert storage_path(cfg, SHA, "jpg", fields) == "media/____etc/42___1.jpg"
 
 
 def test_bad_configs_are_refused() -> None:

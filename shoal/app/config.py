@@ -29,6 +29,7 @@ from shoal.errors import UserError
 from shoal.fetch.policy import folder_prefix, host_limits, validate_template
 from shoal.names import check_collector
 from shoal.options import (
+    FETCH,
     SECTIONS,
     Option,
     Settings,
@@ -192,8 +193,9 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> None:
     settings.ignored_env = sorted(n for n in env if n.startswith(prefixes) and n not in claimed)
 
 
-def validate(settings: Settings) -> None:
-    """Cross-field and range checks; the first problem found is the error."""
+def validate(settings: Settings, command: str = "") -> None:
+    """Cross-field and range checks; the first problem found is the error. ``command`` is
+    the one about to run, for the checks that depend on it ("" when loading)."""
     where = str(settings.file) if settings.file else "configuration"
 
     def bad(section: str, key: str, why: str) -> ConfigError:
@@ -250,11 +252,16 @@ def validate(settings: Settings) -> None:
             check_hook_template(template)
         except ValueError as exc:
             raise bad("hooks", "commands", str(exc)) from None
-    _validate_media(settings, bad)
+    _validate_media(settings, bad, command)
 
 
-def _validate_media(settings: Settings, bad: Any) -> None:
-    """What the fetch engine would refuse, refused here with the option's name."""
+def _validate_media(settings: Settings, bad: Any, command: str) -> None:
+    """What the fetch engine would refuse, refused here with the option's name.
+
+    ``{row.COLUMN}`` in the filename template names a column of ``shoal fetch``'s input: for
+    that command any column passes here (it checks them against the input); elsewhere,
+    including the configuration file that the dataflow reads, there is no input row.
+    """
     media = settings.media
     if media.domain_parallelism < 1:
         raise bad("media", "domain_parallelism", "must be at least 1")
@@ -263,7 +270,9 @@ def _validate_media(settings: Settings, bad: Any) -> None:
         ("folder_strategy", lambda: folder_prefix(media.folder_strategy)),
     ]
     if media.filename_template:
-        checks.append(("filename_template", lambda: validate_template(media.filename_template)))
+        columns = None if command == FETCH else ()
+        checks.append(("filename_template",
+                       lambda: validate_template(media.filename_template, columns)))
     for key, check in checks:
         try:
             check()
@@ -443,7 +452,7 @@ def resolve(args: argparse.Namespace, settings: Settings) -> Settings:
         if value != settings.get(o.section, o.key):
             setattr(getattr(out, o.section), o.key, value)
             out.sources[f"{o.section}.{o.key}"] = f"flag {o.flag}"
-    validate(out)
+    validate(out, command)
     return out
 
 

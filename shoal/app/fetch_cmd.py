@@ -1,7 +1,11 @@
 """``shoal fetch``: download the URLs of a CSV column, minet-style, with shoal's engine.
 
-The report has one row per URL whatever happened to it, so that a run can be audited,
-resumed (``--resume`` skips the URLs already in ``-o``) and joined back to the input.
+The report joins back to the input: every input row appears in it, with its cells exactly as
+they were, once per URL of its cell (or once with empty fetch columns when it has none), and
+the fetch's own columns, all named ``fetch_*``, say which row (``fetch_original_index``) and
+which URL of the cell (``fetch_position``) a line and its file belong to. ``--resume`` goes
+on from an interrupted report by those two keys, so a URL shared by two rows keeps both
+lines, and the finished report has the lines an uninterrupted run would have written.
 """
 
 from __future__ import annotations
@@ -9,8 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import io
+import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,12 +26,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from shoal.app.config import add_options, resolve
 from shoal.errors import UserError
-from shoal.fetch.policy import FetchConfig, FetchResult, fetch_config
+from shoal.fetch.policy import FetchConfig, FetchResult, fetch_config, row_fields, row_values
 from shoal.options import Settings
 
-REPORT_COLUMNS = (
-    "url", "http_status", "fetch_error", "path", "mimetype", "bytes", "sha256", "datetime_utc",
+# Every column the fetch adds starts with ``fetch_``: minet and twitwi exports have ``url``,
+# ``id``, ``position``... of their own, and the report must keep them untouched.
+FETCH_COLUMNS = (
+    "fetch_original_index",  # the input row, 0-based, header not counted (minet's original_index)
+    "fetch_position",  # the URL's place in its cell once split on --explode (0 without)
+    "fetch_url", "fetch_resolved_url", "fetch_http_status", "fetch_error", "fetch_path",
+    "fetch_mimetype", "fetch_bytes", "fetch_sha256", "fetch_datetime_utc",
 )
+LINE_END = "\n"  # minet's and twitwi's: the input cells of a report line keep their bytes
+
+Key = tuple[int, int | None]  # (input row, position); position None: a row without URL
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -32,7 +47,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "fetch",
         help="download the URLs of a CSV column",
         description="Download the URLs of COLUMN of a CSV file politely and write a report "
-        "CSV with one row per URL (the input row's columns plus the fetch's outcome).",
+        "CSV with a line per URL and per row without one: the input row's cells untouched, "
+        "then the fetch's columns (" + ", ".join(FETCH_COLUMNS) + ").",
     )
     p.add_argument("column", help="the column holding URLs")
     p.add_argument("-i", "--input", required=True, type=Path, metavar="FILE.csv")
@@ -49,7 +65,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="comma-separated MIME types to keep, e.g. image,video/mp4 (default: "
                    "all)")
     p.add_argument("--resume", action="store_true",
-                   help="skip URLs already in the -o report and append to it")
+                   help="skip the (row, position) pairs already in the -o report and append "
+                   "to it")
     p.add_argument("--resolve", action="append", default=[], metavar="HOST=IP",
                    help="answer HOST with IP without DNS (trusted even if private; for tests "
                    "and benchmarks)")
@@ -87,97 +104,243 @@ def config_from_args(args: argparse.Namespace) -> FetchConfig:
         raise UserError(str(exc)) from None
 
 
-def _header(path: Path) -> list[str]:
+# --- the input ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Line:
+    """One line of the report to come: an input row, and one URL of its cell or none."""
+
+    index: int
+    position: int | None
+    url: str
+    cells: list[str]
+    template: dict[str, str] = field(default_factory=dict)  # the row's template values
+
+    @property
+    def key(self) -> Key:
+        return (self.index, self.position)
+
+
+@dataclass(slots=True)
+class Input:
+    """What the run reads of ``FILE.csv``: checked once, before anything is downloaded."""
+
+    path: Path
+    header: list[str]
+    column: int
+    explode: str | None
+    fields: dict[str, str]  # template field -> input column (``row_fields``)
+
+    def lines(self) -> Iterator[Line]:
+        """Every report line of the input, in input order."""
+        width = len(self.header)
+        first = {name: i for i, name in reversed(list(enumerate(self.header)))}
+        with _open_input(self.path) as fh:
+            reader = csv.reader(fh)
+            next(reader, None)
+            for index, cells in enumerate(reader):
+                if len(cells) > width:
+                    raise UserError(
+                        f"{self.path}: row {index} (line {reader.line_num}) has {len(cells)} "
+                        f"cells, the header {width}"
+                    )
+                cells += [""] * (width - len(cells))
+                urls = _urls(cells[self.column], self.explode)
+                if not urls:
+                    yield Line(index, None, "", cells)
+                    continue
+                row = {c: cells[first[c]] for c in self.fields.values()}
+                for position, url in urls:
+                    yield Line(index, position, url, cells, dict(row))
+
+
+def _open_input(path: Path) -> TextIO:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            return next(csv.reader(fh), [])
+        return open(path, newline="", encoding="utf-8-sig")
     except FileNotFoundError:
         raise UserError(f"input file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except OSError as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
 
 
-def _jobs(
-    path: Path, column: str, explode: str | None, skip: set[str]
-) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(job id, url, input row) for every URL of the column, exploded cells in order."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        for n, row in enumerate(csv.DictReader(fh)):
-            cell = (row.get(column) or "").strip()
-            values = cell.split(explode) if explode else [cell]
-            for pos, value in enumerate(v.strip() for v in values):
-                if value and value not in skip:
-                    meta: dict[str, Any] = {k: v for k, v in row.items() if k is not None}
-                    if explode:
-                        meta.setdefault("position", pos)
-                    yield f"{n}:{pos}", value, meta
+def _urls(cell: str, explode: str | None) -> list[tuple[int, str]]:
+    """(position, URL) of a cell; a position counts the empty items it skips, so that it
+    stays the index in ``cell.split(SEP)``."""
+    values = cell.split(explode) if explode else [cell]
+    return [(pos, v.strip()) for pos, v in enumerate(values) if v.strip()]
 
 
-def _already_reported(report: Path) -> set[str]:
+def read_input(args: argparse.Namespace, template: str | None) -> Input:
+    """The input's header and URL column, and the template's columns, all checked; every
+    error is one line, raised before the first request."""
     try:
-        with open(report, newline="", encoding="utf-8") as fh:
-            return {row.get("url") or "" for row in csv.DictReader(fh)} - {""}
+        with _open_input(args.input) as fh:
+            header = next(csv.reader(fh), [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"cannot read {args.input}: {exc}") from None
+    if args.column not in header:
+        raise UserError(
+            f"no column {args.column!r} in {args.input} (columns: {', '.join(header)})"
+        )
+    clash = [c for c in header if c in FETCH_COLUMNS]
+    if clash:
+        raise UserError(
+            f"{args.input} has a column {clash[0]!r}, a name shoal fetch gives its own "
+            "columns (fetch_*); rename it in the input"
+        )
+    fields: dict[str, str] = {}
+    if template:
+        try:
+            fields = row_fields(template, header)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    return Input(args.input, header, header.index(args.column), args.explode, fields)
+
+
+def check_lines(source: Input, done: set[Key]) -> int:
+    """Read the whole input once: every row's template values are there (an empty one is an
+    error now, not a file named ``_0.png`` later); return the count of lines to write."""
+    total = 0
+    try:
+        for line in source.lines():
+            if line.url and source.fields:
+                try:
+                    row_values(source.fields, line.template)
+                except ValueError as exc:
+                    raise UserError(f"{source.path}: row {line.index}: {exc}") from None
+            total += line.key not in done
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"cannot read {source.path}: {exc}") from None
+    return total
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def report_cells(line: Line, result: FetchResult | None) -> list[str]:
+    """The fetch's cells of a report line, in ``FETCH_COLUMNS`` order; a row without URL
+    has only its index."""
+    if result is None:
+        return [str(line.index)] + [""] * (len(FETCH_COLUMNS) - 1)
+    return [
+        str(line.index), str(line.position), line.url, result.final_url,
+        str(result.http_status or ""), result.error, result.path, result.mimetype,
+        str(result.bytes) if result.ok else "", result.sha256, result.fetched_at,
+    ]
+
+
+def _encode(cells: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator=LINE_END).writerow(cells)
+    return buf.getvalue()
+
+
+def read_report(path: Path, fields: list[str]) -> tuple[set[Key], int]:
+    """The (row, position) pairs of a report, and the length of its complete part.
+
+    A run stopped by a kill may have left half a line at the end: that line is not
+    counted, and the caller cuts it off before appending. Anything else out of shape is an
+    error rather than a guess.
+    """
+    done: set[Key] = set()
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
-        return set()
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"cannot read the report to resume {report}: {exc}") from None
+        return done, 0
+    except OSError as exc:
+        raise UserError(f"cannot read the report to resume {path}: {exc}") from None
+    offset, ended = 0, True
+
+    def text_lines() -> Iterator[str]:
+        # csv.reader asks for lines one at a time, only as a record needs them, so
+        # ``offset`` is always the end of the last record it returned.
+        nonlocal offset, ended
+        for raw in fh:
+            offset += len(raw)
+            ended = raw.endswith(b"\n")
+            yield raw.decode("utf-8", errors="replace")
+
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        reader = csv.reader(text_lines())
+        complete = 0
+        try:
+            header = next(reader, None)
+            if header is None or not ended:
+                return done, 0  # nothing, or not even a whole header: start afresh
+            if header != fields:
+                raise UserError(
+                    f"cannot resume {path}: its columns are not those this run writes "
+                    "(another input, or a report of an older shoal)"
+                )
+            complete = offset
+            at, pos = fields.index("fetch_original_index"), fields.index("fetch_position")
+            for record in reader:
+                if len(record) != len(fields) or not ended:
+                    if offset == size:
+                        break  # the half line a kill left
+                    raise UserError(f"cannot resume {path}: a malformed line before its end")
+                try:
+                    done.add((int(record[at]), int(record[pos]) if record[pos] else None))
+                except ValueError:
+                    raise UserError(
+                        f"cannot resume {path}: bad fetch_original_index or fetch_position "
+                        f"{record[at]!r}, {record[pos]!r}"
+                    ) from None
+                complete = offset
+        except csv.Error:
+            if offset != size:
+                raise UserError(f"cannot resume {path}: not a CSV file") from None
+            # a quoted cell cut by the end of the file: the half line a kill left
+    return done, complete
 
 
-def report_row(row: dict[str, Any], url: str, result: FetchResult) -> dict[str, Any]:
-    return {
-        **row, "url": url, "http_status": result.http_status or "",
-        "fetch_error": result.error, "path": result.path, "mimetype": result.mimetype,
-        "bytes": result.bytes if result.ok else "", "sha256": result.sha256,
-        "datetime_utc": result.fetched_at,
-    }
+# --- the run --------------------------------------------------------------------------------
 
 
 def _run(args: argparse.Namespace) -> int:
     csv.field_size_limit(2**31 - 1)
     config = config_from_args(args)
-    header = _header(args.input)
-    if args.column not in header:
-        raise UserError(
-            f"no column {args.column!r} in {args.input} (columns: {', '.join(header)})"
-        )
     if args.explode == "":
         raise UserError("--explode needs a non-empty separator")
     if args.resume and not args.output:
         raise UserError("--resume needs -o REPORT.csv")
     if args.window < 1:
         raise UserError("--window must be >= 1")
-    skip = _already_reported(args.output) if args.resume else set()
-    total = sum(1 for _ in _jobs(args.input, args.column, args.explode, skip))
-    fields = header + [c for c in REPORT_COLUMNS if c not in header]
-    appending = bool(args.resume and args.output and args.output.exists()
-                     and args.output.stat().st_size)
+    source = read_input(args, config.filename_template)
+    fields = source.header + list(FETCH_COLUMNS)
+    done, keep = read_report(args.output, fields) if args.resume else (set(), 0)
+    total = check_lines(source, done)
     try:
         args.output_dir.mkdir(parents=True, exist_ok=True)
-        out: TextIO = (
-            open(args.output, "a" if appending else "w", newline="", encoding="utf-8")  # noqa: SIM115
-            if args.output else sys.stdout
-        )
+        if args.output and keep:
+            out: TextIO = open(args.output, "r+", newline="", encoding="utf-8")  # noqa: SIM115
+            out.truncate(keep)  # a half line left by a kill goes
+            out.seek(keep)
+        elif args.output:
+            out = open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        else:
+            out = sys.stdout
     except OSError as exc:
         raise UserError(str(exc)) from None
     try:
-        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
-        if not appending:
-            writer.writeheader()
-        jobs = _jobs(args.input, args.column, args.explode, skip)
-        return asyncio.run(_fetch(config, args, jobs, total, writer, out))
-    except KeyboardInterrupt:
-        print("shoal fetch: interrupted; rerun with --resume to go on", file=sys.stderr)
-        return 130
+        if not keep:
+            out.write(_encode(fields))
+            out.flush()
+        # Ctrl-C and SIGTERM go up to the CLI, which says so in one line and exits 130 or
+        # 143 like every command; the report keeps whole lines only, for --resume.
+        return asyncio.run(_fetch(config, args, source, done, total, out))
     finally:
         if out is not sys.stdout:
             out.close()
 
 
 async def _fetch(
-    config: FetchConfig, args: argparse.Namespace, jobs: Iterator[tuple[str, str, dict[str, Any]]],
-    total: int, writer: csv.DictWriter[str], out: TextIO,
+    config: FetchConfig, args: argparse.Namespace, source: Input, done: set[Key], total: int,
+    out: TextIO,
 ) -> int:
-    from connectors.fetch.engine import Fetcher
+    from connectors.fetch.engine import Fetcher, Job
     from connectors.fetch.ledger import FetchLedger
 
     ledger = FetchLedger.in_root(args.output_dir)
@@ -185,16 +348,45 @@ async def _fetch(
         TextColumn("fetch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[bad]}"),
         TimeElapsedColumn(), console=Console(stderr=True), disable=args.silent,
     )
+    task = progress.add_task("fetch", total=total, bad="")
     failed = 0
+    # URL -> the lines waiting for it, first one first. A URL shared by several lines is
+    # fetched once, and every line gets its result; the file is named after the first line
+    # (with or without an interruption: the ledger keeps that result for a resumed run).
+    waiting: dict[str, list[Line]] = {}
+
+    def write(line: Line, result: FetchResult | None) -> None:
+        # One write of a whole line: a kill leaves at most half of the last one, which
+        # --resume cuts off.
+        out.write(_encode(line.cells + report_cells(line, result)))
+        out.flush()
+        progress.update(task, advance=1, bad=f"{failed} failed" if failed else "")
+
+    def jobs() -> Iterator[Job]:
+        for line in source.lines():
+            if line.key in done:
+                continue
+            if not line.url:
+                write(line, None)
+                continue
+            if line.url in waiting:
+                waiting[line.url].append(line)
+                continue
+            waiting[line.url] = [line]
+            meta = {"position": line.position, **row_values(source.fields, line.template)}
+            yield f"{line.index}:{line.position}", line.url, meta
+
     try:
         with progress:
-            task = progress.add_task("fetch", total=total, bad="")
             async with Fetcher(config, args.output_dir, ledger) as fetcher:
-                async for _job_id, meta, result in fetcher.fetch_many(jobs, args.window):
-                    writer.writerow(report_row(dict(meta or {}), result.url, result))
-                    out.flush()
-                    failed += not result.ok
-                    progress.update(task, advance=1, bad=f"{failed} failed" if failed else "")
+                async for _job_id, _meta, result in fetcher.fetch_many(jobs(), args.window):
+                    # The ledger holds a success before the report does: a run killed after
+                    # this line finds the file there, for the lines still to come.
+                    ledger.flush()
+                    lines = waiting.pop(result.url)
+                    failed += len(lines) * (not result.ok)
+                    for line in lines:
+                        write(line, result)
     finally:
         ledger.close()
     return 0

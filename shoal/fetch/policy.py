@@ -13,8 +13,9 @@ import math
 import random
 import re
 import socket
+import string
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -29,6 +30,11 @@ TEMPLATE_FIELDS = frozenset(
     {"platform", "post_id", "position", "ext", "sha256", "host", "date", "hour", "query",
      "collector"}
 )
+# The fields a post gives (the dataflow's); ``shoal fetch`` reads them from the input column
+# of the same name, and refuses them when there is none rather than leave them empty.
+POST_FIELDS = ("platform", "post_id", "query", "collector")
+# ``{row.COLUMN}``: a column of ``shoal fetch``'s input row. The dataflow has no input row.
+ROW_FIELD = "row."
 FOLDER_STRATEGIES = ("content", "flat", "hostname", "prefix-N")
 MEDIA_ROOT = "media"
 # Bounds on names: a component longer than ~255 bytes fails on most file systems, and a
@@ -99,7 +105,9 @@ class FetchConfig:
             raise ValueError("timeouts must be > 0")
         folder_prefix(self.folder_strategy)  # raises on an unknown strategy
         if self.filename_template is not None:
-            validate_template(self.filename_template)
+            # {row.COLUMN}: the configuration cannot know the columns; shoal fetch checks
+            # them against its input, and the dataflow's options refuse them.
+            validate_template(self.filename_template, columns=None)
         for host, addr in self.resolve.items():
             ipaddress.ip_address(addr)  # raises ValueError on a bad override
             if not host:
@@ -448,20 +456,95 @@ def sanitize_value(value: object) -> str:
     return text[:MAX_VALUE]
 
 
-def validate_template(template: str) -> None:
+def template_names(template: str) -> list[str]:
+    """Every field name of ``template`` in order, as written (``row.id`` stays one name);
+    ValueError for unbalanced braces."""
+    return [name for _t, name, _s, _c in string.Formatter().parse(template) if name is not None]
+
+
+def validate_template(template: str, columns: Collection[str] | None = ()) -> None:
     """Refuse unknown fields, attribute/index access and conversions: a template is data
-    from the command line, not code."""
+    from the command line, not code.
+
+    ``{row.COLUMN}`` may name one of ``columns``: ``shoal fetch`` passes its input's header
+    once it has read it; ``None`` accepts any column, for a check made before the input is
+    known; the default, no column, is the dataflow's case, whose posts have no input row.
+    """
+    known: set[str] = set(TEMPLATE_FIELDS)
     try:
-        fields_of(template, TEMPLATE_FIELDS)
+        names = template_names(template)
+        if columns is None:
+            columns = [n[len(ROW_FIELD):] for n in names if n.startswith(ROW_FIELD)]
+        known.update(ROW_FIELD + c for c in columns)
+        fields_of(template, known)
     except BadField as exc:
+        column = exc.name[len(ROW_FIELD):]
+        if not exc.plain:
+            raise ValueError(
+                f"filename template field {{{exc.name}}} takes no format spec or conversion"
+            ) from None
+        if exc.plain and exc.name.startswith(ROW_FIELD) and columns:
+            raise ValueError(
+                f"filename template field {{{exc.name}}}: the input has no column {column!r}"
+                f" (columns: {', '.join(columns)})"
+            ) from None
         raise ValueError(
             f"bad filename template field {{{exc.name}}}: use only "
             + ", ".join(f"{{{f}}}" for f in sorted(TEMPLATE_FIELDS))
+            + (", {row.COLUMN}" if columns else
+               " ({row.COLUMN} names an input column of shoal fetch only)")
         ) from None
     except ValueError as exc:
         raise ValueError(f"bad filename template {template!r}: {exc}") from None
     if template.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", template):
         raise ValueError("filename template must be relative")
+
+
+def row_fields(template: str, columns: Sequence[str]) -> dict[str, str]:
+    """The input columns a ``shoal fetch`` template reads, as ``{field: column}``:
+    ``{row.COLUMN}`` reads COLUMN, and a post field (``{post_id}``...) the column of the
+    same name, which must then exist: a minet export has ``id``, not ``post_id``, and a
+    silently empty field would name every file ``_0.png``.
+
+    Raises ValueError (one line) for a field no column of the input can fill.
+    """
+    validate_template(template, columns)
+    out: dict[str, str] = {}
+    for name in template_names(template):
+        if name.startswith(ROW_FIELD):
+            out[name] = name[len(ROW_FIELD):]
+        elif name in POST_FIELDS:
+            if name not in columns:
+                raise ValueError(
+                    f"filename template field {{{name}}}: the input has no {name!r} column;"
+                    " name the column to use with {row.COLUMN}, e.g. {row.id}"
+                )
+            out[name] = name
+    return out
+
+
+def row_values(fields: Mapping[str, str], row: Mapping[str, str]) -> dict[str, str]:
+    """The values of ``fields`` (from :func:`row_fields`) in one input row.
+
+    Raises ValueError naming the first field that is empty, or nothing once made safe for
+    a file name: two rows would then share a name that says nothing of either.
+    """
+    values = {name: row.get(column, "") for name, column in fields.items()}
+    for name, value in values.items():
+        if not sanitize_value(value.strip()).strip("_"):
+            raise ValueError(f"filename template field {{{name}}} is empty")
+    return values
+
+
+def render_name(template: str, values: Mapping[str, str]) -> str:
+    """``template`` filled from ``values`` by whole field name: ``row.id`` is a key, never
+    an attribute lookup, and a missing value is empty (callers check beforehand)."""
+    out: list[str] = []
+    for text, name, _spec, _conv in string.Formatter().parse(template):
+        out.append(text)
+        if name is not None:
+            out.append(values.get(name, ""))
+    return "".join(out)
 
 
 def folder_prefix(strategy: str) -> int:
@@ -501,10 +584,12 @@ def storage_path(
     ext = sanitize_value(ext).lower()[:10] or "bin"
     if config.compress:
         ext += ".gz"
-    values = {name: sanitize_value((fields or {}).get(name, "")) for name in TEMPLATE_FIELDS}
+    template = config.filename_template or ""
+    names = TEMPLATE_FIELDS.union(template_names(template))
+    values = {name: sanitize_value((fields or {}).get(name, "")) for name in names}
     values.update(sha256=sha256, ext=ext)
-    if config.filename_template:
-        rendered = config.filename_template.format_map(values)
+    if template:
+        rendered = render_name(template, values)
         parts = [p for p in re.split(r"[/\\]+", rendered) if p not in ("", ".")]
         parts = [_safe_component(p) for p in parts][-MAX_DEPTH:] or [f"{sha256}.{ext}"]
         parts[-1] = _safe_component(parts[-1], keep_suffix=True)
@@ -525,8 +610,11 @@ def storage_path(
 def template_fields(
     url: str, meta: Mapping[str, Any] | None, fetched_at: str
 ) -> dict[str, object]:
-    """The values a template may use: the post's metadata, plus host/date/hour."""
-    fields: dict[str, object] = {k: v for k, v in (meta or {}).items() if k in TEMPLATE_FIELDS}
+    """The values a template may use: the post's metadata (or ``shoal fetch``'s position
+    and ``row.COLUMN`` values), plus host/date/hour."""
+    fields: dict[str, object] = {
+        k: v for k, v in (meta or {}).items() if k in TEMPLATE_FIELDS or k.startswith(ROW_FIELD)
+    }
     fields.setdefault("host", url_host(url))
     fields.setdefault("date", fetched_at[:10])
     fields.setdefault("hour", fetched_at[11:13])
