@@ -68,8 +68,8 @@ class FakeInstagram:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/", self.start_page)
-        app.router.add_get("/graphql/query/", self.graphql_get)
-        app.router.add_post("/graphql/query/", self.graphql_post)
+        app.router.add_get("/graphql/query", self.graphql_get)
+        app.router.add_post("/graphql/query", self.graphql_post)
         app.router.add_post("/api/graphql", self.api_graphql)
         app.router.add_get("/{user}/", self.profile_page)
         app.middlewares.append(self.watch)

@@ -100,6 +100,10 @@ class TlsServer(LocalServer):
         await site.start()
         self.port = self._runner.addresses[0][1]
 
+    def __enter__(self) -> TlsServer:
+        super().__enter__()
+        return self
+
     def resolve_spec(self, hosts: Sequence[str]) -> str:
         """``SHOAL_RESOLVE`` sending ``HOST:443`` of each host to this server."""
         return ",".join(f"{h}:443=127.0.0.1:{self.port}" for h in hosts)

@@ -216,18 +216,20 @@ class InstagramCollector:
         self.stopper = stopper
         self.batch = Batch(args)
         calls = [float(t) for t in self.batch.state.get("calls", [])]
+        made: list[BatchRateController] = []
 
         def controller(ctx: instaloader.InstaloaderContext) -> BatchRateController:
-            self.rc = BatchRateController(ctx, stopper=stopper, calls_per_hour=args.calls_per_hour,
-                                          rate_limit_wait=args.rate_limit_wait, calls=calls)
-            return self.rc
+            made.append(BatchRateController(
+                ctx, stopper=stopper, rate_limit_wait=args.rate_limit_wait,
+                calls_per_hour=args.calls_per_hour, calls=calls))
+            return made[-1]
 
-        self.rc: BatchRateController
         self.loader = instaloader.Instaloader(
             sleep=args.pause, quiet=True, max_connection_attempts=args.attempts,
             request_timeout=args.request_timeout, rate_controller=controller,
             download_pictures=False, download_videos=False, save_metadata=False)
         self.context = self.loader.context
+        self.rc = made[0]
 
     def login(self) -> None:
         if not self.args.session_file:
