@@ -11,9 +11,10 @@ def add_parsers(collect_sub: Any) -> None:
 
     Each parser gets ``live_run`` as a default: ``args.live_run(args)`` runs it.
     """
-    from connectors.collect import bluesky, instagram, mastodon, twitter
+    from connectors.collect import bluesky, images, instagram, mastodon, twitter
 
     twitter.add_parsers(collect_sub)
     bluesky.add_parser(collect_sub)
     mastodon.add_parser(collect_sub)
     instagram.add_parser(collect_sub)
+    images.add_parser(collect_sub)
