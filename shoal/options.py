@@ -30,7 +30,7 @@ UP, PROCESS, REPLAY, QUERY, FETCH, COLLECT = "up", "process", "replay", "query",
 FLOW_COMMANDS = (UP, PROCESS, REPLAY)
 SERVICES = (UP, PROCESS)  # long-running dataflows: alerts, hooks
 LIVE = ("collect twitter-sample", "collect twitter-search", "collect bluesky", "collect mastodon",
-        "collect instagram", "collect images", "collect tiktok")
+        "collect instagram", "collect images")
 KAFKA_CLIENTS = (PROCESS, REPLAY, COLLECT)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 def add_parsers(collect_sub: Any) -> None:
     """Register ``twitter-sample``, ``twitter-search``, ``bluesky``, ``mastodon``,
-    ``instagram``, ``images`` and ``tiktok``.
+    ``instagram`` and ``images``.
 
     Each parser gets ``live_run`` as a default: ``args.live_run(args)`` runs it.
     """
