@@ -87,7 +87,7 @@ FETCH_COLUMNS: tuple[str, ...] = (
 )
 MEDIA_FILE_COLUMNS: tuple[str, ...] = MEDIA_COLUMNS + FETCH_COLUMNS
 
-PLATFORMS: tuple[str, ...] = ("twitter", "bluesky", "mastodon", "tiktok", "instagram")
+PLATFORMS: tuple[str, ...] = ("twitter", "bluesky", "mastodon", "tiktok", "instagram", "images")
 
 
 @dataclass(slots=True)

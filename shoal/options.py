@@ -29,7 +29,8 @@ from shoal.templates import HOOK_KINDS
 UP, PROCESS, REPLAY, QUERY, FETCH, COLLECT = "up", "process", "replay", "query", "fetch", "collect"
 FLOW_COMMANDS = (UP, PROCESS, REPLAY)
 SERVICES = (UP, PROCESS)  # long-running dataflows: alerts, hooks
-LIVE = ("collect twitter-sample", "collect twitter-search", "collect bluesky", "collect mastodon")
+LIVE = ("collect twitter-sample", "collect twitter-search", "collect bluesky", "collect mastodon",
+        "collect instagram", "collect images")
 KAFKA_CLIENTS = (PROCESS, REPLAY, COLLECT)
 
 

@@ -6,12 +6,15 @@ from typing import Any
 
 
 def add_parsers(collect_sub: Any) -> None:
-    """Register ``twitter-sample``, ``twitter-search``, ``bluesky`` and ``mastodon``.
+    """Register ``twitter-sample``, ``twitter-search``, ``bluesky``, ``mastodon``,
+    ``instagram`` and ``images``.
 
     Each parser gets ``live_run`` as a default: ``args.live_run(args)`` runs it.
     """
-    from connectors.collect import bluesky, mastodon, twitter
+    from connectors.collect import bluesky, images, instagram, mastodon, twitter
 
     twitter.add_parsers(collect_sub)
     bluesky.add_parser(collect_sub)
     mastodon.add_parser(collect_sub)
+    instagram.add_parser(collect_sub)
+    images.add_parser(collect_sub)

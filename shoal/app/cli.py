@@ -579,7 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     from connectors.collect.commands import add_parsers as add_live_parsers
 
     add_live_parsers(kinds)  # twitter-sample, twitter-search, bluesky, mastodon
-    for name in ("twitter-sample", "twitter-search", "bluesky", "mastodon"):
+    for name in ("twitter-sample", "twitter-search", "bluesky", "mastodon", "instagram",
+                 "images"):
         live = kinds.choices[name]
         add_options(live, f"collect {name}")
         live.set_defaults(func=_run_live)

@@ -424,3 +424,13 @@ def _instagram_one(media: _Media, item: dict[str, Any]) -> None:
         media.add("video", videos[0], [*videos[1:], *images[:1]], key)
     elif images:
         media.add("photo", images[0], images[1:2], key)
+
+
+# --------------------------------------------------------------------------- keyword images
+
+
+def image_search_media(result: dict[str, Any], post_id: str) -> list[MediaRef]:
+    """The found image (an http(s) or a ``data:`` URL), its thumbnail as the fallback."""
+    media = _Media("images", post_id)
+    media.add("photo", result.get("image"), (result.get("thumbnail"),))
+    return media.items

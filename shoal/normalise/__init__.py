@@ -23,6 +23,7 @@ def normalisers() -> dict[str, Normaliser]:
     """Post format -> normaliser, over every platform module."""
     from shoal.normalise import (
         bluesky,
+        images,
         instagram,
         mastodon,
         minet_csv,
@@ -32,7 +33,8 @@ def normalisers() -> dict[str, Normaliser]:
     )
 
     table: dict[str, Normaliser] = {}
-    for mod in (twitter_v2, twitter_v1, minet_csv, bluesky, mastodon, tiktok, instagram):
+    for mod in (twitter_v2, twitter_v1, minet_csv, bluesky, mastodon, tiktok, instagram,
+               images):
         table.update(mod.FORMATS)
     return table
 

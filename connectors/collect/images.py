@@ -1,0 +1,142 @@
+"""Keyword image search through ddgs (DuckDuckGo): each found image is a post to fetch.
+
+A data scientist turned a CSV of keywords into image URLs with a browser and downloaded them
+into one folder per keyword. Here each keyword is one ``DDGS().images`` search (ddgs's own
+client, request building and result parsing); each result becomes an ``image-search`` post
+(platform ``images``, id from the image URL, the keyword in ``query``), and the dataflow
+fetches the image like any media, ``data:`` URLs included.
+
+ddgs answers a refused or rate-limited search (DuckDuckGo's 403/418/429) with "No results
+found" or a ratelimit error, so a search that fails is tried again after a backoff, and a
+keyword that still fails is recorded in the run log and the batch goes on.
+
+ddgs talks through primp, a Rust HTTP client that does its own name resolution and TLS: it
+does not see ``SHOAL_RESOLVE`` nor Python's CA settings, only ``--proxy`` (also ``DDGS_PROXY``)
+and ``--ca-file`` (its ``verify`` option), which is how it is pointed elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+from ddgs import DDGS
+from ddgs.exceptions import DDGSException
+
+from connectors.collect.live import (
+    Backoff,
+    ConnectorError,
+    Outlet,
+    Stopper,
+    add_common_options,
+    run_sync,
+    warn,
+)
+from connectors.kafka.publisher import now_iso
+from shoal.logs import event
+from shoal.model import RawPost
+from shoal.normalise.images import FORMAT, image_id
+
+log = logging.getLogger("shoal.collect")
+
+
+def keywords_of(args: argparse.Namespace) -> list[str]:
+    """Keywords from the command line, then the first column of ``--keywords-file`` (a header
+    named ``keyword`` or ``query`` is skipped); repeats dropped, order kept."""
+    words = list(args.keywords)
+    if args.keywords_file:
+        with open(args.keywords_file, newline="") as fh:
+            for n, row in enumerate(csv.reader(fh)):
+                if row and not (n == 0 and row[0].strip().lower() in ("keyword", "query")):
+                    words.append(row[0])
+    return list(dict.fromkeys(w.strip() for w in words if w.strip()))
+
+
+def result_post(keyword: str, result: dict[str, Any], found_at: str) -> RawPost | None:
+    image = result.get("image")
+    if not isinstance(image, str) or not image:
+        return None
+    post_id = image_id(image)
+    payload = {**result, "id": post_id, "query": keyword, "found_at": found_at}
+    return RawPost("images", post_id, FORMAT, payload, source=f"images:{keyword}")
+
+
+def search(args: argparse.Namespace, keyword: str, stopper: Stopper) -> list[dict[str, Any]]:
+    """One keyword's results, tried again ``--retries`` times after a backoff."""
+    backoff = Backoff.from_args(args)
+    verify: bool | str = str(args.ca_file) if args.ca_file else True
+    for attempt in range(args.retries + 1):
+        try:
+            with stopper.blocking():
+                client = DDGS(proxy=args.proxy, timeout=int(args.timeout), verify=verify)
+                results: list[dict[str, Any]] = client.images(
+                    keyword, max_results=args.max_results, backend=args.backend,
+                    region=args.region, safesearch=args.safesearch)
+            return results
+        except DDGSException as exc:
+            if attempt == args.retries:
+                raise
+            delay = backoff.next()
+            warn("search failed; trying again", kind="images", keyword=keyword,
+                 error=str(exc)[:200], retry_in=round(delay, 2))
+            stopper.sleep(delay)
+    return []
+
+
+def collect(args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
+    for keyword in keywords_of(args):
+        if stopper.is_set():
+            break
+        started = now_iso()
+        line: dict[str, Any] = {"target": keyword, "outcome": "ok", "posts": 0}
+        try:
+            results = search(args, keyword, stopper)
+        except DDGSException as exc:
+            line.update(outcome="failed", error=str(exc)[:300])
+            results = []
+        posts = [p for p in (result_post(keyword, r, started) for r in results) if p]
+        outlet.emit(posts)
+        outlet.publisher.flush(30)
+        line.update(posts=len(posts), started=started, ended=now_iso())
+        event(log, "target done", kind="images", **line)
+        if args.run_log:
+            with open(args.run_log, "ab") as fh:
+                fh.write(orjson.dumps(line) + b"\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    def preflight() -> None:
+        if args.keywords_file and not Path(args.keywords_file).is_file():
+            raise ConnectorError(f"keywords file {args.keywords_file} does not exist")
+        if not keywords_of(args):
+            raise ConnectorError("no keywords: give KEYWORD... or --keywords-file F")
+
+    return run_sync(args, "images", lambda out, stop: collect(args, out, stop), preflight)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("images", help="keyword image search through ddgs")
+    p.add_argument("keywords", nargs="*", metavar="KEYWORD")
+    p.add_argument("--keywords-file", type=Path, default=None, metavar="F",
+                   help="CSV whose first column holds keywords")
+    p.add_argument("--max-results", type=int, default=100, metavar="N",
+                   help="results per keyword (default 100)")
+    p.add_argument("--backend", default="duckduckgo",
+                   help="ddgs images backend(s), comma-separated (default duckduckgo)")
+    p.add_argument("--region", default="us-en")
+    p.add_argument("--safesearch", default="moderate", choices=("on", "moderate", "off"))
+    p.add_argument("--retries", type=int, default=3, metavar="N",
+                   help="tries again after a failed or rate-limited search (default 3)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
+    p.add_argument("--proxy", default=None, metavar="URL",
+                   help="proxy for ddgs (http/https/socks5; default $DDGS_PROXY)")
+    p.add_argument("--ca-file", type=Path, default=None, metavar="PEM",
+                   help="CA bundle ddgs trusts instead of its built-in roots")
+    p.add_argument("--run-log", type=Path, default=None, metavar="F",
+                   help="JSON lines, one per keyword per run")
+    add_common_options(p)
+    p.set_defaults(live_run=run)

@@ -1,0 +1,414 @@
+"""Instagram profiles and hashtags through instaloader, for batches that run for days.
+
+The people this is for downloaded a list of profiles over ten days under about 20 API calls an
+hour, and their batch tool died on the first timeout, private profile or rate limit. So here:
+
+* every target ends with an *outcome* (ok, private, not-found, login-required, timeout, error)
+  and the batch goes on; only a refused session (or no targets) stops it, as one line;
+* pacing is instaloader's own :class:`instaloader.RateController`, subclassed (its documented
+  extension point) to add a ``--calls-per-hour`` ceiling over the whole batch, to wait out a
+  429 for ``--rate-limit-wait`` seconds (logged once, with the time it resumes) instead of
+  instaloader's printed guess, and to sleep through :class:`Stopper` so SIGTERM ends a wait;
+* a restart resumes at the target and the page where the last run was, with instaloader's
+  resumable iterators (``NodeIterator.freeze``/``thaw``, kept in ``--state``), and a post
+  already published is never published again: its id goes to an archive file (``STATE.ids``)
+  once Kafka has acknowledged it;
+* a run log (``--run-log``, JSON lines) gets one line per target per run.
+
+Posts are published as private-API Media objects (``instagram-media``, what Zeeschuimer
+captures and what instaloader's feed pages hold), so the existing normaliser and media
+extraction read them, carousel children and videos included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import pickle
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import instaloader
+import requests
+from instaloader import exceptions as ie
+from instaloader.nodeiterator import FrozenNodeIterator, NodeIterator
+
+from connectors.collect import resolve
+from connectors.collect.live import (
+    ConnectorError,
+    Outlet,
+    Stopper,
+    iso,
+    load_state,
+    run_sync,
+    save_state,
+    warn,
+)
+from connectors.kafka.publisher import now_iso
+from shoal.logs import event
+from shoal.media.platforms import instagram_media
+from shoal.model import RawPost
+
+log = logging.getLogger("shoal.collect")
+FORMAT = "instagram-media"
+HOUR = 3600.0
+# Outcomes that a restart does not try again; the others (timeout, error) it does.
+FINAL = {"ok", "private", "not-found", "login-required"}
+RATE_WORDS = ("429", "Too Many Requests", "Please wait a few minutes")
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+class BatchRateController(instaloader.RateController):
+    """instaloader's pacing, plus a per-hour ceiling across every kind of query.
+
+    ``calls`` are wall-clock times of the last hour's queries; they are saved in the state so
+    a restart does not start a fresh hour.
+    """
+
+    def __init__(self, context: instaloader.InstaloaderContext, *, stopper: Stopper,
+                 calls_per_hour: int, rate_limit_wait: float, calls: list[float]) -> None:
+        super().__init__(context)
+        self.stopper = stopper
+        self.calls_per_hour = calls_per_hour
+        self.rate_limit_wait = rate_limit_wait
+        self.calls = [t for t in calls if t > time.time() - HOUR]
+        self.resume_at = 0.0  # wall clock: no query before this (after a 429)
+        self.rate_limited = 0
+
+    def sleep(self, secs: float) -> None:
+        self.stopper.sleep(secs)
+
+    def hourly_wait(self, now: float) -> float:
+        """Seconds until one more call fits in the ceiling (0 when it does now)."""
+        self.calls = [t for t in self.calls if t > now - HOUR]
+        if self.calls_per_hour <= 0 or len(self.calls) < self.calls_per_hour:
+            return 0.0
+        return self.calls[-self.calls_per_hour] + HOUR - now
+
+    def query_waittime(self, query_type: str, current_time: float,
+                       untracked_queries: bool = False) -> float:
+        # Never instaloader's untracked branch: it would push every later query 11 minutes out
+        # on its own estimate; ours is --rate-limit-wait, through resume_at.
+        base = super().query_waittime(query_type, current_time, False)
+        now = time.time()
+        return max(base, self.hourly_wait(now), self.resume_at - now)
+
+    def wait_before_query(self, query_type: str) -> None:
+        super().wait_before_query(query_type)
+        self.calls.append(time.time())
+
+    def handle_429(self, query_type: str) -> None:
+        self.wait_out(query_type)
+
+    def wait_out(self, what: str) -> None:
+        """Sleep until Instagram may be asked again; say so once, with the time."""
+        self.rate_limited += 1
+        self.resume_at = max(self.resume_at, time.time() + self.rate_limit_wait)
+        warn("rate limited", kind="instagram", query=what, resumes_at=iso(self.resume_at),
+             wait_seconds=round(self.resume_at - time.time(), 2))
+        self.stopper.sleep(self.resume_at - time.time())
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def targets_of(args: argparse.Namespace) -> list[str]:
+    """``profile:NAME`` and ``hashtag:TAG`` in the order given; a FILE lists one name a line."""
+    names: list[str] = []
+    for item in args.profiles or ():
+        path = Path(item)
+        if path.is_file():
+            names += [line.strip() for line in path.read_text().splitlines()]
+        else:
+            names.append(item)
+    out: list[str] = []
+    for name in names:
+        name = name.strip().lstrip("@")
+        if name and not name.startswith("#") and f"profile:{name}" not in out:
+            out.append(f"profile:{name}")
+    for tag in args.hashtags or ():
+        tag = tag.strip().lstrip("#")
+        if tag and f"hashtag:{tag}" not in out:
+            out.append(f"hashtag:{tag}")
+    return out
+
+
+def outcome_of(exc: BaseException) -> str:
+    if isinstance(exc, ie.ProfileNotExistsException | ie.QueryReturnedNotFoundException):
+        return "not-found"
+    if isinstance(exc, ie.PrivateProfileNotFollowedException):
+        return "private"
+    if isinstance(exc, ie.LoginRequiredException):
+        return "private" if "private" in str(exc) else "login-required"
+    if "timed out" in str(exc).lower() or "timeout" in type(exc.__cause__).__name__.lower():
+        return "timeout"
+    return "error"
+
+
+def rate_limited(exc: BaseException) -> bool:
+    return isinstance(exc, ie.TooManyRequestsException) or any(w in str(exc) for w in RATE_WORDS)
+
+
+class _LogLines(io.TextIOBase):
+    """instaloader prints its errors to stderr; they become our JSON log lines instead."""
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                log.info("instaloader", extra={"fields": {"said": line.strip()[:500]}})
+        return len(text)
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+class Batch:
+    """The state file, the archive of published ids and the run log, together."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.path: Path | None = args.state
+        self.state = load_state(self.path)
+        self.targets: dict[str, dict[str, Any]] = self.state.setdefault("targets", {})
+        self.archive_path = (Path(f"{self.path}.ids") if self.path is not None else None)
+        self.published: set[str] = set()
+        if self.archive_path is not None and self.archive_path.exists():
+            self.published = set(self.archive_path.read_text().split())
+        self.run_log: Path | None = args.run_log or (
+            Path(f"{self.path}.runs.jsonl") if self.path is not None else None)
+        self._archive = (open(self.archive_path, "a") if self.archive_path is not None  # noqa: SIM115
+                         else None)
+
+    def save(self, calls: list[float]) -> None:
+        self.state["calls"] = [round(t, 3) for t in calls[-1000:]]
+        save_state(self.path, self.state)
+
+    def archive(self, post_id: str) -> None:
+        self.published.add(post_id)
+        if self._archive is not None:
+            self._archive.write(post_id + "\n")
+            self._archive.flush()
+            os.fsync(self._archive.fileno())
+
+    def record(self, line: dict[str, Any]) -> None:
+        event(log, "target done", **line)
+        if self.run_log is not None:
+            import orjson
+
+            with open(self.run_log, "ab") as fh:
+                fh.write(orjson.dumps(line) + b"\n")
+
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive.close()
+
+
+class InstagramCollector:
+    def __init__(self, args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
+        self.args = args
+        self.outlet = outlet
+        self.stopper = stopper
+        self.batch = Batch(args)
+        calls = [float(t) for t in self.batch.state.get("calls", [])]
+        made: list[BatchRateController] = []
+
+        def controller(ctx: instaloader.InstaloaderContext) -> BatchRateController:
+            made.append(BatchRateController(
+                ctx, stopper=stopper, rate_limit_wait=args.rate_limit_wait,
+                calls_per_hour=args.calls_per_hour, calls=calls))
+            return made[-1]
+
+        self.loader = instaloader.Instaloader(
+            sleep=args.pause, quiet=True, max_connection_attempts=args.attempts,
+            request_timeout=args.request_timeout, rate_controller=controller,
+            download_pictures=False, download_videos=False, save_metadata=False)
+        self.context = self.loader.context
+        self.rc = made[0]
+
+    def login(self) -> None:
+        if not self.args.session_file:
+            return
+        user = self.args.login or ""
+        try:
+            self.loader.load_session_from_file(user, str(self.args.session_file))
+        except (OSError, pickle.UnpicklingError, KeyError, EOFError) as exc:
+            raise ConnectorError(f"cannot read session file {self.args.session_file}: "
+                                 f"{type(exc).__name__}") from None
+        try:
+            who = self.loader.test_login()
+        except ie.InstaloaderException as exc:
+            raise ConnectorError(f"Instagram refused the session: {exc}") from None
+        if not who or (user and who.lower() != user.lower()):
+            raise ConnectorError(f"Instagram refused the session of {user or 'the session file'}"
+                                 " (log in again and save a new session file)")
+        event(log, "logged in", kind="instagram", username=who)
+
+    def run(self) -> None:
+        with contextlib.redirect_stderr(_LogLines()):
+            try:
+                self.login()
+                for target in targets_of(self.args):
+                    if self.stopper.is_set():
+                        break
+                    if self.batch.targets.get(target, {}).get("outcome") in FINAL:
+                        continue
+                    self.one(target)
+            finally:
+                self.outlet.publisher.flush(30)
+                self.batch.save(self.rc.calls)
+                self.batch.close()
+
+    def one(self, target: str) -> None:
+        started = now_iso()
+        entry = self.batch.targets.setdefault(target, {})
+        entry.pop("outcome", None)
+        counts = {"posts": 0, "media": 0, "skipped": 0}
+        outcome = "ok"
+        error = ""
+        try:
+            for attempt in range(1, self.args.rate_limit_retries + 2):
+                try:
+                    self._collect(target, entry, counts)
+                    break
+                except ie.InstaloaderException as exc:
+                    if rate_limited(exc) and attempt <= self.args.rate_limit_retries:
+                        self.rc.wait_out(target)
+                        continue
+                    raise
+        except ie.AbortDownloadException as exc:
+            raise ConnectorError(f"Instagram stopped the session: {exc}") from None
+        except (ie.InstaloaderException, requests.RequestException, KeyError, ValueError,
+                TypeError) as exc:
+            outcome, error = outcome_of(exc), f"{type(exc).__name__}: {str(exc)[:300]}"
+            if rate_limited(exc):
+                outcome = "rate-limited"
+        finally:
+            if self.stopper.is_set() and outcome == "ok" and "done" not in entry:
+                outcome = "interrupted"
+            entry.pop("done", None)
+            if outcome != "interrupted":
+                entry["outcome"] = outcome
+            if outcome in FINAL:
+                entry.pop("frozen", None)
+            self.outlet.publisher.flush(30)
+            self.batch.save(self.rc.calls)
+            line = {"target": target, "outcome": outcome, **counts, "started": started,
+                    "ended": now_iso()}
+            if error:
+                line["error"] = error
+            self.batch.record(line)
+
+    def _iterator(self, target: str) -> NodeIterator[instaloader.Post]:
+        kind, _, name = target.partition(":")
+        if kind == "hashtag":
+            return instaloader.Hashtag.from_name(self.context, name).get_posts_resumable()
+        profile = instaloader.Profile.from_username(self.context, name)
+        return profile.get_posts()
+
+    def _collect(self, target: str, entry: dict[str, Any], counts: dict[str, int]) -> None:
+        posts = self._iterator(target)
+        frozen = entry.get("frozen")
+        if frozen:
+            try:
+                posts.thaw(FrozenNodeIterator(**frozen))
+            except (ie.InvalidArgumentException, TypeError) as exc:
+                warn("cannot resume; starting the target over", target=target, error=str(exc))
+        last_save = time.monotonic()
+        for post in _bounded(posts, self.stopper):
+            payload = _media_object(post)
+            post_id = str(payload.get("pk") or post.mediaid)
+            if post_id in self.batch.published:
+                counts["skipped"] += 1
+            else:
+                self.outlet.emit([RawPost("instagram", post_id, FORMAT, payload,
+                                          source=f"instagram:{target}")])
+                # Acknowledged before it is archived: a crash in between repeats one post
+                # (the dataflow dedupes it), never loses one.
+                self.outlet.publisher.flush(30)
+                self.batch.archive(post_id)
+                counts["posts"] += 1
+                counts["media"] += len(instagram_media(payload, post_id))
+            entry["frozen"] = posts.freeze()._asdict()
+            if time.monotonic() - last_save >= self.args.save_every:
+                self.batch.save(self.rc.calls)
+                last_save = time.monotonic()
+            if self.args.max_posts and counts["posts"] + counts["skipped"] >= self.args.max_posts:
+                break
+        if not self.stopper.is_set():
+            entry["done"] = True
+
+
+def _bounded(posts: NodeIterator[instaloader.Post], stopper: Stopper
+             ) -> Iterator[instaloader.Post]:
+    for post in posts:
+        yield post
+        if stopper.is_set():
+            return
+
+
+def _media_object(post: instaloader.Post) -> dict[str, Any]:
+    """The private-API Media object behind a post: the feed's ``iphone_struct`` when logged
+    in, the shortcode query's item (plus instaloader's legacy keys) when not."""
+    node = post._asdict()
+    media = node.get("iphone_struct")
+    return dict(media) if isinstance(media, dict) else {
+        k: v for k, v in node.items() if k not in ("owner",)}
+
+
+# --------------------------------------------------------------------------- command
+
+
+def run(args: argparse.Namespace) -> int:
+    resolve.install()
+
+    def preflight() -> None:
+        if not targets_of(args):
+            raise ConnectorError("no targets: give --profiles NAME|FILE... or --hashtags TAG...")
+        if args.session_file and not Path(args.session_file).is_file():
+            raise ConnectorError(f"session file {args.session_file} does not exist")
+        load_state(args.state)
+
+    def body(outlet: Outlet, stopper: Stopper) -> None:
+        InstagramCollector(args, outlet, stopper).run()
+
+    return run_sync(args, "instagram", body, preflight)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("instagram", help="Instagram profiles and hashtags through instaloader")
+    p.add_argument("--profiles", nargs="+", default=[], metavar="NAME|FILE",
+                   help="profile names, or files of one name a line")
+    p.add_argument("--hashtags", nargs="+", default=[], metavar="TAG")
+    p.add_argument("--login", default=None, metavar="USER",
+                   help="the account of --session-file (instaloader --login USER saves one)")
+    p.add_argument("--session-file", type=Path, default=None, metavar="F",
+                   help="instaloader session file; without it, public pages anonymously")
+    p.add_argument("--max-posts", type=int, default=0, metavar="N",
+                   help="at most N posts per target (default: all)")
+    p.add_argument("--calls-per-hour", type=int, default=20, metavar="N",
+                   help="never more Instagram queries than this in any hour, over the whole "
+                        "batch (default 20; 0 = only instaloader's own pacing)")
+    p.add_argument("--rate-limit-wait", type=float, default=900.0, metavar="SECONDS",
+                   help="how long a 429 or 'please wait' is waited out (default 900)")
+    p.add_argument("--rate-limit-retries", type=int, default=8, metavar="N",
+                   help="rate limits waited out per target before it is recorded as "
+                        "rate-limited (default 8)")
+    p.add_argument("--request-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="per request; instaloader retries a timed-out query (default 300)")
+    p.add_argument("--attempts", type=int, default=3, metavar="N",
+                   help="instaloader's tries per query (default 3)")
+    p.add_argument("--no-pause", dest="pause", action="store_false",
+                   help="leave out instaloader's random pause before each request")
+    p.add_argument("--state", type=Path, default=None, metavar="F",
+                   help="JSON file of the batch's progress; STATE.ids archives published ids")
+    p.add_argument("--run-log", type=Path, default=None, metavar="F",
+                   help="JSON lines, one per target per run (default STATE.runs.jsonl)")
+    p.add_argument("--save-every", type=float, default=5.0, metavar="SECONDS",
+                   help="how often the position is saved while a target runs (default 5)")
+    p.set_defaults(live_run=run)

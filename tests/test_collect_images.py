@@ -1,0 +1,97 @@
+"""``shoal collect images`` through ddgs against duckduckgo.com of our own.
+
+ddgs sends everything through primp (Rust): Python's resolver and CA settings do not reach
+it, so the test hands it what it honours, a proxy (a CONNECT proxy on loopback whose tunnels
+end at our TLS server) and a CA file (its ``verify``). The host name is still checked
+against the test CA's certificate, so the search really went to "duckduckgo.com".
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from aiohttp import web
+
+from shoal.normalise.images import image_id
+from tests.live_helpers import KafkaTap, collector_name, live_args
+from tests.pipeline import all_rows, run_flow
+from tests.tls import ConnectProxy, TestCA, TlsServer
+
+PIXEL = "data:image/png;base64," + base64.b64encode(
+    bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                  "1f15c4890000000d49444154789c6300010000050001b0a0d3c90000000049454e44ae426082")
+).decode()
+
+
+class FakeDuckDuckGo:
+    """The two requests ddgs makes per image search: the page with the ``vqd`` token, then
+    ``i.js`` with results shaped as DuckDuckGo's (title, image, thumbnail, url, size, source)."""
+
+    def __init__(self) -> None:
+        self.searches: list[str] = []
+        self.limited: set[str] = {"dogs"}  # answered 429 once
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/", self.page)
+        app.router.add_get("/i.js", self.results)
+        return app
+
+    async def page(self, request: web.Request) -> web.Response:
+        q = request.query.get("q", "")
+        return web.Response(text=f'<html><script>vqd="4-{len(q)}-token";</script></html>',
+                            content_type="text/html")
+
+    async def results(self, request: web.Request) -> web.Response:
+        q = request.query["q"]
+        self.searches.append(q)
+        if q in self.limited:
+            self.limited.discard(q)
+            return web.Response(status=429, text="rate limited")
+        if q == "nothing":
+            return web.json_response({"results": [], "next": None})
+        items = [{"title": f"{q} picture {n}", "image": f"https://img.example.org/{q}/{n}.jpg",
+                  "thumbnail": f"https://tse.mm.bing.net/th?id={q}{n}",
+                  "url": f"https://pages.example.org/{q}/{n}.html", "height": 600 + n,
+                  "width": 800, "source": "Bing"} for n in range(3)]
+        if q == "pixel":
+            items[0]["image"] = PIXEL
+        return web.json_response({"results": items, "next": "i.js?q=..."})
+
+
+def test_three_keywords_one_limited_one_data_url(brokers: str, tap: KafkaTap,
+                                                 tmp_path: Path) -> None:
+    fake = FakeDuckDuckGo()
+    ca = TestCA(tmp_path / "ca", ["duckduckgo.com"])
+    name = collector_name("img")
+    (tmp_path / "queries.csv").write_text("keyword\ncats\ndogs\npixel\nnothing\n")
+    with TlsServer(fake.app(), ca) as server, ConnectProxy(server.port) as proxy:
+        args = live_args("images", "--keywords-file", str(tmp_path / "queries.csv"),
+                         "--brokers", brokers, "--collector", name, "--proxy", proxy.url,
+                         "--ca-file", str(ca.ca_file), "--retries", "1", "--backoff-base",
+                         "0.05", "--run-log", str(tmp_path / "runs.jsonl"))
+        assert args.live_run(args) == 0
+        assert set(proxy.tunnels) == {"duckduckgo.com"}
+    assert fake.searches.count("dogs") == 2  # refused once, then answered
+
+    tap.settle(1.0)
+    posts = tap.posts(name)
+    by_query: dict[str, list[dict[str, object]]] = {}
+    for p in posts:
+        by_query.setdefault(p["payload"]["query"], []).append(p["payload"])
+    assert sorted(by_query) == ["cats", "dogs", "pixel"]
+    assert all(len(v) == 3 for v in by_query.values())
+    assert any(p["image"] == PIXEL and p["id"] == image_id(PIXEL) for p in by_query["pixel"])
+
+    runs = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert [(r["target"], r["outcome"], r["posts"]) for r in runs] == [
+        ("cats", "ok", 3), ("dogs", "ok", 3), ("pixel", "ok", 3), ("nothing", "failed", 0)]
+
+    data = tmp_path / "data"
+    run_flow(brokers, data)
+    rows = all_rows(data, "images")
+    assert len(rows) == 9
+    pixel = next(r for r in rows if r["id"] == image_id(PIXEL))
+    assert pixel["media_urls"] == PIXEL and pixel["text"] == "pixel picture 0"

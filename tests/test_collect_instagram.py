@@ -1,0 +1,146 @@
+"""``shoal collect instagram`` against www.instagram.com of our own (tests/fake_instagram.py).
+
+instaloader is unchanged: the collector process trusts a test CA and resolves Instagram's
+names to our loopback server (``SHOAL_RESOLVE``). The batch is six profiles: private, missing,
+one whose page times out twice, one answered 429 (a 2 s window standing in for minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from connectors.collect.instagram import BatchRateController
+from connectors.collect.live import Stopper
+from tests.fake_instagram import HOSTS, FakeInstagram, batch
+from tests.live_helpers import KafkaTap, collector_name
+from tests.pipeline import all_rows, run_flow
+from tests.tls import TestCA, TlsServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def session_file(path: Path) -> Path:
+    path.write_bytes(pickle.dumps({"sessionid": "s3cr3t-session", "csrftoken": "csrf1",
+                                   "ds_user_id": "17841400000"}))
+    return path
+
+
+def collector(server: TlsServer, ca: TestCA, brokers: str, name: str, tmp: Path,
+              *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **ca.client_env(), "SHOAL_RESOLVE": server.resolve_spec(HOSTS)}
+    argv = [sys.executable, "-m", "shoal", "collect", "instagram", "--brokers", brokers,
+            "--collector", name, "--profiles", str(tmp / "profiles.txt"),
+            "--login", "researcher", "--session-file", str(tmp / "session"),
+            "--state", str(tmp / "state.json"), "--no-pause", "--calls-per-hour", "1000",
+            "--rate-limit-wait", "2.5", "--request-timeout", "1", "--save-every", "0",
+            *extra]
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 90) -> tuple[int, list[dict[str, Any]]]:
+    _, err = proc.communicate(timeout=timeout)
+    lines = []
+    for line in err.decode().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            lines.append({"msg": line})
+    return proc.returncode, lines
+
+
+def test_batch_survives_faults_and_a_kill(fixtures: Path, brokers: str, tap: KafkaTap,
+                                          tmp_path: Path) -> None:
+    fake: FakeInstagram = batch(fixtures)
+    fake.delay = 0.15
+    (tmp_path / "profiles.txt").write_text("alice\nbob\nghost\ncarol\ndave\nerin\n")
+    session_file(tmp_path / "session")
+    ca = TestCA(tmp_path / "ca", HOSTS)
+    name = collector_name("ig")
+    with TlsServer(fake.app(), ca) as server:
+        first = collector(server, ca, brokers, name, tmp_path)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(tap.posts(name)) < 8 and first.poll() is None:
+            tap.poll()
+        assert first.poll() is None, [x.get("said") or x for x in finish(first)[1]]
+        first.send_signal(signal.SIGKILL)
+        _, first_logs = finish(first, 10)
+        tap.settle(0.5)
+        killed_at = len(tap.posts(name))
+        assert 8 <= killed_at < 20
+
+        code, logs = finish(collector(server, ca, brokers, name, tmp_path))
+        assert code == 0, logs[-5:]
+        logs = first_logs + logs
+        tap.settle(1.0)
+
+    keys = Counter(p["key"] for p in tap.posts(name))
+    public = [m["pk"] for p in ("alice", "carol", "dave", "erin")
+              for m in fake.profiles[p].posts]
+    assert set(keys) == {f"instagram:{pk}" for pk in public}
+    assert max(keys.values()) == 1, "a post was published twice"
+
+    # The 429 was waited out: nothing reached the server inside the window, and the wait was
+    # logged once with the time the collector resumes.
+    assert fake.window_end > 0
+    assert fake.violations == []
+    assert fake.profiles["dave"].timeouts == 0  # its page timed out twice, then came
+    waits = [x for x in logs if x.get("msg") == "rate limited"]
+    assert len(waits) == 1 and waits[0]["resumes_at"]
+
+    runs = [json.loads(line) for line in (tmp_path / "state.json.runs.jsonl").read_text()
+            .splitlines()]
+    outcomes = {r["target"]: r["outcome"] for r in runs}
+    assert len(runs) == 6, runs
+    assert outcomes == {"profile:alice": "ok", "profile:bob": "private",
+                        "profile:ghost": "not-found", "profile:carol": "ok",
+                        "profile:dave": "ok", "profile:erin": "ok"}
+    assert all(r["started"] <= r["ended"] for r in runs)
+    # The profile cut by the kill counts, in its one line, only what the second run published.
+    assert 15 <= sum(r["posts"] for r in runs) <= 20
+    assert all(r["media"] >= r["posts"] for r in runs)
+    assert "s3cr3t-session" not in json.dumps(logs)
+
+    # Through the real dataflow: every post once in the hourly files, media with it.
+    data = tmp_path / "data"
+    run_flow(brokers, data)
+    rows = all_rows(data, "instagram")
+    assert sorted(r["id"] for r in rows) == sorted(public)
+    carousel = next(r for r in rows if r["id"] == "3828242469566363945")
+    assert len(carousel["media_urls"].split("|")) > 1
+
+
+def test_hourly_ceiling_spans_the_whole_batch() -> None:
+    """--calls-per-hour: the N+1st call waits until the first leaves the hour."""
+    import instaloader
+
+    ctx = instaloader.InstaloaderContext(sleep=False, quiet=True)
+    rc = BatchRateController(ctx, stopper=Stopper(), calls_per_hour=3, rate_limit_wait=1.0,
+                             calls=[])
+    now = time.time()
+    rc.calls = [now - 3000, now - 10, now - 5]
+    assert 599 < rc.hourly_wait(now) <= 600
+    rc.calls = [now - 3700, now - 10, now - 5]
+    assert rc.hourly_wait(now) == 0.0
+
+
+def test_refused_session_is_one_line(fixtures: Path, brokers: str, tmp_path: Path) -> None:
+    fake = batch(fixtures)
+    fake.login_ok = False
+    (tmp_path / "profiles.txt").write_text("alice\n")
+    session_file(tmp_path / "session")
+    ca = TestCA(tmp_path / "ca", HOSTS)
+    with TlsServer(fake.app(), ca) as server:
+        code, logs = finish(collector(server, ca, brokers, collector_name("ig"), tmp_path))
+    assert code == 2
+    failed = [x for x in logs if x.get("msg") == "collector failed"]
+    assert len(failed) == 1 and "refused the session" in failed[0]["error"]
+    assert all(p != "/alice/" for _, p in fake.requests)
