@@ -69,12 +69,15 @@ def _flow_config(args: argparse.Namespace, brokers: str, **extra: Any) -> Any:
 
 
 # Collectors `up` runs as child processes (`shoal collect KIND ...`) publishing into its
-# embedded broker: kind -> (does it take an argument, does it end by itself).
-LIVE_SOURCES: dict[str, tuple[bool, bool]] = {
-    "twitter-search": (True, True),
-    "twitter-sample": (False, False),
-    "bluesky": (False, False),
-    "mastodon": (True, False),
+# embedded broker: kind -> (how its argument is passed: "" none, "-" as the positional
+# argument, else the flag taking the comma-separated values; does it end by itself).
+LIVE_SOURCES: dict[str, tuple[str, bool]] = {
+    "twitter-search": ("-", True),
+    "twitter-sample": ("", False),
+    "bluesky": ("", False),
+    "mastodon": ("-", False),
+    "instagram": ("--profiles", True),
+    "images": ("-", True),
 }
 
 
@@ -95,7 +98,7 @@ def _parse_sources(specs: Sequence[str]) -> list[Source]:
     """``[NAME=]KIND[:ARG]``, and ``file:PATH@NAME`` as well."""
     out = []
     kinds = ", ".join(["file:PATH", "demo[:N]", "twitter-search:QUERY", "twitter-sample",
-                       "bluesky", "mastodon:HOST"])
+                       "bluesky", "mastodon:HOST", "instagram:NAME,...", "images:KEYWORD"])
     for spec in specs:
         name, eq, rest = spec.partition("=")
         if not eq or ":" in name or not name:
@@ -114,7 +117,7 @@ def _parse_sources(specs: Sequence[str]) -> list[Source]:
                 raise UserError(f"--source demo:N needs a number of posts, got {arg!r}")
             arg = arg or "2000"
         elif kind in LIVE_SOURCES:
-            takes_arg = LIVE_SOURCES[kind][0]
+            takes_arg = bool(LIVE_SOURCES[kind][0])
             if takes_arg and not arg:
                 raise UserError(f"--source {kind}:... needs its argument (see `shoal collect "
                                 f"{kind} --help`)")
@@ -135,8 +138,9 @@ def _parse_sources(specs: Sequence[str]) -> list[Source]:
 def _start_live(source: Source, brokers: str, args: argparse.Namespace) -> subprocess.Popen[str]:
     """A live collector as a child process publishing into ``brokers``; it inherits the
     environment (tokens), the configuration file and our stderr (its log lines)."""
-    cmd = [sys.executable, "-m", "shoal", "collect", source.kind,
-           *([source.value] if source.value else []), "--brokers", brokers,
+    how = LIVE_SOURCES[source.kind][0]
+    given = [source.value] if how == "-" else [how, *source.value.split(",")] if how else []
+    cmd = [sys.executable, "-m", "shoal", "collect", source.kind, *given, "--brokers", brokers,
            "--collector", source.collector or source.kind]
     if getattr(args, "config", None):
         cmd += ["--config", str(args.config)]
@@ -558,7 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", metavar="SPEC",
                    help="[NAME=]KIND[:ARG], repeatable (default demo): file:PATH (a file or "
                    "a directory of them; file:PATH@NAME too), demo[:N], twitter-search:QUERY, "
-                   "twitter-sample, bluesky, mastodon:HOST; NAME is the collector's name "
+                   "twitter-sample, bluesky, mastodon:HOST, instagram:NAME,..., "
+                   "images:KEYWORD; NAME is the collector's name "
                    "(default --collector for files, the kind for the others)")
     p.add_argument("--format", default=None, help="input format (default: detected per file)")
     p.add_argument("--strict", action="store_true",
