@@ -58,6 +58,10 @@ def append_deadletters(path: Path, records: Iterable[dict[str, Any]]) -> int:
         existing.append(rec)
         added += 1
     if added:
+        # In a stable order, not arrival order: letters of several partitions interleave
+        # differently from one run to the next, and a replay must write the same file.
+        existing.sort(key=lambda r: (str(r.get("at")), str(r.get("source")),
+                                     str(r.get("reason")), str(r.get("raw"))))
         body = b"".join(orjson.dumps(r) + b"\n" for r in existing)
         atomic_write(path, lzma.compress(body, preset=1))
     return added
