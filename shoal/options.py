@@ -30,7 +30,7 @@ UP, PROCESS, REPLAY, QUERY, FETCH, COLLECT = "up", "process", "replay", "query",
 FLOW_COMMANDS = (UP, PROCESS, REPLAY)
 SERVICES = (UP, PROCESS)  # long-running dataflows: alerts, hooks
 LIVE = ("collect twitter-sample", "collect twitter-search", "collect bluesky", "collect mastodon",
-        "collect instagram", "collect images")
+        "collect instagram", "collect images", "collect tiktok")
 KAFKA_CLIENTS = (PROCESS, REPLAY, COLLECT)
 
 
@@ -229,6 +229,16 @@ class CollectorsSettings:
                                     "a flag is visible to every user in ps)",
                                     env_aliases=("TWITTER_BEARER_TOKEN",), flag="--bearer-token",
                                     commands=("collect twitter-sample", "collect twitter-search"))
+    tiktok_api_url: str = opt("https://open.tiktokapis.com", "TikTok Research API base URL, for "
+                              "a proxy or a test server", flag="--api-url",
+                              commands=("collect tiktok",))
+    tiktok_client_key: str = opt("", "TikTok Research API client key (prefer the environment)",
+                                 env_aliases=("TIKTOK_CLIENT_KEY",), flag="--client-key",
+                                 commands=("collect tiktok",))
+    tiktok_client_secret: str = opt("", "TikTok Research API client secret (prefer the "
+                                    "environment: a flag is visible to every user in ps)",
+                                    env_aliases=("TIKTOK_CLIENT_SECRET",), flag="--client-secret",
+                                    commands=("collect tiktok",))
 
 
 SECTIONS: dict[str, type] = {

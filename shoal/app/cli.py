@@ -78,6 +78,7 @@ LIVE_SOURCES: dict[str, tuple[str, bool]] = {
     "mastodon": ("-", False),
     "instagram": ("--profiles", True),
     "images": ("-", True),
+    "tiktok": ("--hashtags", True),
 }
 
 
@@ -98,7 +99,8 @@ def _parse_sources(specs: Sequence[str]) -> list[Source]:
     """``[NAME=]KIND[:ARG]``, and ``file:PATH@NAME`` as well."""
     out = []
     kinds = ", ".join(["file:PATH", "demo[:N]", "twitter-search:QUERY", "twitter-sample",
-                       "bluesky", "mastodon:HOST", "instagram:NAME,...", "images:KEYWORD"])
+                       "bluesky", "mastodon:HOST", "instagram:NAME,...", "images:KEYWORD",
+                       "tiktok:TAG,..."])
     for spec in specs:
         name, eq, rest = spec.partition("=")
         if not eq or ":" in name or not name:
@@ -585,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_live_parsers(kinds)  # twitter-sample, twitter-search, bluesky, mastodon
     for name in ("twitter-sample", "twitter-search", "bluesky", "mastodon", "instagram",
-                 "images"):
+                 "images", "tiktok"):
         live = kinds.choices[name]
         add_options(live, f"collect {name}")
         live.set_defaults(func=_run_live)

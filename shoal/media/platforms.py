@@ -388,6 +388,20 @@ def tiktok_scraper_media(item: dict[str, Any], post_id: str) -> list[MediaRef]:
     return media.items
 
 
+def tiktok_page_url(username: Any, video_id: Any) -> str:
+    """The web page of a video; yt-dlp (and a browser) resolve it to the playable file."""
+    user = username if isinstance(username, str) else ""
+    return f"https://www.tiktok.com/@{user}/video/{video_id}"
+
+
+def tiktok_research_media(video: dict[str, Any], post_id: str) -> list[MediaRef]:
+    """A Research API video has no file URL, only its id and author: its page is the media
+    URL, so the fetch step (per host, like any media) downloads it."""
+    media = _Media("tiktok", post_id)
+    media.add("video", tiktok_page_url(video.get("username"), post_id), (), post_id)
+    return media.items
+
+
 # --------------------------------------------------------------------------- Instagram
 
 

@@ -1,7 +1,13 @@
-"""TikTok videos: web ``itemStruct`` (``tiktok-item``) and tiktok-scraper records.
+"""TikTok videos: web ``itemStruct`` (``tiktok-item``), tiktok-scraper records and Research
+API videos (``tiktok-research``).
 
-Both describe the same object with different names; ids are TikTok's numeric video ids,
+All describe the same object with different names; ids are TikTok's numeric video ids,
 global on the platform, so they are used as they are.
+
+A Research API video names its author only by ``username`` (the API has no author ids), so
+the username is the author id; its only media is its web page, which the fetch step
+resolves. The hashtag or user listing that found it is in the payload (``query``): the post
+row has no query column (``shoal.model.POST_COLUMNS``), so it stays there.
 """
 
 from __future__ import annotations
@@ -9,7 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shoal.media.platforms import tiktok_item_media, tiktok_scraper_media
+from shoal.media.platforms import (
+    tiktok_item_media,
+    tiktok_research_media,
+    tiktok_scraper_media,
+)
 from shoal.model import BadPost, MediaRef, Normalised
 from shoal.normalise import _platform_rows as rows
 
@@ -98,4 +108,29 @@ def normalise_scraper(payload: dict[str, Any], retrieved_at: str) -> Normalised:
     return _video(payload, retrieved_at, _scraper_user, tiktok_scraper_media, body, tags)
 
 
-FORMATS = {"tiktok-item": normalise_item, "tiktok-scraper": normalise_scraper}
+RESEARCH = "tiktok-research"
+
+
+def research_id(video: dict[str, Any]) -> str:
+    """``id`` in the API's current answers, ``video_id`` in older ones (and in traktok's)."""
+    value = video.get("id", video.get("video_id"))
+    if value is None or value == "" or isinstance(value, dict | list | bool):
+        raise BadPost("TikTok Research API video without id")
+    return str(value)
+
+
+def _research_user(video: dict[str, Any], retrieved: str) -> dict[str, str]:
+    username = rows.text(video.get("username"))
+    return rows.user_row(retrieved, username, username=username or None)
+
+
+@rows.guard(RESEARCH)
+def normalise_research(payload: dict[str, Any], retrieved_at: str) -> Normalised:
+    video = {**payload, "id": research_id(payload), "createTime": payload.get("create_time")}
+    tags = payload.get("hashtag_names")
+    return _video(video, retrieved_at, _research_user, tiktok_research_media,
+                  payload.get("video_description"), tags if isinstance(tags, list) else [])
+
+
+FORMATS = {"tiktok-item": normalise_item, "tiktok-scraper": normalise_scraper,
+           RESEARCH: normalise_research}
