@@ -1,0 +1,282 @@
+"""``shoal collect tiktok --hashtags`` against a TikTok Research API of our own on 127.0.0.1.
+
+The fake speaks the API's two endpoints with answers shaped like the real ones (the video
+fields of traktok's recorded answer, ../shared/fixtures/tiktok-research): an OAuth
+client-credentials token, and video queries paged by cursor/search_id, refusing windows
+longer than 30 days. Mid-run it revokes the token (401 ``access_token_invalid``) and once
+answers 429 ``daily_quota_limit_exceeded``; the collector's ``--quota-wait`` stands in for
+the wait until the next UTC day.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from connectors.collect.tiktok import next_utc_day, windows
+from tests.live_helpers import KafkaTap, LocalServer, collector_name
+from tests.pipeline import all_rows, run_flow
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY, SECRET = "ck-test", "cs-s3cr3t-value"
+SINCE, UNTIL = date(2024, 1, 1), date(2024, 2, 14)  # 45 days: two windows
+QUOTA_WAIT = 1.5
+
+
+def template(fixtures: Path) -> dict[str, Any]:
+    path = (fixtures / "tiktok-research" / "JBGruber__traktok" / "tests" / "testthat"
+            / "example_resp_q_videos.json")
+    video: dict[str, Any] = json.loads(path.read_text())["data"]["videos"][0]
+    return video
+
+
+class FakeResearchAPI:
+    """Videos per hashtag; a token revoked after ``revoke_after`` queries; the quota hit at
+    query ``quota_at``; ``violations`` lists queries inside the quota window."""
+
+    def __init__(self, videos: dict[str, list[dict[str, Any]]]) -> None:
+        self.videos = videos
+        self.tokens: list[str] = []
+        self.valid: set[str] = set()
+        self.queries: list[dict[str, Any]] = []
+        self.revoke_after = 4
+        self.quota_at = 9
+        self.quota_until = 0.0
+        self.violations: list[float] = []
+        self.refused_windows: list[tuple[str, str]] = []
+        self.delay = 0.0
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if form.get("client_key") != KEY or form.get("client_secret") != SECRET or \
+                form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "invalid_client", "error_description":
+                                      "Client key or secret is incorrect.", "log_id": "x"},
+                                     status=401)
+        token = f"clt.{len(self.tokens) + 1}"
+        self.tokens.append(token)
+        self.valid.add(token)
+        return web.json_response({"access_token": token, "expires_in": 7200,
+                                  "token_type": "Bearer"})
+
+    @staticmethod
+    def error(status: int, code: str, message: str) -> web.Response:
+        return web.json_response({"error": {"code": code, "message": message,
+                                            "log_id": "20240101"}}, status=status)
+
+    async def query(self, request: web.Request) -> web.Response:
+        import asyncio
+
+        await asyncio.sleep(self.delay)
+        auth = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if auth not in self.valid:
+            return self.error(401, "access_token_invalid", "The access token is invalid")
+        now = time.time()
+        if now < self.quota_until:
+            self.violations.append(now)
+        body = await request.json()
+        self.queries.append(body)
+        n = len(self.queries)
+        if n == self.revoke_after:
+            self.valid.discard(auth)
+            return self.error(401, "access_token_invalid", "The access token is invalid")
+        if n == self.quota_at:
+            self.quota_until = now + QUOTA_WAIT - 0.2
+            return self.error(429, "daily_quota_limit_exceeded", "daily quota exceeded")
+        assert "id" in request.query["fields"].split(",")
+        start = datetime.strptime(body["start_date"], "%Y%m%d").replace(tzinfo=UTC)
+        end = datetime.strptime(body["end_date"], "%Y%m%d").replace(tzinfo=UTC)
+        if (end - start).days > 29:
+            self.refused_windows.append((body["start_date"], body["end_date"]))
+            return self.error(400, "invalid_params", "Search window is longer than 30 days")
+        tag = body["query"]["and"][0]["field_values"][0]
+        found = [v for v in self.videos.get(tag, [])
+                 if start.timestamp() <= v["create_time"] < end.timestamp() + 86400]
+        cursor, size = int(body.get("cursor") or 0), int(body["max_count"])
+        search_id = body.get("search_id") or f"s-{tag}-{body['start_date']}"
+        page = found[cursor:cursor + size]
+        return web.json_response({
+            "data": {"videos": page, "cursor": cursor + len(page), "search_id": search_id,
+                     "has_more": cursor + len(page) < len(found)},
+            "error": {"code": "ok", "message": "", "log_id": "20240101"}})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v2/oauth/token/", self.token)
+        app.router.add_post("/v2/research/video/query/", self.query)
+        return app
+
+
+def videos(fixtures: Path) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    """london: 7 + 5 videos, paris 6 + 4, one of them in both (window one)."""
+    base = template(fixtures)
+    out: dict[str, list[dict[str, Any]]] = {"london": [], "paris": []}
+    n = 0
+    for tag, counts in (("london", (7, 5)), ("paris", (6, 4))):
+        for first, count in zip((SINCE, SINCE + timedelta(days=30)), counts, strict=True):
+            for i in range(count):
+                n += 1
+                when = datetime.combine(first + timedelta(days=2 * i), datetime.min.time(), UTC)
+                video = {k: v for k, v in base.items() if k != "video_id"}
+                video.update(id=7300000000000000000 + n, username=f"user{n % 3}",
+                             create_time=int(when.timestamp()) + 3600 * n % 86400,
+                             hashtag_names=[tag, "pov"],
+                             video_description=f"{tag} video {n} #{tag} #pov")
+                out[tag].append(video)
+    shared = out["london"][1]
+    shared["hashtag_names"] = ["london", "paris"]
+    out["paris"].insert(0, dict(shared))
+    return out, str(shared["id"])
+
+
+def collector(server: LocalServer, brokers: str, name: str, tmp: Path,
+              *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TIKTOK_CLIENT_KEY": KEY, "TIKTOK_CLIENT_SECRET": SECRET}
+    argv = [sys.executable, "-m", "shoal", "collect", "tiktok", "--brokers", brokers,
+            "--collector", name, "--hashtags", "london", "#Paris", "--since", str(SINCE),
+            "--until", str(UNTIL), "--api-url", server.url, "--page-size", "3",
+            "--state", str(tmp / "state.json"), "--quota-wait", str(QUOTA_WAIT),
+            "--backoff-base", "0.05", "--backoff-max", "0.2", *extra]
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 90) -> tuple[int, list[dict[str, Any]]]:
+    _, err = proc.communicate(timeout=timeout)
+    lines = []
+    for line in err.decode().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            lines.append({"msg": line})
+    return proc.returncode, lines
+
+
+def test_windows_are_at_most_30_days() -> None:
+    assert windows(SINCE, UNTIL) == [(date(2024, 1, 1), date(2024, 1, 30)),
+                                     (date(2024, 1, 31), date(2024, 2, 14))]
+    assert windows(SINCE, SINCE) == [(SINCE, SINCE)]
+    midday = datetime(2024, 3, 5, 12, tzinfo=UTC).timestamp()
+    assert next_utc_day(midday) == datetime(2024, 3, 6, 0, 1, tzinfo=UTC).timestamp()
+
+
+def test_two_hashtags_two_windows_token_quota_and_a_kill(
+        fixtures: Path, brokers: str, tap: KafkaTap, tmp_path: Path) -> None:
+    data, shared = videos(fixtures)
+    fake = FakeResearchAPI(data)
+    fake.delay = 0.15
+    name = collector_name("tt")
+    with LocalServer(fake.app()) as server:
+        first = collector(server, brokers, name, tmp_path)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(tap.posts(name)) < 6 and first.poll() is None:
+            tap.poll()
+        assert first.poll() is None, finish(first)[1][-5:]
+        first.send_signal(signal.SIGKILL)
+        _, first_logs = finish(first, 10)
+        tap.settle(0.5)
+        killed_at = len(tap.posts(name))
+        assert 6 <= killed_at < 21
+
+        code, logs = finish(collector(server, brokers, name, tmp_path))
+        assert code == 0, logs[-5:]
+        logs = first_logs + logs
+        tap.settle(1.0)
+
+    expected = {str(v["id"]) for vs in data.values() for v in vs}
+    assert len(expected) == 22
+    keys = Counter(p["key"] for p in tap.posts(name))
+    assert set(keys) == {f"tiktok:{i}" for i in expected}
+    assert max(keys.values()) == 1, "a post was published twice"
+    by_id = {p["key"].split(":")[1]: p for p in tap.posts(name)}
+    assert all(p["format"] == "tiktok-research" for p in by_id.values())
+    for tag in ("london", "paris"):
+        for v in data[tag]:
+            if str(v["id"]) != shared:
+                assert by_id[str(v["id"])]["payload"]["query"] == tag
+
+    # Windows of at most 30 days, both asked for; paged with the search id the API gave.
+    assert fake.refused_windows == []
+    asked = {(q["start_date"], q["end_date"]) for q in fake.queries}
+    assert asked == {("20240101", "20240130"), ("20240131", "20240214")}
+    assert any(q.get("cursor") and q.get("search_id") for q in fake.queries)
+    # The revoked token was replaced; the quota was waited out (once, logged with the time).
+    assert len(fake.tokens) >= 3  # first run, the refresh after the 401, second run
+    assert fake.quota_until > 0 and fake.violations == []
+    waits = [x for x in logs if x.get("msg") == "daily quota reached"]
+    assert len(waits) == 1 and waits[0]["resumes_at"]
+    assert SECRET not in json.dumps(logs) and "clt.1" not in json.dumps(logs)
+
+    # Per hashtag: the IDs, the shared video in both lists; the state says both windows done.
+    for tag in ("london", "paris"):
+        listed = (tmp_path / f"{tag}_post_ids.txt").read_text().split()
+        assert sorted(listed) == sorted(str(v["id"]) for v in data[tag])
+        assert len(listed) == len(set(listed))
+    state = json.loads((tmp_path / "state.json").read_text())
+    for tag in ("london", "paris"):
+        assert state["hashtags"][tag]["windows_done"] == ["20240101-20240130",
+                                                          "20240131-20240214"]
+        assert "cursor" not in state["hashtags"][tag]
+
+    runs = [json.loads(line) for line in
+            (tmp_path / "state.json.runs.jsonl").read_text().splitlines()]
+    finals = {r["hashtag"]: r for r in runs if r["outcome"] == "ok"}
+    assert set(finals) == {"london", "paris"}
+    assert all(r["started"] <= r["ended"] and r["videos"] == r["posts"] for r in runs)
+    # The killed run wrote no line for the hashtag it was in; what it published of that
+    # hashtag the next run counts as seen, not as posts.
+    assert 22 - killed_at <= sum(r["posts"] for r in runs) <= 22
+    assert sum(r["seen"] for r in runs if r["hashtag"] == "paris") >= 1  # shared, via london
+
+    # A third run finds every window done: it asks nothing and publishes nothing.
+    before = len(fake.queries)
+    with LocalServer(fake.app()) as server:
+        code, _ = finish(collector(server, brokers, name, tmp_path))
+    assert code == 0 and len(fake.queries) == before
+
+    # Through the real dataflow: every video once in the hourly files.
+    out = tmp_path / "data"
+    run_flow(brokers, out)
+    rows = [r for r in all_rows(out, "tiktok") if r["id"] in expected]
+    assert sorted(r["id"] for r in rows) == sorted(expected)
+    row = next(r for r in rows if r["id"] == shared)
+    assert row["media_urls"] == f"https://www.tiktok.com/@{row['author.username']}/video/{shared}"
+    assert row["hashtags"] == "london|paris"
+
+
+def test_refused_credentials_are_one_line(brokers: str, tmp_path: Path) -> None:
+    fake = FakeResearchAPI({})
+    with LocalServer(fake.app()) as server:
+        env = {**os.environ, "TIKTOK_CLIENT_KEY": KEY, "TIKTOK_CLIENT_SECRET": "wrong-secret"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "collect", "tiktok", "--brokers", brokers,
+             "--collector", collector_name("tt"), "--hashtags", "london", "--api-url",
+             server.url, "--state", str(tmp_path / "s.json"), "--retries", "0"],
+            cwd=ROOT, env=env, stderr=subprocess.PIPE)
+        code, logs = finish(proc, 60)
+    assert code == 2
+    failed = [x for x in logs if x.get("msg") == "collector failed"]
+    assert len(failed) == 1 and "invalid_client" in failed[0]["error"]
+    assert "wrong-secret" not in json.dumps(logs)
+    assert fake.queries == []
+
+
+def test_no_credentials_is_one_line(brokers: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "SHOAL_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "collect", "tiktok", "--brokers", brokers,
+         "--collector", "tt", "--hashtags", "london"],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    code, logs = finish(proc, 60)
+    assert code == 2
+    assert "TIKTOK_CLIENT_KEY" in next(x for x in logs if x.get("msg") == "collector failed")[
+        "error"]
