@@ -230,7 +230,7 @@ class CollectorsSettings:
                                     env_aliases=("TWITTER_BEARER_TOKEN",), flag="--bearer-token",
                                     commands=("collect twitter-sample", "collect twitter-search"))
     tiktok_api_url: str = opt("https://open.tiktokapis.com", "TikTok Research API base URL, for "
-                              "a proxy or a test server", flag="--api-url",
+                              "a proxy or a test server", flag="--research-api-url",
                               commands=("collect tiktok",))
     tiktok_client_key: str = opt("", "TikTok Research API client key (prefer the environment)",
                                  env_aliases=("TIKTOK_CLIENT_KEY",), flag="--client-key",

@@ -144,7 +144,7 @@ def collector(server: LocalServer, brokers: str, name: str, tmp: Path,
     env = {**os.environ, "TIKTOK_CLIENT_KEY": KEY, "TIKTOK_CLIENT_SECRET": SECRET}
     argv = [sys.executable, "-m", "shoal", "collect", "tiktok", "--brokers", brokers,
             "--collector", name, "--hashtags", "london", "#Paris", "--since", str(SINCE),
-            "--until", str(UNTIL), "--api-url", server.url, "--page-size", "3",
+            "--until", str(UNTIL), "--research-api-url", server.url, "--page-size", "3",
             "--state", str(tmp / "state.json"), "--quota-wait", str(QUOTA_WAIT),
             "--backoff-base", "0.05", "--backoff-max", "0.2", *extra]
     return subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE)
@@ -259,7 +259,7 @@ def test_refused_credentials_are_one_line(brokers: str, tmp_path: Path) -> None:
         env = {**os.environ, "TIKTOK_CLIENT_KEY": KEY, "TIKTOK_CLIENT_SECRET": "wrong-secret"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "shoal", "collect", "tiktok", "--brokers", brokers,
-             "--collector", collector_name("tt"), "--hashtags", "london", "--api-url",
+             "--collector", collector_name("tt"), "--hashtags", "london", "--research-api-url",
              server.url, "--state", str(tmp_path / "s.json"), "--retries", "0"],
             cwd=ROOT, env=env, stderr=subprocess.PIPE)
         code, logs = finish(proc, 60)

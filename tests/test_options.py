@@ -65,6 +65,7 @@ BASE_ARGV: dict[str, list[str]] = {
     "collect file": ["x.jsonl", "--brokers", "k:1", "--collector", "c"],
     "collect twitter-sample": ["--brokers", "k:1", "--collector", "c"],
     "collect twitter-search": ["q", "--brokers", "k:1", "--collector", "c"],
+    "collect tiktok": ["--hashtags", "x", "--brokers", "k:1", "--collector", "c"],
 }
 
 

@@ -119,7 +119,7 @@ class ResearchClient:
 
     def __init__(self, args: argparse.Namespace, key: str, secret: str, stopper: Stopper,
                  on_wait: Any = None) -> None:
-        self.base = args.api_url.rstrip("/")
+        self.base = args.settings.collectors.tiktok_api_url.rstrip("/")
         self.key = key
         self.secret = secret
         self.stopper = stopper
