@@ -397,9 +397,11 @@ def add_options(p: argparse.ArgumentParser, command: str) -> None:
         group.add_argument(o.flag, **kw)
 
 
-def _option_of(dest: str) -> Option | None:
+def _option_of(dest: str, command: str | None) -> Option | None:
+    """The option behind a flag of ``command``: two commands may spell different options
+    the same way (each command's flags are unique, which tests/test_options.py checks)."""
     for o in all_options():
-        if o.dest == dest:
+        if o.dest == dest and command is not None and o.on(command):
             return o
     return None
 
@@ -415,8 +417,9 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
 def apply_defaults(parser: argparse.ArgumentParser, settings: Settings) -> None:
     """File and environment values become argparse defaults: the command line still wins."""
     for p in _parsers(parser):
+        command = p.get_default("command_path")
         for action in p._actions:
-            o = _option_of(action.dest)
+            o = _option_of(action.dest, command)
             if o is None or settings.source(o.section, o.key) == "default":
                 continue
             value = settings.get(o.section, o.key)
