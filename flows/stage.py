@@ -10,7 +10,8 @@ snapshot so consumed offsets are never saved ahead of their rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +39,37 @@ class ChunkFact:
     watermark: int
     hours: tuple[tuple[str, int], ...]
     idle: bool = False
+
+class _Copies:
+    """What the stage wrote of one post in one hour: its contents and its collectors.
+
+    A copy is left out (or written as a "seen" line) only when its content, the post, author
+    and media rows, is one already written: merging it again could change nothing but the
+    collectors. A copy with other content (another collector's retrieval time, updated
+    counters) is written in full, so that the merge's rules (earliest retrieval, newest
+    author stats) choose among every copy, whatever the stage happens to remember. Were it
+    dropped, the result would depend on whether the first copy was still remembered, which
+    the pruning at each flush (wall-clock timed) and a crash decide: replays under load
+    then differed from runs on a quiet machine.
+    """
+
+    __slots__ = ("collectors", "contents")
+
+    def __init__(self) -> None:
+        self.contents: set[bytes] = set()  # digests of _content
+        self.collectors: set[str] = set()
+
+
+def _content(post: Mapping[str, Any], user: Mapping[str, Any] | None,
+             media: list[dict[str, Any]]) -> bytes:
+    """A digest of what a post line contributes to the merge, collector and late mark aside.
+
+    A late mark needs no place here: every copy of a post lands in one partition, whose
+    watermark only grows, so a copy after one already written is late if that one was, and
+    its mark cannot matter if that one was on time (an on-time copy anywhere clears it).
+    """
+    return hashlib.blake2b(orjson.dumps((post, user, media)), digest_size=16).digest()
+
 
 def _headers(msg: Message) -> dict[str, str]:
     try:  # shoal's own producers: every value is UTF-8 bytes
@@ -68,7 +100,10 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
         self.buffers: dict[tuple[str, int], list[bytes]] = {}
         self.buffered = 0
         self.counts: dict[str, int] = {}
-        self.seen: dict[tuple[str, int], dict[str, set[str]]] = {}
+        # What was written per open hour and post id. Only an optimisation: forgetting it
+        # (pruned below, lost in a crash: it is never snapshotted) writes post lines where
+        # "seen" lines would have done, and the merge makes the same files of either.
+        self.seen: dict[tuple[str, int], dict[str, _Copies]] = {}
         self.out: list[Any] = []
         self.written: set[tuple[str, int]] = set()
         self.reported_wm = -1
@@ -165,20 +200,24 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
         seen = self.seen.setdefault(key, {})
         have = seen.get(norm.id)
         buf = self.buffers.setdefault(key, [])
+        rows = [m.row() for m in norm.media]
+        content = _content(norm.post, norm.user, rows)
         if have is None:
-            seen[norm.id] = {collector}
-            # One line per post, its author and media rows with it: the sealer decodes one
-            # JSON document per post instead of three.
-            rows = [m.row() for m in norm.media]
+            seen[norm.id] = have = _Copies()
             if rows and self.media_kinds:
                 self.out.extend(MediaJob(norm.platform, start, row)
                                 for m, row in zip(norm.media, rows, strict=True)
                                 if m.type in self.media_kinds)
+        if content not in have.contents:
+            have.contents.add(content)
+            have.collectors.add(collector)
+            # One line per post, its author and media rows with it: the sealer decodes one
+            # JSON document per post instead of three.
             buf.append(chunks.post_line(collector, norm.post, late=late, user=norm.user,
                                         media=rows))
             self.buffered += 1
-        elif collector not in have:
-            have.add(collector)
+        elif collector not in have.collectors:
+            have.collectors.add(collector)
             buf.append(chunks.seen_line(norm.id, collector))
         return None
 

@@ -9,6 +9,7 @@ producer-stamped topics like ``shoal.posts``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -55,12 +56,15 @@ class OffsetFinder:
             raise OffsetError(f"topic {self.topic!r} has no partitions (does it exist?)")
         return sorted(parts)
 
-    def bounds(self, partition: int) -> tuple[int, int]:
+    def bounds(self, partition: int, patience: float = 30.0) -> tuple[int, int]:
         """First offset and one past the last message, checked against the messages.
 
-        The embedded Tansu reports as high watermark the base offset of the last record
-        batch plus one, which cuts off the rest of that batch; reading from there to the
-        end gives the true end on any broker.
+        The embedded Tansu answers ListOffsets with the base offset of the last record batch
+        plus one, which cuts off the rest of that batch; its fetch responses carry the true
+        high watermark. So the end is read: from there on until the consumer's position
+        reaches the high watermark the first fetch reported, which is what the partition held
+        then. Never until a poll comes back empty: on a loaded machine a fetch can take longer
+        than any poll timeout, and a replay would stop short at a point the load chose.
         """
         tp = TopicPartition(self.topic, partition)
         low = int(self.consumer.beginning_offsets([tp])[tp])
@@ -69,14 +73,21 @@ class OffsetFinder:
             return low, high
         self.consumer.assign([tp])
         self.consumer.seek(tp, high - 1)
-        last = high - 1
+        end = high
+        target: int | None = None
+        deadline = time.monotonic() + patience
         while True:
             batch = self.consumer.poll(timeout_ms=500, max_records=10_000)
-            records = [r for recs in batch.values() for r in recs]
-            if not records:
-                break
-            last = max(last, max(r.offset for r in records))
-        return low, last + 1
+            for records in batch.values():
+                for rec in records:
+                    end = max(end, rec.offset + 1)
+            if target is None:
+                target = self.consumer.highwater(tp)  # None until a fetch has answered
+            if target is not None and self.consumer.position(tp) >= target:
+                return low, end
+            if time.monotonic() > deadline:
+                raise OffsetError(f"could not read {self.topic}/{partition} to its end within "
+                                  f"{patience:.0f}s (broker too slow or unreachable)")
 
     def timestamp_at(self, partition: int, offset: int) -> int:
         """The timestamp (ms) of the message at ``offset``."""
