@@ -10,6 +10,7 @@ its day because ``02`` < ``02b`` < ``03``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
@@ -79,9 +80,59 @@ def iso_utc(ts: datetime) -> str:
     return ts.astimezone(UTC).replace(microsecond=0).isoformat()
 
 
+# Real UTC offsets run from -12:00 to +14:00. Anything beyond +-14:00 is not a place on Earth
+# but a corrupted value, and applying it would move a post by up to days into the wrong hour.
+MAX_UTC_OFFSET = timedelta(hours=14)
+_OFFSET = re.compile(r"([+-])(\d{2})(?::?(\d{2}))?")
+
+
+def utc_offset(text: str) -> timedelta:
+    """``+hh:mm``, ``+hhmm``, ``+hh`` or ``Z`` -> the offset it names.
+
+    Raises ``ValueError`` naming the problem for a malformed offset (minutes past 59,
+    seconds, stray characters) or one beyond +-14:00. :func:`datetime.fromisoformat` alone is
+    not enough: it takes ``+05:99`` as ``+06:39`` and anything up to +-23:59.
+    """
+    if text in ("Z", "z"):
+        return timedelta(0)
+    match = _OFFSET.fullmatch(text)
+    if match is None:
+        raise ValueError(f"malformed UTC offset {text!r}")
+    sign, hours, minutes = match[1], int(match[2]), int(match[3] or 0)
+    offset = timedelta(hours=hours, minutes=minutes)
+    if hours > 14 or offset > MAX_UTC_OFFSET:
+        raise ValueError(f"UTC offset {text!r} out of range (beyond +-14:00)")
+    if minutes > 59:
+        raise ValueError(f"malformed UTC offset {text!r} (minutes past 59)")
+    return -offset if sign == "-" else offset
+
+
+def _offset_text(value: str) -> str:
+    """The offset at the end of an ISO date-time: from the last sign after the time starts."""
+    if value.endswith(("Z", "z")):
+        return ""
+    time_at = max(value.find("T"), value.find("t"), value.find(" "))
+    at = max(value.rfind("+"), value.rfind("-"))
+    return value[at:] if 0 < time_at < at else ""
+
+
 def parse_iso(value: str) -> datetime:
-    """Parse ISO 8601 (with ``Z`` or an offset) into an aware UTC datetime."""
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    """Parse ISO 8601 (with ``Z`` or an offset) into an aware UTC datetime.
+
+    The one place a textual time is read, for every platform's normaliser and the CLI:
+    raises ``ValueError`` for an unparseable value or an impossible offset (see
+    :func:`utc_offset`), so that no reader moves a post by an offset nobody lives at.
+    """
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        offset = _offset_text(value)
+        if offset:
+            utc_offset(offset)  # a clearer reason when it is the offset that is wrong
+        raise
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+        return dt.replace(tzinfo=UTC)
+    offset = _offset_text(value)
+    if offset:
+        utc_offset(offset)
     return dt.astimezone(UTC)

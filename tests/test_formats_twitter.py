@@ -294,11 +294,9 @@ def test_hostile_json_lines_are_dead_letters(tmp_path: Path) -> None:
     reasons = [d.reason for d in dead]
     assert reasons[0].startswith("invalid UTF-8")
     assert reasons[1].startswith("invalid JSON")
-    assert reasons[2:5] == [
-        "tweet with a non-numeric id",
-        "tweet with a non-numeric id",
-        "tweet without id",
-    ]
+    assert reasons[2].startswith("tweet with an invalid id '12ab'")
+    assert reasons[3].startswith("tweet with an invalid id '\u0661\u0662'")
+    assert reasons[4] == "tweet without id"
     assert reasons[5] == "page data is neither a list nor an object"
     assert len(dead) == 11
     assert len(items) == len(posts) + len(dead)  # no Control for a bad page
@@ -333,7 +331,7 @@ def test_hostile_v1(tmp_path: Path) -> None:
     ] * 3
     assert items[3] == Control("limit", f"{tmp_path / 'x.jsonl'}:4")
     assert [i.reason[:12] for i in items if isinstance(i, DeadLetter)] == [
-        "tweet withou",
+        "tweet with a",  # an invalid id: 'seven'
         "tweet withou",
         "not a v1.1 s",
         "invalid UTF-",
@@ -381,7 +379,7 @@ def test_hostile_csv(tmp_path: Path, production_csv_limit: None) -> None:
     assert reasons[:5] == [
         "invalid UTF-8",
         "row without id",
-        "invalid id",
+        "row with an invalid id 'abc' (ids are whole numbers from 1 to 2^63-1)",
         "row has 7 fields, header has 6",
         "NUL byte in row",
     ]

@@ -12,8 +12,6 @@ leaves the hour's previous files untouched.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import lzma
 import operator
 import os
@@ -37,22 +35,22 @@ from connectors.store.reports import (
     write_day_report,
 )
 from shoal import faults
+from shoal.csv_text import csv_text
 from shoal.merge import HourState, HourSummary, sort_ids
 from shoal.model import MEDIA_FILE_COLUMNS, POST_COLUMNS, USER_COLUMNS
 
 XZ_PRESET = 1
 
 def csv_bytes(columns: tuple[str, ...], rows: Iterable[dict[str, str]]) -> bytes:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
     pick = operator.itemgetter(*columns)
-    for row in rows:
+
+    def values(row: dict[str, str]) -> tuple[str, ...] | list[str]:
         try:
-            writer.writerow(pick(row))
+            return pick(row)  # type: ignore[no-any-return]
         except KeyError:  # a row without some column: write it empty
-            writer.writerow([row.get(c, "") for c in columns])
-    return buf.getvalue().encode("utf-8")
+            return [row.get(c, "") for c in columns]
+
+    return csv_text(columns, map(values, rows)).encode("utf-8")
 
 def _xz(data: bytes) -> bytes:
     return lzma.compress(data, preset=XZ_PRESET)

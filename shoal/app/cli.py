@@ -7,8 +7,6 @@ line on stderr and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
 import signal
 import subprocess
@@ -28,6 +26,7 @@ from shoal.app import config as shoal_config
 from shoal.app import fetch_cmd
 from shoal.app.config import add_options
 from shoal.app.progress import ProgressDisplay
+from shoal.csv_text import csv_text
 from shoal.errors import UserError, chain
 from shoal.fetch.policy import FetchConfig, fetch_config
 from shoal.gc_tune import tune_gc
@@ -460,11 +459,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             record = dict(zip(names, row, strict=True))
             sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
     elif args.format == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(names)
-        w.writerows([_cell(v) for v in row] for row in rows)
-        sys.stdout.write(buf.getvalue())
+        sys.stdout.write(csv_text(names, ([_cell(v) for v in row] for row in rows)))
     else:
         from rich.console import Console
         from rich.table import Table

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from shoal.formats._sniff import CsvHead
-from shoal.formats.twitter_v2 import valid_id
+from shoal.ids import id_problem, valid_id
 from shoal.model import DeadLetter, RawPost
 
 NAME = "minet-csv"
@@ -140,7 +140,9 @@ def read(path: Path) -> Iterator[RawPost | DeadLetter]:
                 else:
                     pid = key if key.startswith("at://") else None
                 if pid is None:
-                    reason = f"row without {id_column}" if not key else f"invalid {id_column}"
+                    reason = (f"row without {id_column}" if not key else
+                              f"row {id_problem(key)}" if platform == "twitter" else
+                              f"invalid {id_column}")
                     yield DeadLetter(reason, source, raw, NAME)
                 else:
                     yield RawPost(platform, pid, NAME, payload, source)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from shoal.formats._sniff import JsonHead
-from shoal.formats.twitter_v2 import raw_bytes, read_values, valid_id
+from shoal.formats.twitter_v2 import raw_bytes, read_values
+from shoal.ids import id_problem, valid_id
 from shoal.model import Control, DeadLetter, RawPost
 
 NAME = "twitter-v1"
@@ -78,9 +79,10 @@ def sniff(head: object) -> bool:
 
 
 def _status(obj: dict[str, Any], source: str) -> RawPost | DeadLetter:
-    tid = valid_id(obj.get("id_str", obj.get("id")))
+    value = obj.get("id_str", obj.get("id"))
+    tid = valid_id(value)
     if tid is None:
-        return DeadLetter("tweet without a numeric id_str", source, raw_bytes(obj), NAME)
+        return DeadLetter(f"tweet {id_problem(value)}", source, raw_bytes(obj), NAME)
     return RawPost("twitter", tid, NAME, obj, source)
 
 

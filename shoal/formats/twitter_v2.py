@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from shoal.formats._sniff import JsonHead
+from shoal.ids import id_problem, valid_id
 from shoal.model import Control, DeadLetter, RawPost
 
 NAME = "twitter-v2"
@@ -105,15 +106,6 @@ def iter_json(path: Path, fmt: str) -> Iterator[tuple[Any, str] | DeadLetter]:
                     yield _bad_json(line.rstrip(b"\r\n"), exc, f"{path}:{lineno}", fmt)
                 continue
             yield value, f"{path}:{lineno}"
-
-
-def valid_id(value: Any) -> str | None:
-    """A tweet id as a string when it is a plausible one (1-20 ASCII digits)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return str(value)
-    if isinstance(value, str) and 0 < len(value) <= 20 and value.isascii() and value.isdigit():
-        return value
-    return None
 
 
 def raw_bytes(value: Any) -> bytes:
@@ -279,8 +271,7 @@ def _tweet(tweet: Any, source: str) -> RawPost | DeadLetter:
         )
     tid = valid_id(tweet.get("id"))
     if tid is None:
-        what = "without id" if tweet.get("id") in (None, "") else "with a non-numeric id"
-        return DeadLetter(f"tweet {what}", source, raw_bytes(tweet), NAME)
+        return DeadLetter(f"tweet {id_problem(tweet.get('id'))}", source, raw_bytes(tweet), NAME)
     if "text" not in tweet:
         return DeadLetter("not a tweet: no text (a user object?)", source, raw_bytes(tweet), NAME)
     return RawPost("twitter", tid, NAME, tweet, source)

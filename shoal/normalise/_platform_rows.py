@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from shoal.hours import parse_iso
 from shoal.model import POST_COLUMNS, USER_COLUMNS, BadPost, MediaRef
 
 # The same vocabulary as the Twitter v2 ``referenced_tweets[].type`` the 2021 pipeline wrote,
@@ -164,8 +165,7 @@ def to_datetime(value: Any, what: str = "created_at") -> datetime:
                 num /= 1e3
             dt = datetime.fromtimestamp(num, UTC)
         elif isinstance(value, str):
-            dt = datetime.fromisoformat(value.strip())
-            dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+            dt = parse_iso(value.strip())
         else:
             raise TypeError(type(value).__name__)
     except (TypeError, ValueError, OverflowError, OSError) as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from shoal.ids import id_problem, valid_id
 from shoal.media.platforms import (
     tiktok_item_media,
     tiktok_research_media,
@@ -26,9 +27,10 @@ from shoal.normalise import _platform_rows as rows
 
 def _post_id(payload: dict[str, Any]) -> str:
     value = payload.get("id")
-    if value is None or value == "" or isinstance(value, dict | list | bool):
-        raise BadPost("TikTok item without id")
-    return str(value)
+    pid = valid_id(value)
+    if pid is None:
+        raise BadPost(f"TikTok item {id_problem(value)}")
+    return pid
 
 
 def _item_user(item: dict[str, Any], retrieved: str) -> dict[str, str]:
@@ -114,9 +116,10 @@ RESEARCH = "tiktok-research"
 def research_id(video: dict[str, Any]) -> str:
     """``id`` in the API's current answers, ``video_id`` in older ones (and in traktok's)."""
     value = video.get("id", video.get("video_id"))
-    if value is None or value == "" or isinstance(value, dict | list | bool):
-        raise BadPost("TikTok Research API video without id")
-    return str(value)
+    pid = valid_id(value)
+    if pid is None:
+        raise BadPost(f"TikTok Research API video {id_problem(value)}")
+    return pid
 
 
 def _research_user(video: dict[str, Any], retrieved: str) -> dict[str, str]:

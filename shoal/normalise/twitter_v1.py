@@ -9,9 +9,10 @@ name v2 gives (v1.1 wraps it in an ``<a>`` tag).
 from __future__ import annotations
 
 from contextlib import suppress
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from shoal.hours import utc_offset
 from shoal.media.extract import v1_media
 from shoal.model import BadPost, Normalised
 from shoal.normalise.twitter_v2 import (
@@ -47,12 +48,11 @@ def parse_twitter_date(value: Any, what: str = "created_at") -> datetime:
             int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=UTC
         )
         if offset != "+0000":
-            if len(offset) != 5 or offset[0] not in "+-" or not offset[1:].isdigit():
-                raise ValueError(offset)
-            delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
-            dt = dt - delta if offset[0] == "+" else dt + delta
-    except (KeyError, ValueError, OverflowError):
-        raise BadPost(f"unparseable {what} {value!r}") from None
+            if len(offset) != 5:
+                raise ValueError(f"malformed UTC offset {offset!r}")
+            dt -= utc_offset(offset)
+    except (KeyError, ValueError, OverflowError) as exc:
+        raise BadPost(f"unparseable {what} {value!r}: {exc}") from None
     return checked(dt, value, what)
 
 

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from shoal.formats.twitter_v2 import valid_id
+from shoal import hours
+from shoal.ids import id_problem, valid_id
 from shoal.media.extract import v2_media_and_missing
 from shoal.model import USER_COLUMNS, BadPost, MediaRef, Normalised
 from shoal.normalise._platform_rows import text
@@ -67,10 +68,9 @@ def parse_iso(value: Any, what: str = "created_at") -> datetime:
     if not isinstance(value, str) or not value:
         raise BadPost(f"missing {what}" if value in (None, "") else f"{what} is not a string")
     try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadPost(f"unparseable {what} {value!r}") from None
-    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+        dt = hours.parse_iso(value)
+    except ValueError as exc:
+        raise BadPost(f"unparseable {what} {value!r}: {exc}") from None
     return checked(dt.replace(microsecond=0), value, what)
 
 
@@ -109,7 +109,7 @@ def stored_retrieved_at(payload: dict[str, Any], fallback: str) -> str:
 def post_id(value: Any) -> str:
     tid = valid_id(value)
     if tid is None:
-        raise BadPost("missing id" if value in (None, "") else f"invalid id {value!r}")
+        raise BadPost("missing id" if value in (None, "") else f"post {id_problem(value)}")
     return tid
 
 
