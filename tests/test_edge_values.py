@@ -79,8 +79,10 @@ def test_offsets_and_ids_are_checked_once_for_every_reader() -> None:
     assert parse_iso("2021-05-11T21:36:01-12:00").isoformat() == "2021-05-12T09:36:01+00:00"
     assert [valid_id(v) for v in ("1", 1, "9223372036854775807")] == ["1", "1",
                                                                      "9223372036854775807"]
-    for bad in (0, "0", -5, "-5", "00012", "9223372036854775808", "1" * 20, True, 1.0, "٣"):
-        assert valid_id(bad) is None, bad
+    odd: tuple[object, ...] = (0, "0", -5, "-5", "00012", "9223372036854775808", "1" * 20,
+                               True, 1.0, "٣")
+    for value in odd:
+        assert valid_id(value) is None, value
 
 
 def test_impossible_values_are_dead_letters_and_odd_text_reads_back(tmp_path: Path) -> None:
