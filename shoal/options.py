@@ -239,6 +239,10 @@ class CollectorsSettings:
                                     "environment: a flag is visible to every user in ps)",
                                     env_aliases=("TIKTOK_CLIENT_SECRET",), flag="--client-secret",
                                     commands=("collect tiktok",))
+    mastodon_token: str = opt("", "Mastodon access token, if the server wants one (prefer the "
+                              "environment or --token-file: a flag is visible to every user "
+                              "in ps)", env_aliases=("MASTODON_TOKEN",), flag="--token",
+                              commands=("collect mastodon",))
 
 
 SECTIONS: dict[str, type] = {

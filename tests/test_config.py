@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -185,3 +187,43 @@ def test_example_file_documents_every_option_and_loads() -> None:
     settings = config.load(EXAMPLE, env={})
     defaults = config.Settings()
     assert config.as_dict(settings, mask=False) == config.as_dict(defaults, mask=False)
+
+
+@pytest.mark.parametrize("value", ["8675309123", '["sk-live-8675309"]',
+                                   '{ t = "sk-live-8675309" }', "true"])
+def test_a_secret_of_the_wrong_type_is_not_echoed(tmp_path: Path, value: str) -> None:
+    """The error names the file, the key and the type, never the value (the real CLI)."""
+    path = tmp_path / "shoal.toml"
+    path.write_text(f"[collectors]\nmastodon_token = {value}\n")
+    proc = subprocess.run([sys.executable, "-m", "shoal", "config", "check", "--config",
+                           str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("shoal: error: ") and "[collectors] mastodon_token" in line
+    assert "value hidden" in line
+    assert "8675309" not in proc.stderr + proc.stdout and "true" not in line.split("got")[1]
+
+
+def test_secret_from_a_file_flag(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("tok-from-file\nignored second line\n")
+    args = build_parser().parse_args(["collect", "mastodon", "h", "--brokers", "b",
+                                      "--collector", "c", "--token-file", str(secret)])
+    settings = config.resolve(args, config.load(env={}, search=False))
+    assert settings.collectors.mastodon_token == "tok-from-file"
+    assert config.secret_flags(settings) == []  # not on the command line: no warning
+    args = build_parser().parse_args(["collect", "mastodon", "h", "--brokers", "b",
+                                      "--collector", "c", "--token", "t"])
+    assert config.secret_flags(config.resolve(args, config.load(env={}, search=False))) == [
+        "--token"]
+    both = build_parser().parse_args(["collect", "mastodon", "h", "--brokers", "b",
+                                      "--collector", "c", "--token", "t", "--token-file",
+                                      str(secret)])
+    with pytest.raises(config.ConfigError, match="not both"):
+        config.resolve(both, config.load(env={}, search=False))
+    (tmp_path / "empty").write_text("\n")
+    empty = build_parser().parse_args(["collect", "mastodon", "h", "--brokers", "b",
+                                       "--collector", "c", "--token-file",
+                                       str(tmp_path / "empty")])
+    with pytest.raises(config.ConfigError, match=r"--token-file: .* is empty"):
+        config.resolve(empty, config.load(env={}, search=False))

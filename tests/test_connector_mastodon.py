@@ -11,6 +11,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -187,3 +191,62 @@ def test_unauthorised_is_one_clear_error(
     message = errors[0].fields["error"]
     assert "401" in message and "--token" in message and "MASTODON_TOKEN" in message
     assert len(mastodon.streams) == 1  # no retry loop against a refusal
+
+
+def _shoal_collect(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "shoal", "collect", "mastodon", *argv]
+
+
+def test_token_from_a_file_through_the_cli(
+    mastodon: Mastodon, brokers: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--token-file keeps the token off the command line, and it is what the server gets."""
+    monkeypatch.delenv("MASTODON_TOKEN", raising=False)
+    dumps = [json.dumps(s).encode() for s in mastodon.statuses]
+    mastodon.script = lambda n: [sse("update", d) for d in dumps]
+    secret = tmp_path / "token"
+    secret.write_text(TOKEN + "\n")
+    state = tmp_path / "state.json"
+    newest = str(mastodon.statuses[-1]["id"])
+    assert mastodon.server is not None
+    log = tmp_path / "stderr.log"  # a file: debug lines would fill a pipe nobody reads
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            _shoal_collect(mastodon.server.url, "--token-file", str(secret), "--brokers",
+                           brokers, "--collector", "filed", "--state", str(state),
+                           "--save-every", "0.1", "--log-level", "debug"),
+            stdout=subprocess.DEVNULL, stderr=sink)
+    try:
+        deadline = time.monotonic() + 60
+        while saved(state).get("last_id") != newest and proc.poll() is None:
+            assert time.monotonic() < deadline, "the collector saved nothing within 60 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    err = log.read_text()
+    assert proc.returncode == 0, err[-2000:]
+    assert saved(state)["last_id"] == newest  # the server took the token from the file
+    assert TOKEN not in err and "secret given on the command line" not in err
+
+
+def test_token_flag_warns_once_and_never_shows_the_value(
+    mastodon: Mastodon, brokers: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MASTODON_TOKEN", raising=False)
+    wrong = "mstdn-wrong-Qq71"  # refused: the collector stops at once, exit 2
+    assert mastodon.server is not None
+    proc = subprocess.run(
+        _shoal_collect(mastodon.server.url, "--token", wrong, "--brokers", brokers,
+                       "--collector", "flagged", "--log-level", "debug"),
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    warnings = [json.loads(line) for line in proc.stderr.splitlines()
+                if "secret given on the command line" in line]
+    assert len(warnings) == 1, proc.stderr[-2000:]
+    assert warnings[0]["flag"] == "--token" and "--token-file" in warnings[0]["instead"]
+    assert "MASTODON_TOKEN" in warnings[0]["instead"]
+    assert wrong not in proc.stderr + proc.stdout

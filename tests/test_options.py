@@ -66,6 +66,7 @@ BASE_ARGV: dict[str, list[str]] = {
     "collect twitter-sample": ["--brokers", "k:1", "--collector", "c"],
     "collect twitter-search": ["q", "--brokers", "k:1", "--collector", "c"],
     "collect tiktok": ["--hashtags", "x", "--brokers", "k:1", "--collector", "c"],
+    "collect mastodon": ["mastodon.example", "--brokers", "k:1", "--collector", "c"],
 }
 
 

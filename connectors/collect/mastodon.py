@@ -95,6 +95,14 @@ async def sse_events(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, 
                 data.append(value)
 
 
+def access_token(args: argparse.Namespace) -> str | None:
+    """``[collectors] mastodon_token`` (file, SHOAL_ or MASTODON_TOKEN environment,
+    ``--token-file``, ``--token``), else MASTODON_TOKEN; None when there is none."""
+    settings = getattr(args, "settings", None)
+    configured = settings.collectors.mastodon_token if settings is not None else ""
+    return configured.strip() or os.environ.get(TOKEN_ENV, "").strip() or None
+
+
 def checked_state(args: argparse.Namespace) -> dict[str, Any]:
     state = load_state(args.state)
     if state.get("server") not in (None, base_url(args.host)):
@@ -114,7 +122,7 @@ class MastodonStream:
         state = checked_state(args)
         last = state.get("last_id")
         self.last_id: str | None = str(last) if last is not None else None
-        self.token = args.token or os.environ.get(TOKEN_ENV) or None
+        self.token = access_token(args)
         self.backoff = Backoff.from_args(args)
         self.connection = 0
         self.events = 0
@@ -146,7 +154,7 @@ class MastodonStream:
     def _refused(self, status: int, what: str) -> ConnectorError:
         if status in (401, 403):
             why = ("the access token was refused" if self.token else
-                   f"it needs an access token: pass --token or set {TOKEN_ENV}")
+                   f"it needs an access token: set {TOKEN_ENV} or pass --token-file")
             return ConnectorError(f"{self.server} refused the {what} ({status}): {why}")
         return ConnectorError(f"{self.server} answered {status} to the {what}"
                               + (" (is --streaming-url needed?)" if what == "stream" else ""))
@@ -245,8 +253,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("host", help="server name (mastodon.social) or base URL")
     p.add_argument("--hashtag", default=None, help="the hashtag stream instead of the public one")
     p.add_argument("--only-media", action="store_true", help="only statuses with media")
-    p.add_argument("--token", default=None,
-                   help=f"access token if the server wants one (default ${TOKEN_ENV})")
     p.add_argument("--streaming-url", default=None,
                    help="base URL of the streaming server when it is not HOST")
     p.add_argument("--state", type=Path, default=None,

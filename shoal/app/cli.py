@@ -668,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shoal: error: {exc}", file=sys.stderr)
         return 2
     setup(getattr(args, "log_level", "info"))
+    shoal_config.warn_secret_flags(args.settings)
     tune_gc()
     stopped = _stop_on_sigterm()
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 import tomllib
@@ -45,6 +46,7 @@ ENV_PREFIX = "SHOAL_"
 CONFIG_ENV = "SHOAL_CONFIG"
 DEFAULT_FILE = "shoal.toml"
 MASK = "***"
+log = logging.getLogger("shoal.config")
 SECRET_WORDS = frozenset({"token", "password", "secret", "key"})
 
 
@@ -66,6 +68,17 @@ def is_secret(key: str, fld: dataclasses.Field[Any] | None = None) -> bool:
     return any(part in SECRET_WORDS for part in key.lower().split("_"))
 
 
+def _shown(raw: Any, fld: dataclasses.Field[Any]) -> str:
+    """A value as an error message may show it: a secret's value never, only its type.
+
+    A token pasted into the wrong key, or unquoted in TOML, must not end up in a terminal's
+    scrollback, a CI log or a bug report.
+    """
+    if is_secret(fld.name, fld):
+        return f"a {type(raw).__name__} (value hidden: a secret)"
+    return repr(raw)
+
+
 def _coerce(raw: Any, typ: Any, fld: dataclasses.Field[Any], where: str, from_env: bool) -> Any:
     kind, optional = kind_of(typ)
     if from_env:
@@ -78,13 +91,13 @@ def _coerce(raw: Any, typ: Any, fld: dataclasses.Field[Any], where: str, from_en
                 return True
             if low in ("0", "false", "no", "off"):
                 return False
-            raise ConfigError(f"{where}: expected true or false, got {text!r}")
+            raise ConfigError(f"{where}: expected true or false, got {_shown(text, fld)}")
         if kind == "list":
             if text.startswith("["):
                 try:
                     raw = orjson.loads(text)
                 except orjson.JSONDecodeError:
-                    raise ConfigError(f"{where}: not a JSON list: {text!r}") from None
+                    raise ConfigError(f"{where}: not a JSON list: {_shown(text, fld)}") from None
             elif fld.metadata.get("split", True):
                 raw = [p.strip() for p in text.split(",") if p.strip()]
             else:
@@ -93,31 +106,31 @@ def _coerce(raw: Any, typ: Any, fld: dataclasses.Field[Any], where: str, from_en
             try:
                 raw = int(text) if kind == "int" else float(text)
             except ValueError:
-                raise ConfigError(f"{where}: expected a number, got {text!r}") from None
+                raise ConfigError(f"{where}: expected a number, got {_shown(text, fld)}") from None
         else:
             raw = text
     if raw is None and optional:
         return None
     if kind == "bool":
         if not isinstance(raw, bool):
-            raise ConfigError(f"{where}: expected true or false, got {raw!r}")
+            raise ConfigError(f"{where}: expected true or false, got {_shown(raw, fld)}")
         return raw
     if kind == "int":
         if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ConfigError(f"{where}: expected an integer, got {raw!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_shown(raw, fld)}")
         return raw
     if kind == "float":
         if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise ConfigError(f"{where}: expected a number, got {raw!r}")
+            raise ConfigError(f"{where}: expected a number, got {_shown(raw, fld)}")
         return float(raw)
     if kind == "list":
         if isinstance(raw, str):
             raw = [raw]
         if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
-            raise ConfigError(f"{where}: expected a list of strings, got {raw!r}")
+            raise ConfigError(f"{where}: expected a list of strings, got {_shown(raw, fld)}")
         return list(raw)
     if not isinstance(raw, str):
-        raise ConfigError(f"{where}: expected a string, got {raw!r}")
+        raise ConfigError(f"{where}: expected a string, got {_shown(raw, fld)}")
     return raw
 
 
@@ -213,9 +226,9 @@ def validate(settings: Settings, command: str = "") -> None:
                 odd = [v for v in value if v not in choices]
                 if odd:
                     raise bad(section, key,
-                              f"unknown kind {odd[0]!r} (known: {', '.join(choices)})")
+                              f"unknown kind {_shown(odd[0], fld)} (known: {', '.join(choices)})")
             elif choices and value not in choices:
-                raise bad(section, key, f"{value!r} is not one of {', '.join(choices)}")
+                raise bad(section, key, f"{_shown(value, fld)} is not one of {', '.join(choices)}")
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise bad(section, key, f"must not be negative, got {value}")
     k, m, a, h = settings.kafka, settings.metrics, settings.alerts, settings.hooks
@@ -395,6 +408,52 @@ def add_options(p: argparse.ArgumentParser, command: str) -> None:
         if o.required_on(command):
             kw["required"] = True
         group.add_argument(o.flag, **kw)
+        if _secret_text(o):
+            group.add_argument(f"{o.flag}-file", dest=f"{o.dest}_file", type=Path,
+                               default=None, metavar="PATH",
+                               help=f"read the value of {o.flag} from the first line of this "
+                                    "file (unlike the flag, not visible in ps)")
+
+
+def _secret_text(o: Option) -> bool:
+    """A secret given as one string: it can come from a file (``--token-file``)."""
+    return o.kind == "str" and is_secret(o.key, o.field) and not o.meta.get("mask")
+
+
+def _read_secret_file(o: Option, path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"{o.flag}-file: cannot read {path}: {why}") from None
+    value = lines[0].strip() if lines else ""
+    if not value:
+        raise ConfigError(f"{o.flag}-file: {path} is empty")
+    return value
+
+
+_warned: set[str] = set()
+
+
+def secret_flags(settings: Settings) -> list[str]:
+    """The flags through which a secret was given on this command line."""
+    return [o.flag for o in all_options()
+            if is_secret(o.key, o.field) and settings.source(o.section, o.key) == f"flag {o.flag}"]
+
+
+def warn_secret_flags(settings: Settings) -> None:
+    """Log once per flag that a secret was passed as an argument, never the value: every
+    user of the machine can read a command line (``ps``, ``/proc/PID/cmdline``)."""
+    for flag in secret_flags(settings):
+        if flag in _warned:
+            continue
+        _warned.add(flag)
+        o = next(o for o in all_options() if o.flag == flag)
+        names = [env_name(o.section, o.key), *o.meta.get("env_aliases", ())]
+        instead = " or ".join(names) + (f", or {flag}-file" if _secret_text(o) else "")
+        log.warning("secret given on the command line", extra={"fields": {
+            "flag": flag, "why": "every user of this machine can read it with ps",
+            "instead": instead}})
 
 
 def _option_of(dest: str, command: str | None) -> Option | None:
@@ -452,9 +511,16 @@ def resolve(args: argparse.Namespace, settings: Settings) -> Settings:
             value = "" if value is None else str(value)
         if o.required_on(command) and value in ("", None):
             raise ConfigError(f"{o.flag} needs a value")
+        from_file = getattr(args, f"{o.dest}_file", None) if _secret_text(o) else None
+        if from_file is not None:
+            if value != settings.get(o.section, o.key):
+                raise ConfigError(f"give {o.flag} or {o.flag}-file, not both")
+            value = _read_secret_file(o, Path(from_file))
+            out.sources[f"{o.section}.{o.key}"] = f"flag {o.flag}-file"
         if value != settings.get(o.section, o.key):
             setattr(getattr(out, o.section), o.key, value)
-            out.sources[f"{o.section}.{o.key}"] = f"flag {o.flag}"
+            if from_file is None:
+                out.sources[f"{o.section}.{o.key}"] = f"flag {o.flag}"
     validate(out, command)
     return out
 
