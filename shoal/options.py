@@ -131,8 +131,13 @@ class MediaSettings:
     domain_key: str = opt("host", "limit per host name, or per registered domain",
                           flag="--domain-key", choices=("host", "domain"),
                           commands=(*FLOW_COMMANDS, FETCH))
-    total_timeout: float = opt(300.0, "total seconds for one request, body included",
+    total_timeout: float = opt(300.0, "total seconds for one attempt at a URL, body included "
+                               "(see --url-deadline for all attempts together)",
                                flag="--timeout", metavar="S", commands=(*FLOW_COMMANDS, FETCH))
+    url_deadline: float = opt(600.0, "total seconds for one URL from its first request: "
+                              "every attempt, wait between retries and redirect; 0: no limit",
+                              flag="--url-deadline", metavar="S",
+                              commands=(*FLOW_COMMANDS, FETCH))
     connect_timeout: float = opt(10.0, "seconds to connect", flag="--connect-timeout",
                                  metavar="S", commands=(*FLOW_COMMANDS, FETCH))
     read_timeout: float = opt(30.0, "seconds without a byte from the server",

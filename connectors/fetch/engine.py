@@ -9,6 +9,7 @@ factory (``connectors.fetch.safety``); bodies go to the store through ``connecto
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import threading
 from collections import deque
@@ -204,13 +205,23 @@ class Fetcher:
             self._fetch_data(url, meta, res)
             return
         current, failures, hops = url, 0, 0
+        clock = asyncio.get_running_loop().time
+        deadline = math.inf  # set by the first request: waiting for the host's turn is free
         while True:
             gate = self._gate(current)
             ticket = await gate.acquire()
+            if deadline == math.inf and cfg.url_deadline:
+                deadline = clock() + cfg.url_deadline
+            left = deadline - clock()
+            if left <= 0:
+                gate.release(ticket)
+                res.error = self._past_deadline(res)
+                return
             res.attempts += 1
             res.error = ""
             try:
-                outcome = await self._request(ticket, current, url, meta, res)
+                outcome = await self._request(ticket, current, url, meta, res,
+                                              min(cfg.total_timeout, left))
             finally:
                 gate.release(ticket)
             if outcome.kind == "done":
@@ -239,20 +250,31 @@ class Fetcher:
                 delay = 0.0
             if failures > cfg.retries:
                 return
+            if clock() + delay >= deadline:
+                res.error = self._past_deadline(res)
+                return
             if delay:
                 await asyncio.sleep(delay)
 
+    def _past_deadline(self, res: FetchResult) -> str:
+        """The error of a URL given up at its deadline, after what the last attempt said."""
+        last = f"{res.error}; " if res.error else ""
+        return (f"{last}gave up: --url-deadline {self.config.url_deadline:g}s reached after "
+                f"{res.attempts} attempt{'s' if res.attempts != 1 else ''}")
+
     async def _request(
         self, ticket: Ticket, url: str, original: str, meta: Mapping[str, Any],
-        res: FetchResult,
+        res: FetchResult, limit: float,
     ) -> _Outcome:
+        """One attempt, cut at ``limit`` seconds (the per-attempt timeout, or what is left
+        of the URL's deadline when that is less)."""
         cfg = self.config
         assert self._session is not None
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.read_timeout
         )
         try:
-            async with asyncio.timeout(cfg.total_timeout):
+            async with asyncio.timeout(limit):
                 token = SENDING.set(ticket)
                 try:
                     resp = await self._session.get(url, allow_redirects=False, timeout=timeout)
@@ -290,7 +312,8 @@ class Fetcher:
         except aiohttp.SocketTimeoutError:
             res.error = "timeout (read)"
         except TimeoutError:
-            res.error = f"timeout (total {cfg.total_timeout:g}s)"
+            res.error = (f"timeout (total {cfg.total_timeout:g}s)" if limit >= cfg.total_timeout
+                         else f"timeout (--url-deadline {cfg.url_deadline:g}s)")
         except aiohttp.ClientConnectorDNSError as exc:
             res.error = unsafe_reason(exc) or f"unknown host ({exc.os_error})"
             return _DONE

@@ -69,6 +69,9 @@ class FetchConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     total_timeout: float = 300.0
+    # The timeouts above bound one attempt; this bounds a URL's whole fate (attempts, waits
+    # between retries, redirect hops) from its first request on. 0: no such limit.
+    url_deadline: float = 600.0
     max_bytes: int = 200 * 1024 * 1024
     max_redirects: int = 10
     allow_private_networks: bool = False
@@ -103,6 +106,8 @@ class FetchConfig:
             raise ValueError("retries and max_redirects must be >= 0, max_bytes >= 1")
         if min(self.connect_timeout, self.read_timeout, self.total_timeout) <= 0:
             raise ValueError("timeouts must be > 0")
+        if self.url_deadline < 0:
+            raise ValueError("url_deadline must be >= 0 (0: none)")
         folder_prefix(self.folder_strategy)  # raises on an unknown strategy
         if self.filename_template is not None:
             # {row.COLUMN}: the configuration cannot know the columns; shoal fetch checks
@@ -248,10 +253,41 @@ def check_url(url: str, config: FetchConfig) -> str:
     if any(ord(c) < 33 or c in "\\" for c in url):
         return "refused: control or blank character in URL"
     ip = parse_ip_host(host)
-    if ip is not None and not config.allow_private_networks:
+    if ip is None:
+        problem = host_name_problem(host)
+        if problem:
+            return f"refused: invalid URL ({problem})"
+    elif not config.allow_private_networks:
         verdict = classify_ip(ip)
         if verdict is not None:
             return f"refused: {verdict} address {ip}"
+    return ""
+
+
+MAX_HOST_CHARS, MAX_LABEL_CHARS = 253, 63  # RFC 1035, as DNS and IDNA encode names
+
+
+def host_name_problem(host: str) -> str:
+    """Why ``host`` cannot be a DNS name (too long, an empty or over-long label, not
+    encodable as IDNA), or "". Caught here, such a name is an invalid URL; left to the
+    resolver, it raised a UnicodeError deep in the HTTP client (an "internal error")."""
+    name = host.rstrip(".")
+    try:
+        ascii_name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        longest = max((len(label) for label in name.split(".")), default=0)
+        if not all(name.split(".")):
+            return "empty label in host name"
+        if longest > MAX_LABEL_CHARS:
+            return f"host label longer than {MAX_LABEL_CHARS} characters"
+        return "host name is not valid IDNA"
+    if len(ascii_name) > MAX_HOST_CHARS:
+        return f"host name longer than {MAX_HOST_CHARS} characters"
+    labels = ascii_name.split(".")
+    if any(not label for label in labels):
+        return "empty label in host name"
+    if any(len(label) > MAX_LABEL_CHARS for label in labels):
+        return f"host label longer than {MAX_LABEL_CHARS} characters"
     return ""
 
 
