@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -191,3 +194,51 @@ def test_templates_are_checked() -> None:
     ]:
         with pytest.raises(ValueError, match=why.replace("{", r"\{").replace("}", r"\}")):
             check_template(bad)
+
+
+def _up(data: Path, source: Path, template: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shoal", "up", "--source", f"file:{source}", "--data-dir",
+         str(data), "--idle-exit", "1", "--no-media", "--hook", template],
+        capture_output=True, text=True, timeout=180,
+        env={**os.environ, "SHOAL_HOOKS_KINDS": "IDs", **env})
+
+
+def _logged(stderr: str, msg: str) -> list[dict[str, Any]]:
+    out = []
+    for line in stderr.splitlines():
+        with contextlib.suppress(ValueError):
+            rec = json.loads(line)
+            if isinstance(rec, dict) and rec.get("msg") == msg:
+                out.append(rec)
+    return out
+
+
+def test_idle_exit_persists_a_hook_being_retried_and_says_so(
+        tmp_path: Path, script: Path) -> None:
+    """A hook waiting out its backoff when ``--idle-exit`` fires is kept, logged, and run by
+    the next start; hooks that can run at exit are finished first (the real CLI)."""
+    source = tmp_path / "posts.jsonl"
+    source.write_text("".join(json.dumps({
+        "id": str(100 + i), "text": "t", "created_at": "2021-05-11T21:36:01.000Z",
+        "author_id": "7", "author": {"id": "7", "username": "u"}}) + "\n" for i in range(3)))
+    data, out = tmp_path / "data", tmp_path / "calls.jsonl"
+    template = _template(script, out, 1, "{name}")  # the first run fails, later ones work
+
+    first = _up(data, source, template, SHOAL_HOOKS_BACKOFF_SECONDS="120")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (pending,) = _logged(first.stderr, "hooks pending at exit")
+    assert pending["pending"] == 1 and pending["retrying"] is True
+    assert pending["kept_in"] == str(data / QUEUE_FILE)
+    assert _calls(out) == []
+    with open(data / QUEUE_FILE, "rb") as fh:
+        kept = [json.loads(line) for line in fh]
+    assert [j["fields"]["name"] for j in kept] == ["2021-05-11_21_IDs.txt.xz"]
+
+    second = _up(data, source, template)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert _logged(second.stderr, "hooks resumed")[0]["pending"] == 1
+    assert _logged(second.stderr, "hooks done at exit")
+    assert not _logged(second.stderr, "hooks pending at exit")
+    # The kept job and the new seal's job both ran before the exit.
+    assert _calls(out) == [["2021-05-11_21_IDs.txt.xz"]] * 2

@@ -103,6 +103,7 @@ class HookRunner:
         self._overflow = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._retrying = False  # the worker waits out a failed job's backoff
 
     @classmethod
     def from_settings(cls, hooks: Any, data_dir: Path) -> HookRunner | None:
@@ -132,10 +133,32 @@ class HookRunner:
         self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop after the current run; unfinished jobs stay in the queue file for next time."""
+        """Finish what can run now, persist the rest, and say which.
+
+        Jobs ready to run (typically those of the last hours sealed before ``--idle-exit``)
+        get up to ``timeout`` seconds to finish. A job waiting to be retried is not waited
+        for: its backoff may be minutes. Whatever is still pending then stays in the queue
+        file, and the next ``shoal up`` or ``shoal process`` on this data dir runs it; the
+        exit never drops a hook silently, it logs how many wait and where.
+        """
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending and not self._retrying and self._thread is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._idle.wait(min(left, 0.1))
+        retrying = self._retrying  # stopping ends the wait, so look before
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._pending:
+            log.warning("hooks pending at exit", extra={"fields": {
+                "pending": self._pending, "retrying": retrying,
+                "kept_in": str(self.queue_path),
+                "next": "run at the next start of shoal up or shoal process on this data dir"}})
+        else:
+            log.info("hooks done at exit")
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no job is pending (done or given up)."""
@@ -252,8 +275,12 @@ class HookRunner:
                 return False, attempt
             delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
             log.warning("hook failed, retrying", extra={"fields": {**fields, "in": delay}})
-            if self._stop.wait(delay):
-                return None, attempt
+            self._retrying = True
+            try:
+                if self._stop.wait(delay):
+                    return None, attempt
+            finally:
+                self._retrying = False
         return False, self.attempts
 
     # -- queue file (callers hold the lock)
