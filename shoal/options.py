@@ -177,6 +177,9 @@ class MetricsSettings:
         commands=SERVICES)
     post_stale_seconds: float | None = opt(
         None, "/healthz reports not ok when no post arrived for this long", commands=SERVICES)
+    kafka_stale_seconds: float = opt(
+        30.0, "/healthz reports degraded when Kafka has not answered for this long",
+        commands=SERVICES)
 
 
 @dataclass

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from connectors.kafka.broker import EmbeddedBroker, free_port
 from connectors.ops import metrics
 from shoal.merge import HourSummary
 
@@ -144,3 +148,49 @@ def test_healthz_counts_a_seal_stamped_by_another_process(
     stamp_seal(tmp_path, "twitter", "2024-05-01")  # as the cluster's sealing process does
     doc = json.loads(_get(server.url + "/healthz")[2])
     assert doc["ok"] is True and 0 <= doc["seconds_since_last_seal"] < 5
+
+
+def _healthz_until(url: str, status: int, what: str, timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got, _, body = _get(url + "/healthz")
+        except OSError:  # the server is not up yet
+            got, body = 0, b"{}"
+        if got == status:
+            doc: dict[str, Any] = json.loads(body)
+            return doc
+        assert time.monotonic() < deadline, f"/healthz never {status} ({what}): {got} {body!r}"
+        time.sleep(0.2)
+
+
+def test_healthz_is_degraded_while_kafka_does_not_answer(tmp_path: Path) -> None:
+    """`shoal process` against a broker that freezes (SIGSTOP) and thaws: 200, 503 naming
+    Kafka while it is frozen, 200 again after."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with EmbeddedBroker() as broker:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "process", "--brokers", broker.bootstrap,
+             "--data-dir", str(tmp_path / "d"), "--no-media", "--metrics-port", str(port)],
+            env={**os.environ, "SHOAL_METRICS_KAFKA_STALE_SECONDS": "2"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            first = _healthz_until(url, 200, "with Kafka up")
+            assert first["status"] == "ok" and first["problems"] == []
+            broker.pause()
+            try:
+                frozen = _healthz_until(url, 503, "with Kafka frozen")
+            finally:
+                broker.resume()
+            assert frozen["status"] == "degraded"
+            assert any(p.startswith("Kafka unreachable: no answer from " + broker.bootstrap)
+                       for p in frozen["problems"]), frozen
+            assert _healthz_until(url, 200, "after Kafka came back")["status"] == "ok"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)

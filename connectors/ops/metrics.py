@@ -270,6 +270,7 @@ def health(now: float | None = None) -> dict[str, Any]:
             problems.append(why)
     return {
         "ok": not problems,
+        "status": "degraded" if problems else "ok",
         "problems": problems,
         "last_seal": _iso(last_seal),
         "seconds_since_last_seal": None if last_seal is None else round(now - last_seal, 3),

@@ -245,16 +245,24 @@ def _collect_into(brokers: str, sources: list[Source], collector: str, kafka: An
 class _Services:
     """Metrics, alerts and after-seal hooks around a running dataflow."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, brokers: str | None = None):
         from connectors.ops import metrics
         from connectors.ops.alerts import Alerts
         from connectors.ops.hooks import HookRunner
 
         self.server: Any = None
+        self.probe: Any = None
         settings = getattr(args, "settings", None)
         if args.metrics_port:
             self.server = metrics.start_server(args.metrics_port, args.metrics_host)
             event(log, "metrics", url=self.server.url)
+            if brokers and settings is not None:
+                # Only /healthz reads the probe's answer: without a server, no probe.
+                from connectors.kafka.probe import KafkaProbe
+
+                self.probe = KafkaProbe(brokers, settings.kafka.topic,
+                                        settings.metrics.kafka_stale_seconds).start()
+                metrics.add_health_check(self.probe.check)
         self.alerts: Any = None
         self.hooks: Any = None
         data_dir = getattr(args, "data_dir", None)
@@ -282,7 +290,7 @@ class _Services:
             self.hooks.on_sealed(summary)
 
     def close(self) -> None:
-        for part in (self.hooks, self.alerts, self.server):
+        for part in (self.hooks, self.alerts, self.server, self.probe):
             if part is not None:
                 part.close()
 
@@ -336,7 +344,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         thread = threading.Thread(target=produce, name="collectors", daemon=True)
         thread.start()
-        services = _Services(args)
+        services = _Services(args, broker.bootstrap)
         cfg = _flow_config(args, broker.bootstrap, producers_done=done,
                            on_sealed=services.on_sealed, fetch=fetch)
         cfg.flow = replace(cfg.flow, recovery=False)
@@ -411,7 +419,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     addresses, process_id = _cluster(args)
     with writer_lock(args.data_dir, process_id):
         ensure_topics(args.brokers, args.partitions, args.topic)
-        services = _Services(args)
+        services = _Services(args, args.brokers)
         try:
             cfg = _flow_config(args, args.brokers, on_sealed=services.on_sealed)
             with ProgressDisplay(every=args.settings.flow.progress_seconds):
