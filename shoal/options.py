@@ -38,7 +38,7 @@ def opt(default: Any, help: str, *, flag: str | None = None, commands: tuple[str
         invert: bool = False, choices: tuple[str, ...] | None = None, metavar: str | None = None,
         path: bool = False, env_aliases: tuple[str, ...] = (), mask: str | None = None,
         split: bool = True, per_command: dict[str, Any] | None = None,
-        required: tuple[str, ...] = ()) -> Any:
+        required: tuple[str, ...] = (), secret: bool | None = None) -> Any:
     """One option.
 
     ``flag`` is its command-line spelling (``--<section>-<key>`` when omitted) and
@@ -47,12 +47,14 @@ def opt(default: Any, help: str, *, flag: str | None = None, commands: tuple[str
     flag a ``Path`` value. ``per_command`` overrides the default for some commands, and
     ``required`` names the commands that need a value (from the flag, the file or the
     environment). ``split`` (lists) says whether an environment value is split on commas.
+    ``secret`` overrides the guess from the name (``*_token``, ``*_key``...): a secret is
+    masked, never echoed, gets a ``--FLAG-file`` twin and a warning when given as a flag.
     A list default is given as a tuple and copied for each instance.
     """
     meta = {"help": help, "flag": flag, "commands": commands, "invert": invert,
             "choices": choices, "metavar": metavar, "path": path, "env_aliases": env_aliases,
             "mask": mask, "split": split, "per_command": per_command or {},
-            "required": required}
+            "required": required, "secret": secret}
     if isinstance(default, tuple):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -129,7 +131,7 @@ class MediaSettings:
     throttle: float = opt(0.2, "seconds between two request starts to one host",
                           flag="--throttle", metavar="T", commands=(*FLOW_COMMANDS, FETCH))
     domain_key: str = opt("host", "limit per host name, or per registered domain",
-                          flag="--domain-key", choices=("host", "domain"),
+                          flag="--domain-key", choices=("host", "domain"), secret=False,
                           commands=(*FLOW_COMMANDS, FETCH))
     total_timeout: float = opt(300.0, "total seconds for one attempt at a URL, body included "
                                "(see --url-deadline for all attempts together)",

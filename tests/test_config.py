@@ -227,3 +227,15 @@ def test_secret_from_a_file_flag(tmp_path: Path) -> None:
                                        str(tmp_path / "empty")])
     with pytest.raises(config.ConfigError, match=r"--token-file: .* is empty"):
         config.resolve(empty, config.load(env={}, search=False))
+
+
+def test_a_name_like_a_secret_is_not_one_when_declared_so() -> None:
+    """``domain_key`` ends in ``_key`` but is a choice: printed as is, no file twin, no
+    warning; the real secrets around it still are secrets."""
+    args = build_parser().parse_args(["process", "--brokers", "b", "--data-dir", "/tmp/d",
+                                      "--domain-key", "domain", "--alerts-smtp-password", "pw"])
+    settings = config.resolve(args, config.load(env={}, search=False))
+    assert config.as_dict(settings)["media"]["domain_key"] == "domain"
+    assert config.as_dict(settings)["alerts"]["smtp_password"] == config.MASK
+    assert config.secret_flags(settings) == ["--alerts-smtp-password"]
+    assert not hasattr(args, "domain_key_file") and hasattr(args, "alerts_smtp_password_file")

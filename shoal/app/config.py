@@ -63,6 +63,8 @@ def env_name(section: str, key: str) -> str:
 
 def is_secret(key: str, fld: dataclasses.Field[Any] | None = None) -> bool:
     """Named like a secret; the webhook URL is masked too, since chat webhooks embed tokens."""
+    if fld is not None and fld.metadata.get("secret") is not None:
+        return bool(fld.metadata["secret"])  # declared: "domain_key" is a choice, not a key
     if fld is not None and fld.metadata.get("mask"):
         return True
     return any(part in SECRET_WORDS for part in key.lower().split("_"))
