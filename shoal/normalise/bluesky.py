@@ -73,12 +73,32 @@ def _record_columns(post: dict[str, str], record: dict[str, Any], uri: str) -> N
         post["reference_type"], post["referenced_tweet_id"] = rows.QUOTE, quoted
     elif parent:
         post["reference_type"], post["referenced_tweet_id"] = rows.REPLY, parent
-    tags = []
+    tags, mentions, links = [], [], []
+    body = record.get("text")
+    encoded = body.encode() if isinstance(body, str) else b""
     for facet in rows.dicts(record.get("facets")):
         for feature in rows.dicts(facet.get("features")):
-            if str(feature.get("$type", "")).endswith("#tag"):
+            kind = str(feature.get("$type", ""))
+            if kind.endswith("#tag"):
                 tags.append(feature.get("tag"))
+            elif kind.endswith("#link"):
+                links.append(feature.get("uri"))
+            elif kind.endswith("#mention"):
+                mentions.append(_typed(encoded, rows.obj(facet.get("index"))).lstrip("@"))
+    external = rows.obj(rows.obj(record.get("embed")).get("external")).get("uri")
+    links.append(external)  # a link card: often the post's only link
     post["hashtags"] = rows.join(rows.unique_lower(tags))
+    post["mentions"] = rows.join(rows.once(mentions))
+    rows.link_columns(post, links)
+    post["full_text"] = post["text"]
+
+
+def _typed(text: bytes, index: dict[str, Any]) -> str:
+    """The text a facet covers (its index counts UTF-8 bytes): a mention's ``@handle``."""
+    start, end = index.get("byteStart"), index.get("byteEnd")
+    if not isinstance(start, int) or not isinstance(end, int) or not 0 <= start < end:
+        return ""
+    return text[start:end].decode("utf-8", "replace")
 
 
 def _user(author: dict[str, Any], did: str, retrieved: str) -> dict[str, str]:
@@ -121,6 +141,8 @@ def normalise_view(payload: dict[str, Any], retrieved_at: str) -> Normalised:
 
     post = rows.post_row(uri, did, created, retrieved, user)
     _record_columns(post, record, uri)
+    rows.engagement(post, view.get("repostCount"), view.get("replyCount"),
+                    view.get("likeCount"), view.get("quoteCount"))
     media = bluesky_view_media(view, uri)
     rows.media_columns(post, media)
     return Normalised("bluesky", uri, created, post, user, media)
