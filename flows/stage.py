@@ -61,14 +61,20 @@ class _Copies:
 
 
 def _content(post: Mapping[str, Any], user: Mapping[str, Any] | None,
-             media: list[dict[str, Any]]) -> bytes:
+             media: list[dict[str, Any]], raw: bytes = b"", fmt: str = "",
+             retrieved: str = "") -> bytes:
     """A digest of what a post line contributes to the merge, collector and late mark aside.
 
     A late mark needs no place here: every copy of a post lands in one partition, whose
     watermark only grows, so a copy after one already written is late if that one was, and
     its mark cannot matter if that one was on time (an on-time copy anywhere clears it).
+    The raw payload (with its format and retrieval time) is content too: the merge picks the
+    archived copy among every copy written, so two copies that differ only in their bytes
+    must both reach it for the choice not to depend on which came first.
     """
-    return hashlib.blake2b(orjson.dumps((post, user, media)), digest_size=16).digest()
+    digest = hashlib.blake2b(orjson.dumps((post, user, media, fmt, retrieved)), digest_size=16)
+    digest.update(raw)
+    return digest.digest()
 
 
 def _headers(msg: Message) -> dict[str, str]:
@@ -195,13 +201,15 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
         key = (norm.platform, start)
         # Late by this partition's own event time: a function of the message order alone,
         # so a replay or a restart after a crash counts exactly the same posts late.
-        late = start + HOUR + self.cfg.flow.lateness <= self.watermark
+        # A post rebuilt from the raw archive says so itself (``late`` header): it was late
+        # when first processed, and a rebuild must count it the same.
+        late = start + HOUR + self.cfg.flow.lateness <= self.watermark or "late" in h
         self.watermark = max(self.watermark, ts)
         seen = self.seen.setdefault(key, {})
         have = seen.get(norm.id)
         buf = self.buffers.setdefault(key, [])
         rows = [m.row() for m in norm.media]
-        content = _content(norm.post, norm.user, rows)
+        content = _content(norm.post, norm.user, rows, msg.value, fmt, retrieved)
         if have is None:
             seen[norm.id] = have = _Copies()
             if rows and self.media_kinds:
@@ -212,9 +220,11 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
             have.contents.add(content)
             have.collectors.add(collector)
             # One line per post, its author and media rows with it: the sealer decodes one
-            # JSON document per post instead of three.
+            # JSON document per post instead of three. The message value rides along for the
+            # raw archive, spliced in as it came.
             buf.append(chunks.post_line(collector, norm.post, late=late, user=norm.user,
-                                        media=rows))
+                                        media=rows, raw=msg.value, fmt=fmt,
+                                        retrieved=retrieved))
             self.buffered += 1
         elif collector not in have.collectors:
             have.collectors.add(collector)

@@ -4,10 +4,17 @@ The stage step (``flows.stage``) and the media step (``flows.media``) write JSON
 immutable chunk files (``connectors.store.chunks``); the sealer reads them back into an
 :class:`shoal.merge.HourState`. One line per record, ``k`` saying which kind:
 
-- ``{"k": "p", "c": collector, "r": post row, "u": author row, "m": [media rows], "l": 1}``:
-  a post's first copy in this partition and hour, with its author and media rows on the same
-  line (the sealer decodes one JSON document per post instead of three); ``l`` marks a copy
-  that arrived after its hour's lateness had passed; ``u``, ``m`` and ``l`` are optional.
+- ``{"k": "p", "c": collector, "r": post row, "u": author row, "m": [media rows], "l": 1,
+  "f": post format, "t": retrieved_at, "j": raw}``: a post's first copy in this partition and
+  hour, with its author and media rows on the same line (the sealer decodes one JSON document
+  per post instead of three); ``l`` marks a copy that arrived after its hour's lateness had
+  passed; ``u``, ``m`` and ``l`` are optional. ``j`` (with ``f`` and ``t``, the format header
+  and the retrieval time the row was made with) is the Kafka message value, for the hour's
+  raw archive: always the last key, and embedded *verbatim* (the bytes spliced in, never
+  decoded and re-encoded, so the archive keeps them exactly as they came and the stage step
+  pays no second encoding); a value with a line break in it (JSON whitespace may hold one)
+  is embedded as a JSON string instead, which keeps one record per line. Readers must split
+  ``j`` off with :func:`split_raw` rather than parse it: parsing would lose the exact bytes.
 - ``{"k": "s", "id": post id, "c": collector}``: another collector delivered the same post.
 - ``{"k": "u", "r": user row}`` and ``{"k": "m", "r": media row}``: a row on its own (fetched
   media rows come back this way).
@@ -35,9 +42,13 @@ def encode(record: Mapping[str, Any]) -> bytes:
     return data + b"\n"
 
 
+RAW_KEY = b',"j":'
+
+
 def post_line(collector: str, post: Mapping[str, Any], *, late: bool = False,
               user: Mapping[str, Any] | None = None,
-              media: Sequence[Mapping[str, Any]] = ()) -> bytes:
+              media: Sequence[Mapping[str, Any]] = (),
+              raw: bytes | None = None, fmt: str = "", retrieved: str = "") -> bytes:
     rec: dict[str, Any] = {"k": POST, "c": collector, "r": post}
     if late:
         rec["l"] = 1
@@ -45,7 +56,40 @@ def post_line(collector: str, post: Mapping[str, Any], *, late: bool = False,
         rec["u"] = user
     if media:
         rec["m"] = media
-    return encode(rec)
+    if raw is None:
+        return encode(rec)
+    rec["f"] = fmt
+    rec["t"] = retrieved
+    # Spliced in after encode(), whose NUL rewrite must not touch the payload's bytes.
+    return encode(rec)[:-2] + RAW_KEY + embed_raw(raw) + b"}\n"
+
+
+def embed_raw(raw: bytes) -> bytes:
+    """``raw`` (a JSON document) as a JSON value on one line: itself, or as a JSON string if
+    it holds a line break."""
+    if b"\n" in raw or b"\r" in raw:
+        return orjson.dumps(raw.decode("utf-8"))
+    return raw
+
+
+def unembed_raw(value: bytes) -> bytes:
+    """The inverse of :func:`embed_raw` (a raw payload is an object, never a string)."""
+    if value[:1] == b'"':
+        text: str = orjson.loads(value)
+        return text.encode("utf-8")
+    return value
+
+
+def split_raw(line: bytes) -> tuple[bytes, bytes | None]:
+    """A chunk line without its ``j`` (still a JSON object), and the raw payload, exact.
+
+    The first ``,"j":`` is the key: the keys before it are ours and never ``j``, and a
+    string value cannot hold an unescaped quote.
+    """
+    at = line.find(RAW_KEY)
+    if at < 0:
+        return line, None
+    return line[:at] + b"}", unembed_raw(line[at + len(RAW_KEY):].rstrip(b"\n")[:-1])
 
 
 def seen_line(post_id: str, collector: str) -> bytes:
@@ -66,10 +110,12 @@ def apply_lines(state: HourState, lines: Iterable[bytes], seen_by: list[tuple[st
     for line in lines:
         if not line.strip():
             continue
+        line, raw = split_raw(line)
         rec = orjson.loads(line)
         kind = rec["k"]
         if kind == POST:
-            is_new = state.add_post(rec["r"], (rec["c"],))
+            copy = None if raw is None else (rec.get("t", ""), rec.get("f", ""), raw)
+            is_new = state.add_post(rec["r"], (rec["c"],), copy)
             pid = rec["r"]["id"]
             if not rec.get("l"):
                 state.on_time.add(pid)

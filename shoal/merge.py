@@ -15,12 +15,18 @@ from typing import Any
 
 import orjson
 
+# A post's payload as it came, for the hour's raw archive: (retrieved_at the stage used, post
+# format, the Kafka message value, byte for byte). Compared as a tuple to break ties.
+RawCopy = tuple[str, str, bytes]
+
 
 @dataclass
 class HourState:
     """Everything an hour holds, as plain strings, keyed for an order-free union."""
 
     posts: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The raw payload of the copy whose row won (see add_post), for the raw archive.
+    raw: dict[str, RawCopy] = field(default_factory=dict)
     collectors: dict[str, set[str]] = field(default_factory=dict)
     users: dict[str, dict[str, str]] = field(default_factory=dict)
     media: dict[tuple[str, int], dict[str, str]] = field(default_factory=dict)
@@ -40,18 +46,35 @@ class HourState:
         self.late_copies.clear()
         self.on_time.clear()
 
-    def add_post(self, row: dict[str, str], collectors: Iterable[str]) -> bool:
-        """Merge one copy of a post; True if the id is new to the hour."""
+    def add_post(self, row: dict[str, str], collectors: Iterable[str],
+                 raw: RawCopy | None = None) -> bool:
+        """Merge one copy of a post; True if the id is new to the hour.
+
+        The raw payload kept is the one of the copy whose row wins; between copies with equal
+        rows, the smallest ``raw`` tuple (a copy without one loses), so that the archive too
+        is the same whatever the order copies arrive in.
+        """
         pid = row["id"]
         known = self.posts.get(pid)
         if known is None:
             self.posts[pid] = row
             self.collectors[pid] = set(collectors)
+            if raw is not None:
+                self.raw[pid] = raw
             return True
         # Copies from different collectors differ in retrieval time and counters; keep the
         # earliest retrieval so the choice does not depend on arrival order.
-        if row is not known and row != known and _earlier(row, known):
-            self.posts[pid] = row
+        if row is not known and row != known:
+            if _earlier(row, known):
+                self.posts[pid] = row
+                if raw is not None:
+                    self.raw[pid] = raw
+                else:
+                    self.raw.pop(pid, None)
+        elif raw is not None:
+            have = self.raw.get(pid)
+            if have is None or raw < have:
+                self.raw[pid] = raw
         self.collectors[pid].update(collectors)
         return False
 

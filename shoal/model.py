@@ -12,6 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+# Engagement counts of a post, in the post columns (see POST_COLUMNS).
+ENGAGEMENT_COLUMNS: tuple[str, ...] = (
+    "public_metrics.retweet_count",
+    "public_metrics.reply_count",
+    "public_metrics.like_count",
+    "public_metrics.quote_count",
+    "public_metrics.impression_count",
+)
+
 # Columns of the hourly ``*_tweets.csv.xz`` / ``*_posts.csv.xz`` files, in order. The first
 # twenty are the ones the 2021 sampled-stream pipeline wrote; the lab's scripts read them by name.
 POST_COLUMNS: tuple[str, ...] = (
@@ -40,6 +49,24 @@ POST_COLUMNS: tuple[str, ...] = (
     "media_types",
     "media_urls",
     "collectors",
+    # Appended in 2025 (after the seed layout, so scripts reading columns by position keep
+    # working): what researchers filter on, named as twarc-csv names them where it has them.
+    # Counts are the platform's at retrieval time, empty where it gives none: on Bluesky,
+    # Mastodon and TikTok "retweet" is a repost/boost/share and "like" a like/favourite/digg,
+    # "impression" a view or play. Lists are ``|``-joined, in the post's order, each once.
+    *ENGAGEMENT_COLUMNS,
+    "mentions",  # usernames (Twitter, Mastodon: user@host; Bluesky: the handle as typed)
+    "urls",  # expanded links, media links included (as twitwi's ``links``)
+    "domains",  # their hosts, lower-case, without ``www.``
+    "place.id",
+    "place.full_name",
+    "place.country_code",
+    "place.type",
+    "geo.lat",  # the post's exact point, when its author shared one
+    "geo.lng",
+    # The text a reader sees in full: a retweet's is ``RT @user: `` and the whole retweeted
+    # text (the API truncates ``text`` to 140 characters), a long post's its whole note.
+    "full_text",
 )
 
 # Columns of ``*_users.csv.xz``: one row per author of the hour, the newest stats win.
@@ -104,6 +131,13 @@ class RawPost:
     format: str
     payload: dict[str, Any]
     source: str = ""  # where it came from: "path:line" or "topic/partition/offset"
+    # Set by the raw-archive reader (``shoal.formats.shoal_archive``) only: the payload's
+    # exact bytes (published as they are, not re-encoded), every collector that delivered it
+    # (one message each), the retrieval time its rows were made with, and whether it was late.
+    raw: bytes | None = None
+    collectors: tuple[str, ...] = ()
+    retrieved_at: str = ""
+    late: bool = False
 
     @property
     def key(self) -> str:

@@ -63,7 +63,9 @@ def opt(default: Any, help: str, *, flag: str | None = None, commands: tuple[str
 @dataclass
 class KafkaSettings:
     brokers: str = opt("localhost:9092", "Kafka bootstrap servers HOST:PORT[,...]",
-                       flag="--brokers", commands=KAFKA_CLIENTS, required=KAFKA_CLIENTS)
+                       flag="--brokers", commands=KAFKA_CLIENTS,
+                       # not on replay: ``replay --from-archive`` runs its own embedded broker
+                       required=(PROCESS, COLLECT))
     topic: str = opt("shoal.posts", "topic the collectors publish to and the dataflow reads",
                      flag="--topic", commands=(UP, *KAFKA_CLIENTS))
     partitions: int = opt(4, "partitions shoal creates the topic with (more = more processors)",

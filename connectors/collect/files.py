@@ -18,6 +18,8 @@ EMPTY_PROBE = 64 * 1024
 
 def retrieval_time(post: RawPost, fallback: str) -> str:
     """The time the platform was asked, if the file says so (twarc does), else the fallback."""
+    if post.retrieved_at:  # a raw-archive line says it for itself
+        return post.retrieved_at
     meta = post.payload.get("__twarc")
     if isinstance(meta, dict) and isinstance(meta.get("retrieved_at"), str):
         return meta["retrieved_at"]
@@ -32,10 +34,18 @@ def publish_records(
     publisher: Publisher,
     fallback_time: str,
     on_record: Callable[[], None] | None = None,
+    publisher_for: Callable[[str], Publisher] | None = None,
 ) -> None:
+    """Publish what a reader found. A post that names its own collectors (a raw-archive
+    line) goes out once per collector through ``publisher_for(name)``, when given."""
     for rec in records:
         if isinstance(rec, RawPost):
-            publisher.post(rec, retrieval_time(rec, fallback_time))
+            when = retrieval_time(rec, fallback_time)
+            if rec.collectors and publisher_for is not None:
+                for name in rec.collectors:
+                    publisher_for(name).post(rec, when)
+            else:
+                publisher.post(rec, when)
         elif isinstance(rec, DeadLetter):
             publisher.dead(rec)
         else:
@@ -78,10 +88,12 @@ def collect_files(
     publisher: Publisher,
     fmt: str | None = None,
     on_record: Callable[[], None] | None = None,
+    publisher_for: Callable[[str], Publisher] | None = None,
 ) -> None:
     for path in paths:
         # Files without a retrieval time of their own get the file's modification time, so
         # that replaying the same file twice gives the same messages.
         mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(microsecond=0)
-        publish_records(read_file(path, fmt), publisher, mtime.isoformat(), on_record)
+        publish_records(read_file(path, fmt), publisher, mtime.isoformat(), on_record,
+                        publisher_for)
     publisher.flush()

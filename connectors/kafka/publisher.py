@@ -50,6 +50,8 @@ DEADLETTER_FORMAT_BYTES = DEADLETTER_FORMAT.encode()
 MAX_MESSAGE_BYTES = 1_000_000  # [kafka] max_message_bytes: under Kafka's default broker limit
 DEAD_RAW_HEAD = 64 * 1024  # what a dead letter keeps of a record too large to keep whole
 JOURNAL_CHUNK = 1024 * 1024
+# The ``late`` header: a post replayed from the raw archive that was late when first processed.
+LATE = b"1"
 
 
 class KafkaUnreachable(UserError):
@@ -254,7 +256,8 @@ class Publisher:
 
     # ------------------------------------------------------------------ posting
     def post(self, post: RawPost, retrieved_at: str | None = None) -> None:
-        value = orjson.dumps(post.payload)
+        # A post read back from the raw archive goes out as the bytes that first came in.
+        value = post.raw if post.raw is not None else orjson.dumps(post.payload)
         if len(value) > self.max_message_bytes:
             # Kafka would refuse it (and a refusal used to end the run): the record becomes a
             # dead letter keeping its head, and collection goes on.
@@ -265,7 +268,8 @@ class Publisher:
         fmt = self._formats.get(post.format) or self._format_bytes(post.format)
         retrieved = (retrieved_at or now_iso()).encode()
         source = post.source.encode("utf-8", "backslashreplace")
-        self._emit(self.topic, post.key.encode(), value, (fmt, retrieved, source))
+        fields = (fmt, retrieved, source, LATE) if post.late else (fmt, retrieved, source)
+        self._emit(self.topic, post.key.encode(), value, fields)
         self.counts.posts += 1
 
     def _format_bytes(self, fmt: str) -> bytes:
@@ -291,12 +295,15 @@ class Publisher:
         self.counts.dead += 1
 
     def _headers(self, fields: tuple[bytes, ...]) -> list[tuple[str, bytes]]:
-        """The headers of ``post_headers`` from (format, retrieved_at, source) bytes."""
+        """The headers of ``post_headers`` from (format, retrieved_at, source) bytes, and a
+        ``late`` header when a fourth field says so."""
         if not fields:
             return []
-        fmt, retrieved, source = fields
-        return [("format", fmt), ("collector", self._collector_bytes),
-                ("retrieved_at", retrieved), ("source", source)]
+        headers = [("format", fields[0]), ("collector", self._collector_bytes),
+                   ("retrieved_at", fields[1]), ("source", fields[2])]
+        if len(fields) > 3:
+            headers.append(("late", fields[3]))
+        return headers
 
     def _emit(self, topic: str, key: bytes, value: bytes, fields: tuple[bytes, ...]) -> None:
         headers = self._headers(fields)

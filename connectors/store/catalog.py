@@ -18,7 +18,7 @@ import duckdb
 
 from connectors.store.layout import PARQUET, HourPaths
 from shoal.merge import HourSummary
-from shoal.model import MEDIA_FILE_COLUMNS, POST_COLUMNS, USER_COLUMNS
+from shoal.model import ENGAGEMENT_COLUMNS, MEDIA_FILE_COLUMNS, POST_COLUMNS, USER_COLUMNS
 
 CATALOG = "shoal.duckdb"
 TABLES = ("posts", "users", "media", "reports")
@@ -37,7 +37,9 @@ _BIGINT = {
     "http_status",
     "attempts",
     "bytes",
+    *ENGAGEMENT_COLUMNS,
 }
+_DOUBLE = {"geo.lat", "geo.lng"}
 _TIMESTAMP = {"created_at", "retrieved_at", "author.created_at", "fetched_at"}
 _BOOLEAN = {"author.verified", "author.protected", "verified", "protected"}
 
@@ -59,6 +61,8 @@ def _select(columns: tuple[str, ...]) -> str:
             parts.append(f"TRY_CAST({_q(c)} AS TIMESTAMPTZ) AS {_q(c)}")
         elif c in _BOOLEAN:
             parts.append(f"TRY_CAST({_q(c)} AS BOOLEAN) AS {_q(c)}")
+        elif c in _DOUBLE:
+            parts.append(f"TRY_CAST({_q(c)} AS DOUBLE) AS {_q(c)}")
         else:
             parts.append(_q(c))
     return ", ".join(parts)

@@ -1,8 +1,9 @@
 """Where everything lives in a data dir: the names of folders and files, in one place.
 
 ``DIR/<platform>/YYYY-mm-dd/YYYY-mm-dd_hh_{IDs.txt,tweets.csv,users.csv,media.csv}.xz`` for the
-sealed hours, ``DIR/_parquet`` for the catalog's tables, ``DIR/_work`` for what is not an output
-(chunks of open hours, staged seals, seal stamps, locks).
+sealed hours, with ``..._raw.jsonl.xz``, their raw archive (see ``shoal.formats.shoal_archive``);
+``DIR/_parquet`` for the catalog's tables, ``DIR/_work`` for what is not an output (chunks of
+open hours, staged seals, seal stamps, locks).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class HourPaths:
         return self.data_dir / self.platform / self.name.day
 
     def file(self, kind: str) -> Path:
-        ext = "txt" if kind == "IDs" else "csv"
+        ext = {"IDs": "txt", "raw": "jsonl"}.get(kind, "csv")
         return self.folder / f"{self.name.stem}_{kind}.{ext}.xz"
 
     @property

@@ -36,6 +36,7 @@ from connectors.store.reports import (
 )
 from shoal import faults
 from shoal.csv_text import csv_text
+from shoal.formats.shoal_archive import archive_line, parse_line
 from shoal.merge import HourState, HourSummary, sort_ids
 from shoal.model import MEDIA_FILE_COLUMNS, POST_COLUMNS, USER_COLUMNS
 
@@ -60,6 +61,14 @@ def load_sealed(paths: HourPaths) -> HourState:
     for row in read_csv_xz(paths.posts):
         collectors = [c for c in row.pop("collectors", "").split("|") if c]
         state.add_post(row, collectors)
+    raw = paths.file("raw")
+    if raw.exists():
+        with lzma.open(raw, "rb") as fh:
+            for line in fh:
+                head, payload = parse_line(line)
+                pid = head["id"]
+                if pid in state.posts:
+                    state.raw[pid] = (head["retrieved_at"], head["format"], payload)
     for row in read_csv_xz(paths.file("users")):
         state.add_user(row)
     for row in read_csv_xz(paths.file("media")):
@@ -100,6 +109,12 @@ def seal_hour(
         state.media.values(),
         key=lambda r: (order.get(r["post_id"], len(order)), r["post_id"], int(r["position"] or 0)),
     )
+    raw_lines = [
+        archive_line(platform, pid, fmt, state.collectors[pid], retrieved,
+                     pid in state.late_ids, payload)
+        for pid in ids if pid in state.raw
+        for retrieved, fmt, payload in (state.raw[pid],)
+    ]
     posts_csv = csv_bytes(POST_COLUMNS, post_rows)
     users_csv = csv_bytes(USER_COLUMNS, user_rows)
     media_csv = csv_bytes(MEDIA_FILE_COLUMNS, media_rows)
@@ -124,6 +139,9 @@ def seal_hour(
         paths.file("users"): _xz(users_csv),
         paths.file("media"): _xz(media_csv),
         paths.folder / f".{name.stem}_meta.json": orjson.dumps(_meta(facts, state.late_ids)),
+        # Only hours sealed since the archive exists have one (an older hour re-sealed by a
+        # straggler archives what the chunks bring).
+        **({paths.file("raw"): _xz(b"".join(raw_lines))} if raw_lines else {}),
         # The IDs file goes last: its presence is what marks the hour as sealed.
         paths.file("IDs"): _xz(("\n".join(ids) + "\n").encode() if ids else b""),
     })

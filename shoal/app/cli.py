@@ -495,6 +495,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     if args.data_dir.exists() and any(args.data_dir.iterdir()):
         raise UserError(f"replay writes into a fresh data dir; {args.data_dir} is not empty")
+    if args.from_archive is not None:
+        return _replay_archive(args)
     chosen = [bool(args.from_beginning), bool(args.from_offset), bool(args.from_time)]
     if sum(chosen) > 1:
         raise UserError("choose one of --from-beginning, --from-offset, --from-time")
@@ -525,6 +527,82 @@ def cmd_replay(args: argparse.Namespace) -> int:
     cfg = _flow_config(args, args.brokers, start_offsets=start, end_offsets=end)
     cfg.flow = replace(cfg.flow, recovery=True)
     with writer_lock(args.data_dir), ProgressDisplay(every=args.settings.flow.progress_seconds):
+        run(cfg)
+    return 0
+
+
+def archive_files(root: Path) -> list[Path]:
+    """The raw archive of a data dir, hour after hour across platforms.
+
+    Time order matters: the dataflow's clock is per Kafka partition and shared by platforms,
+    so an hour read after a later one of another platform would count as late.
+    """
+    from shoal.formats.shoal_archive import SUFFIX
+
+    files = list(root.glob(f"*/*/*{SUFFIX}"))
+    # "YYYY-mm-dd_hh[b]_raw..." sorts in time order (the repeated autumn hour's "b" too).
+    return sorted(files, key=lambda p: (p.name, p.parent.parent.name))
+
+
+def _replay_archive(args: argparse.Namespace) -> int:
+    """Rebuild a data dir from another's raw archive, through an embedded broker.
+
+    Every line goes out once per collector that delivered it, with its format, retrieval
+    time, lateness and exact payload, hour by hour (each hour acknowledged before the next is
+    sent), then the dataflow reads it all like a replay of the topic: with the original's
+    ``[flow]`` settings (tz, partition_by, lateness), the hourly files come out the same,
+    byte for byte.
+    """
+    from connectors.collect.files import collect_files
+    from connectors.kafka.broker import EmbeddedBroker
+    from connectors.kafka.offsets import OffsetFinder
+    from connectors.kafka.publisher import Publisher, ensure_topics
+    from flows.ingest import run
+    from shoal.formats.shoal_archive import NAME
+
+    root: Path = args.from_archive
+    files = archive_files(root)
+    if not files:
+        raise UserError(f"no raw archive in {root} (no */*/*_raw.jsonl.xz)")
+    settings: Settings = args.settings
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    work = args.data_dir / "_work"
+    work.mkdir(exist_ok=True)
+    with writer_lock(args.data_dir), EmbeddedBroker(log=work / "broker.log") as broker:
+        ensure_topics(broker.bootstrap, settings.kafka.partitions, settings.kafka.topic)
+        publishers: dict[str, Publisher] = {}
+
+        def publisher_for(name: str) -> Publisher:
+            pub = publishers.get(name)
+            if pub is None:
+                # A spool of its own: leftovers of a live collector of the same name must not
+                # be delivered into the rebuild.
+                pub = publishers[name] = Publisher.for_settings(
+                    broker.bootstrap, name, settings.kafka,
+                    spool_dir=work / "archive-spool" / str(len(publishers)))
+            return pub
+
+        try:
+            with _progress() as progress:
+                task = progress.add_task(f"archive: {root}", total=len(files))
+                for path in files:
+                    collect_files([path], publisher_for("archive"), NAME,
+                                  publisher_for=publisher_for)
+                    for pub in publishers.values():
+                        pub.flush()
+                    progress.advance(task)
+        finally:
+            for pub in publishers.values():
+                pub.close()
+        finder = OffsetFinder(broker.bootstrap, settings.kafka.topic)
+        try:
+            end = finder.end_offsets()
+            start = {p: finder.bounds(p)[0] for p in finder.partitions()}
+        finally:
+            finder.close()
+        event(log, "replay", archive=str(root), files=len(files), end=end)
+        cfg = _flow_config(args, broker.bootstrap, start_offsets=start, end_offsets=end)
+        cfg.flow = replace(cfg.flow, recovery=False)
         run(cfg)
     return 0
 
@@ -627,6 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--from-offset", metavar="P:O,...", help="start offsets per partition")
     start.add_argument("--from-time", metavar="ISO8601", help="first message at or after")
     p.add_argument("--until-time", metavar="ISO8601", help="stop before messages from then on")
+    start.add_argument("--from-archive", metavar="DIR", type=Path, default=None,
+                       help="rebuild from the raw archive of data dir DIR (its "
+                       "*_raw.jsonl.xz files) on an embedded broker, not from Kafka")
     add_options(p, "replay")
     p.set_defaults(func=cmd_replay)
     return parser

@@ -28,13 +28,15 @@ def readers() -> dict[str, ModuleType]:
         bluesky,
         mastodon,
         minet_csv,
+        shoal_archive,
         tiktok_scraper,
         twitter_v1,
         twitter_v2,
         zeeschuimer,
     )
 
-    mods = (minet_csv, zeeschuimer, twitter_v2, twitter_v1, bluesky, mastodon, tiktok_scraper)
+    mods = (shoal_archive, minet_csv, zeeschuimer, twitter_v2, twitter_v1, bluesky, mastodon,
+            tiktok_scraper)
     return {mod.NAME: mod for mod in mods}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import lzma
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,15 @@ def _json_ish(line: bytes) -> bool:
 
 
 def first_value(path: Path) -> JsonHead | CsvHead | TextHead:
-    with open(path, "rb") as fh:
-        head = fh.read(HEAD_BYTES)
+    if path.name.endswith(".xz"):  # shoal's own raw archive (shoal.formats.shoal_archive)
+        try:
+            with lzma.open(path, "rb") as xz:
+                head = xz.read(HEAD_BYTES)
+        except lzma.LZMAError as exc:
+            return TextHead(f"not an xz file: {exc}")
+    else:
+        with open(path, "rb") as fh:
+            head = fh.read(HEAD_BYTES)
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if not stripped.startswith((b"{", b"[")) and _json_ish(stripped.split(b"\n", 1)[0]):
         later = first_json_line(path)

@@ -148,6 +148,7 @@ def _http_url(value: Any, depth: int = 0) -> str:
 
 # Hosts of the GIF pickers of Bluesky clients: the link *is* the GIF, not a web page.
 _GIF_HOSTS = frozenset({"media.tenor.com", "static.klipy.com"})
+GIF_HOSTS = _GIF_HOSTS  # a link card to these is a GIF (media), not a link
 
 
 def _is_gif_link(uri: Any) -> bool:

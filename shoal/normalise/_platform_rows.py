@@ -13,9 +13,10 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from shoal.hours import parse_iso
-from shoal.model import POST_COLUMNS, USER_COLUMNS, BadPost, MediaRef
+from shoal.model import ENGAGEMENT_COLUMNS, POST_COLUMNS, USER_COLUMNS, BadPost, MediaRef
 
 # The same vocabulary as the Twitter v2 ``referenced_tweets[].type`` the 2021 pipeline wrote,
 # so that one filter (``reference_type == "retweeted"``) works across platforms.
@@ -24,6 +25,10 @@ QUOTE = "quoted"
 REPOST = "retweeted"
 
 _POST_KEYS: tuple[str, ...] = tuple(c for c in POST_COLUMNS if c != "collectors")
+# The columns appended after the seed layout's (see POST_COLUMNS): empty unless a platform
+# fills them.
+EXTRA_KEYS: tuple[str, ...] = POST_COLUMNS[POST_COLUMNS.index("collectors") + 1 :]
+EMPTY_EXTRA: dict[str, str] = dict.fromkeys(EXTRA_KEYS, "")
 
 # Twitter was founded in 2006: anything earlier (or after 2100) is a parsing accident, not a
 # post, and would create absurd hourly files.
@@ -258,3 +263,56 @@ def author_columns(post: dict[str, str], user: dict[str, str]) -> None:
     post["author.public_metrics.following_count"] = user["following_count"]
     post["author.public_metrics.tweet_count"] = user["tweet_count"]
     post["author.public_metrics.listed_count"] = user["listed_count"]
+
+
+def count(value: Any) -> str:
+    """An engagement count as a column: a whole number, else empty (never a guess).
+
+    Payloads give counts as numbers or numeric strings (TikTok's ``statsV2``); anything else
+    (a missing field, ``null``, a boolean) is unknown, which an empty cell says.
+    """
+    if isinstance(value, bool) or value is None:
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str) and value.isdigit():
+        return value
+    return ""
+
+
+def engagement(
+    post: dict[str, str],
+    retweets: Any = None,
+    replies: Any = None,
+    likes: Any = None,
+    quotes: Any = None,
+    impressions: Any = None,
+) -> None:
+    """Fill the ``public_metrics.*`` columns, in ENGAGEMENT_COLUMNS order."""
+    for column, value in zip(
+        ENGAGEMENT_COLUMNS, (retweets, replies, likes, quotes, impressions), strict=True
+    ):
+        post[column] = count(value)
+
+
+def domain(url: str) -> str:
+    """The host of a URL, lower-case, without ``www.`` (minet's ``domains``); "" if none."""
+    try:
+        host = urlsplit(url.strip()).hostname or ""
+    except ValueError:
+        return ""
+    return host.removeprefix("www.")
+
+
+def once(values: Iterable[Any]) -> list[str]:
+    """Non-empty strings, each once, in the order met."""
+    return list(dict.fromkeys(v for v in values if isinstance(v, str) and v))
+
+
+def link_columns(post: dict[str, str], urls: Iterable[Any]) -> None:
+    """``urls`` and their ``domains``, each once, in the post's order."""
+    links = once(urls)
+    post["urls"] = join(links)
+    post["domains"] = join(once(domain(u) for u in links))

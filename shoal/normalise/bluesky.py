@@ -8,9 +8,10 @@ would overwrite a better one in the hour's users file.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from shoal.media.platforms import bluesky_record_media, bluesky_view_media
+from shoal.media.platforms import GIF_HOSTS, bluesky_record_media, bluesky_view_media
 from shoal.model import BadPost, Normalised
 from shoal.normalise import _platform_rows as rows
 
@@ -73,12 +74,42 @@ def _record_columns(post: dict[str, str], record: dict[str, Any], uri: str) -> N
         post["reference_type"], post["referenced_tweet_id"] = rows.QUOTE, quoted
     elif parent:
         post["reference_type"], post["referenced_tweet_id"] = rows.REPLY, parent
-    tags = []
+    tags, mentions, links = [], [], []
+    body = record.get("text")
+    encoded = body.encode() if isinstance(body, str) else b""
     for facet in rows.dicts(record.get("facets")):
         for feature in rows.dicts(facet.get("features")):
-            if str(feature.get("$type", "")).endswith("#tag"):
+            kind = str(feature.get("$type", ""))
+            if kind.endswith("#tag"):
                 tags.append(feature.get("tag"))
+            elif kind.endswith("#link"):
+                links.append(feature.get("uri"))
+            elif kind.endswith("#mention"):
+                mentions.append(_typed(encoded, rows.obj(facet.get("index"))))
+    external = rows.obj(rows.obj(record.get("embed")).get("external")).get("uri")
+    if isinstance(external, str) and rows.domain(external) not in GIF_HOSTS:
+        links.append(external)  # a link card: often the post's only link; a GIF is media
     post["hashtags"] = rows.join(rows.unique_lower(tags))
+    post["mentions"] = rows.join(rows.once(mentions))
+    rows.link_columns(post, links)
+    post["full_text"] = post["text"]
+
+
+_HANDLE = re.compile(rb"@([A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9])")
+
+
+def _typed(text: bytes, index: dict[str, Any]) -> str:
+    """The ``@handle`` a mention facet covers (its index counts UTF-8 bytes).
+
+    Some clients count ``\r\n`` or emoji wrongly and the index drifts: then the handle
+    nearest the index is taken, and none when there is none (never a piece of the text).
+    """
+    start, end = index.get("byteStart"), index.get("byteEnd")
+    if not isinstance(start, int) or not isinstance(end, int) or not 0 <= start < end:
+        return ""
+    found = _HANDLE.fullmatch(text, start, end) or _HANDLE.search(
+        text, max(0, start - 16), end + 16)
+    return found[1].decode("utf-8", "replace") if found else ""
 
 
 def _user(author: dict[str, Any], did: str, retrieved: str) -> dict[str, str]:
@@ -121,6 +152,8 @@ def normalise_view(payload: dict[str, Any], retrieved_at: str) -> Normalised:
 
     post = rows.post_row(uri, did, created, retrieved, user)
     _record_columns(post, record, uri)
+    rows.engagement(post, view.get("repostCount"), view.get("replyCount"),
+                    view.get("likeCount"), view.get("quoteCount"))
     media = bluesky_view_media(view, uri)
     rows.media_columns(post, media)
     return Normalised("bluesky", uri, created, post, user, media)

@@ -56,6 +56,12 @@ def normalise_media(payload: dict[str, Any], retrieved_at: str) -> Normalised:
     post["conversation_id"] = post_id
     post["text"] = body
     post["hashtags"] = rows.join(rows.hashtags_in(body))
+    post["full_text"] = body
+    plays = payload.get("play_count")
+    if plays is None:
+        plays = payload.get("view_count")
+    rows.engagement(post, payload.get("reshare_count"), payload.get("comment_count"),
+                    payload.get("like_count"), None, plays)
     media = instagram_media(payload, post_id)
     rows.media_columns(post, media)
     return Normalised("instagram", post_id, created, post, user if user["id"] else None, media)

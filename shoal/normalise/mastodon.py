@@ -15,6 +15,7 @@ replies keep ``reference_type`` but no ``referenced_tweet_id``, and no thread ro
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,6 +59,20 @@ def _handle(account: dict[str, Any]) -> str:
         return acct
     host = _host(account.get("url")) or _host(account.get("uri"))
     return f"{acct}@{host}" if host else acct
+
+
+_ANCHOR = re.compile(r"<a\s[^>]*>", re.IGNORECASE)
+_HREF = re.compile(r"""href\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
+
+
+def _links(content: str) -> list[str]:
+    """The links of a status's HTML, not counting its mentions and hashtags (also links)."""
+    out = []
+    for tag in _ANCHOR.findall(content) if "<a" in content else ():
+        href = _HREF.search(tag)
+        if href and "mention" not in tag and "hashtag" not in tag:
+            out.append(html.unescape(href[1]))
+    return out
 
 
 def _reply_target(status: dict[str, Any], account: dict[str, Any], own_id: str) -> str:
@@ -127,6 +142,13 @@ def normalise_status(payload: dict[str, Any], retrieved_at: str) -> Normalised:
         post["referenced_tweet_id"] = _reply_target(payload, account, own_id)
     if payload.get("in_reply_to_id") is None:
         post["conversation_id"] = own_id
+    # A boost's own counts are zeros: the boosted post's, like its text, are what it shows.
+    rows.engagement(post, shown.get("reblogs_count"), shown.get("replies_count"),
+                    shown.get("favourites_count"), shown.get("quotes_count"))
+    # Mentioned accounts as user@host, the way account ids are written here.
+    post["mentions"] = rows.join(rows.once(_handle(m) for m in rows.dicts(shown.get("mentions"))))
+    rows.link_columns(post, _links(rows.text(shown.get("content"))))
+    post["full_text"] = post["text"]
     media = mastodon_media(payload, own_id, status_id)
     rows.media_columns(post, media)
     return Normalised("mastodon", own_id, created, post, user, media)

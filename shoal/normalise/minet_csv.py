@@ -13,6 +13,7 @@ from typing import Any
 
 from shoal.media.extract import csv_media
 from shoal.model import BadPost, Normalised
+from shoal.normalise._platform_rows import engagement
 from shoal.normalise.twitter_v2 import (
     make_post,
     malformed_is_bad_post,
@@ -21,6 +22,34 @@ from shoal.normalise.twitter_v2 import (
     secondary,
     stored_retrieved_at,
 )
+
+# twitwi's own columns -> the appended post columns they fill as they are (``|``-joined
+# already); the counts are set with ``engagement`` so that a non-number stays empty.
+_TWEET_EXTRAS = (
+    ("mentioned_names", "mentions"),
+    ("links", "urls"),
+    ("domains", "domains"),
+    ("place_name", "place.full_name"),
+    ("place_country_code", "place.country_code"),
+    ("place_type", "place.type"),
+    ("lat", "geo.lat"),
+    ("lng", "geo.lng"),
+)
+_BLUESKY_EXTRAS = (
+    ("mentioned_user_handles", "mentions"),
+    ("links", "urls"),
+    ("domains", "domains"),
+)
+
+
+def _extras(post: dict[str, str], row: dict[str, str], names: tuple[tuple[str, str], ...],
+            reposts: str) -> None:
+    g = row.get
+    engagement(post, g(reposts), g("reply_count"), g("like_count"), g("quote_count"),
+               g("impression_count"))
+    for theirs, ours in names:
+        post[ours] = g(theirs) or ""
+    post["full_text"] = post["text"]  # twitwi's text is whole already (RT @user: ... too)
 
 _TRUE = frozenset({"1", "true", "True", "TRUE"})
 _FALSE = frozenset({"0", "false", "False", "FALSE"})
@@ -78,6 +107,7 @@ def _tweet(row: dict[str, str], retrieved: str) -> Normalised:
         g("hashtags", ""),
         media,
     )
+    _extras(post, row, _TWEET_EXTRAS, "retweet_count")
     return Normalised("twitter", tid, created, post, user, media)
 
 
@@ -129,6 +159,7 @@ def _bluesky(row: dict[str, str], retrieved: str) -> Normalised:
         g("hashtags", ""),
         media,
     )
+    _extras(post, row, _BLUESKY_EXTRAS, "repost_count")
     return Normalised("bluesky", uri, created, post, user, media)
 
 

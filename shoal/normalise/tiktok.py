@@ -75,6 +75,14 @@ def _video(
     post["text"] = text
     post["lang"] = rows.text(lang)
     post["hashtags"] = rows.join(rows.unique_lower(tags) or rows.hashtags_in(text))
+    post["full_text"] = text
+    stats = rows.obj(payload.get("stats"))  # the web item; tiktok-scraper has them at the top
+    stats2 = rows.obj(payload.get("statsV2"))  # strings, when the numbers outgrew 32 bits
+    counts = [
+        stats2.get(k) or stats.get(k) if (stats or stats2) else payload.get(k)
+        for k in ("shareCount", "commentCount", "diggCount", "playCount")
+    ]
+    rows.engagement(post, counts[0], counts[1], counts[2], None, counts[3])
     media = media_of(payload, post_id)
     rows.media_columns(post, media)
     return Normalised("tiktok", post_id, created, post, user if user["id"] else None, media)

@@ -15,15 +15,18 @@ from typing import Any
 from shoal.hours import utc_offset
 from shoal.media.extract import v1_media
 from shoal.model import BadPost, Normalised
+from shoal.normalise._platform_rows import dicts, obj
 from shoal.normalise.twitter_v2 import (
     checked,
     make_post,
     malformed_is_bad_post,
     parse_iso,
     post_id,
+    readable,
     s,
     secondary,
     stored_retrieved_at,
+    twitter_columns,
 )
 
 _MONTHS = {
@@ -104,16 +107,44 @@ def _reference(tweet: dict[str, Any]) -> tuple[str, str]:
     return ("replied_to", s(reply)) if reply else ("", "")
 
 
+def _v1_text(tweet: dict[str, Any]) -> tuple[Any, Any]:
+    """A status's whole text and its entities: extended (280 characters, long posts) first."""
+    ext = tweet.get("extended_tweet")
+    if not isinstance(ext, dict):
+        ext = {}
+    body = ext.get("full_text") or tweet.get("full_text") or tweet.get("text")
+    return body, ext.get("entities") or tweet.get("entities")
+
+
+def _v1_full_text(body: Any, entities: Any, tweet: dict[str, Any]) -> str:
+    """The readable text; a retweet's as ``RT @user: `` and the whole retweeted text (v1.1
+    truncates ``text``)."""
+    original = tweet.get("retweeted_status")
+    if isinstance(original, dict):
+        whole, its_entities = _v1_text(original)
+        name = obj(original.get("user")).get("screen_name")
+        if isinstance(whole, str) and whole and isinstance(name, str) and name:
+            return f"RT @{name}: {readable(whole, its_entities)}"
+    return readable(body, entities)
+
+
+def _v1_metrics(tweet: dict[str, Any]) -> dict[str, Any]:
+    """v1.1 counts under their v2 names (reply and quote counts only in premium payloads)."""
+    return {
+        "retweet_count": tweet.get("retweet_count"),
+        "reply_count": tweet.get("reply_count"),
+        "like_count": tweet.get("favorite_count"),
+        "quote_count": tweet.get("quote_count"),
+        "impression_count": obj(tweet.get("views")).get("count"),  # GraphQL's view count
+    }
+
+
 def _normalise_v1(tweet: dict[str, Any], retrieved_at: str) -> Normalised:
     """One v1.1 status -> its row, its author's row and its media (type errors escape)."""
     tid = post_id(tweet.get("id_str") or tweet.get("id"))
     created = parse_twitter_date(tweet.get("created_at"))
     retrieved = stored_retrieved_at(tweet, retrieved_at)
-    ext = tweet.get("extended_tweet")
-    if not isinstance(ext, dict):
-        ext = {}
-    text = ext.get("full_text") or tweet.get("full_text") or tweet.get("text")
-    entities = ext.get("entities") or tweet.get("entities")
+    text, entities = _v1_text(tweet)
     tags = entities.get("hashtags") if isinstance(entities, dict) else None
     hashtags = (
         "|".join(s(t["text"]) for t in tags if isinstance(t, dict) and "text" in t) if tags else ""
@@ -133,6 +164,16 @@ def _normalise_v1(tweet: dict[str, Any], retrieved_at: str) -> Normalised:
         user,
         hashtags,
         media,
+    )
+    ents = obj(entities)
+    twitter_columns(
+        post,
+        _v1_metrics(tweet),
+        [m.get("screen_name") for m in dicts(ents.get("user_mentions"))],
+        [u.get("expanded_url") or u.get("url") for u in dicts(ents.get("urls"))],
+        obj(tweet.get("place")),
+        tweet.get("coordinates"),
+        _v1_full_text(text, entities, tweet),
     )
     return Normalised("twitter", tid, created, post, user, media)
 
@@ -173,6 +214,8 @@ def graphql_to_v1(result: Any, depth: int = 0) -> dict[str, Any]:
         out["user"] = user_result
     if "source" in tweet:
         out["source"] = tweet["source"]
+    if isinstance(tweet.get("views"), dict):  # {"count": "1234", "state": ...}, not in legacy
+        out["views"] = tweet["views"]
     note = tweet.get("note_tweet")
     note = note.get("note_tweet_results", {}).get("result") if isinstance(note, dict) else None
     if isinstance(note, dict) and isinstance(note.get("text"), str):

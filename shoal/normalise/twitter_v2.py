@@ -10,6 +10,7 @@ dataflow only sets aside BadPost.
 from __future__ import annotations
 
 import functools
+import html
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,15 @@ from shoal import hours
 from shoal.ids import id_problem, valid_id
 from shoal.media.extract import v2_media_and_missing
 from shoal.model import USER_COLUMNS, BadPost, MediaRef, Normalised
-from shoal.normalise._platform_rows import text
+from shoal.normalise._platform_rows import (
+    EMPTY_EXTRA,
+    dicts,
+    engagement,
+    link_columns,
+    obj,
+    once,
+    text,
+)
 
 # Twitter opened in 2006; dates outside 2006-2099 are parsing accidents that would open
 # absurd hourly files.
@@ -137,7 +146,10 @@ def make_post(
     hashtags: str,
     media: list[MediaRef],
 ) -> dict[str, str]:
-    """The post row, keys in POST_COLUMNS order; media columns position for position."""
+    """The post row, keys in POST_COLUMNS order; media columns position for position.
+
+    The columns after the seed layout's start empty: :func:`twitter_columns` fills them.
+    """
     u = user or _NO_USER
     return {
         "id": tid,
@@ -164,7 +176,80 @@ def make_post(
         "media_keys": "|".join(m.media_key for m in media) if media else "",
         "media_types": "|".join(m.type for m in media) if media else "",
         "media_urls": "|".join(m.url for m in media) if media else "",
+        **EMPTY_EXTRA,
     }
+
+
+def coordinate(value: Any) -> str:
+    """A latitude or longitude as the payload wrote it; "" for anything but a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return ""
+    return repr(value)
+
+
+def twitter_columns(
+    post: dict[str, str],
+    metrics: dict[str, Any],
+    mentions: list[Any],
+    urls: list[Any],
+    place: dict[str, Any],
+    point: Any,
+    full_text: str,
+) -> None:
+    """Fill the columns appended after the seed layout's (v2 and v1.1 alike).
+
+    ``point`` is a GeoJSON ``Point`` (``coordinates: [lng, lat]``), the tweet's exact location.
+    """
+    engagement(
+        post,
+        metrics.get("retweet_count"),
+        metrics.get("reply_count"),
+        metrics.get("like_count"),
+        metrics.get("quote_count"),
+        metrics.get("impression_count"),
+    )
+    post["mentions"] = "|".join(once(mentions))
+    link_columns(post, urls)
+    post["place.id"] = s(place.get("id") or place.get("place_id"))
+    post["place.full_name"] = s(place.get("full_name"))
+    post["place.country_code"] = s(place.get("country_code"))
+    post["place.type"] = s(place.get("place_type"))
+    lnglat = obj(point).get("coordinates")
+    if isinstance(lnglat, list) and len(lnglat) == 2:
+        post["geo.lng"], post["geo.lat"] = coordinate(lnglat[0]), coordinate(lnglat[1])
+    post["full_text"] = full_text
+
+
+def _v2_text(tweet: dict[str, Any]) -> tuple[Any, Any]:
+    """A v2 tweet's whole text and the entities that go with it (a long post's note)."""
+    note = tweet.get("note_tweet")
+    if isinstance(note, dict) and isinstance(note.get("text"), str):
+        return note["text"], note.get("entities") or tweet.get("entities")
+    return tweet.get("text"), tweet.get("entities")
+
+
+def readable(body: Any, entities: Any) -> str:
+    """The text as a reader sees it, as twitwi writes it: ``t.co`` links replaced by the URLs
+    they stand for, the API's HTML escapes (``&amp;``, ``&lt;``, ``&gt;``) decoded."""
+    body = s(body)
+    ents = obj(entities)
+    for link in dicts(ents.get("urls")) + dicts(ents.get("media")):
+        short, long = link.get("url"), link.get("expanded_url")
+        if isinstance(short, str) and short and isinstance(long, str) and long:
+            body = body.replace(short, long)
+    return html.unescape(body) if "&" in body else body
+
+
+def _v2_full_text(body: Any, entities: Any, refs: Any) -> str:
+    """The readable text; a retweet's with the retweeted post's whole text (the API cuts it)."""
+    for ref in dicts(refs):
+        if ref.get("type") != "retweeted":
+            continue
+        original, its_entities = _v2_text(ref)
+        username = obj(ref.get("author")).get("username")
+        if isinstance(original, str) and original and isinstance(username, str) and username:
+            return f"RT @{username}: {readable(original, its_entities)}"
+    return readable(body, entities)
 
 
 # --- v2 --------------------------------------------------------------------------------------
@@ -219,13 +304,7 @@ def normalise_v2(payload: dict[str, Any], retrieved_at: str) -> Normalised:
     tid = post_id(payload.get("id"))
     created = parse_iso(payload.get("created_at"))
     retrieved = stored_retrieved_at(payload, retrieved_at)
-    note = payload.get("note_tweet")
-    if isinstance(note, dict) and isinstance(note.get("text"), str):
-        text = note["text"]
-        entities = note.get("entities") or payload.get("entities")
-    else:
-        text = payload.get("text")
-        entities = payload.get("entities")
+    text, entities = _v2_text(payload)
     reference = ("", "")
     refs = payload.get("referenced_tweets")
     if isinstance(refs, list) and refs and isinstance(refs[0], dict):
@@ -249,6 +328,16 @@ def normalise_v2(payload: dict[str, Any], retrieved_at: str) -> Normalised:
         user,
         hashtags,
         media,
+    )
+    ents = obj(entities)
+    twitter_columns(
+        post,
+        obj(payload.get("public_metrics")),
+        [m.get("username") for m in dicts(ents.get("mentions"))],
+        [u.get("expanded_url") or u.get("url") for u in dicts(ents.get("urls"))],
+        obj(payload.get("geo")),
+        obj(payload.get("geo")).get("coordinates"),
+        _v2_full_text(text, entities, refs),
     )
     return Normalised("twitter", tid, created, post, user, media, missing)
 
