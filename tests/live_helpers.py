@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -199,3 +200,16 @@ def tapping(brokers: str) -> Iterator[KafkaTap]:
 
 def logged(caplog: pytest.LogCaptureFixture, msg: str) -> list[dict[str, Any]]:
     return [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == msg]
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 90) -> tuple[int, list[dict[str, Any]]]:
+    """A collector process's exit code and its stderr, each JSON log line parsed (other
+    lines as ``{"msg": line}``)."""
+    _, err = proc.communicate(timeout=timeout)
+    lines: list[dict[str, Any]] = []
+    for line in err.decode().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            lines.append({"msg": line})
+    return proc.returncode, lines

@@ -16,12 +16,11 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from connectors.collect.instagram import BatchRateController
 from connectors.collect.live import Stopper
 from tests.fake_instagram import HOSTS, FakeInstagram, batch
-from tests.live_helpers import KafkaTap, collector_name
+from tests.live_helpers import KafkaTap, collector_name, finish
 from tests.pipeline import all_rows, run_flow
 from tests.tls import TestCA, TlsServer
 
@@ -44,17 +43,6 @@ def collector(server: TlsServer, ca: TestCA, brokers: str, name: str, tmp: Path,
             "--rate-limit-wait", "2.5", "--request-timeout", "1", "--save-every", "0",
             *extra]
     return subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE)
-
-
-def finish(proc: subprocess.Popen[bytes], timeout: float = 90) -> tuple[int, list[dict[str, Any]]]:
-    _, err = proc.communicate(timeout=timeout)
-    lines = []
-    for line in err.decode().splitlines():
-        try:
-            lines.append(json.loads(line))
-        except ValueError:
-            lines.append({"msg": line})
-    return proc.returncode, lines
 
 
 def test_batch_survives_faults_and_a_kill(fixtures: Path, brokers: str, tap: KafkaTap,

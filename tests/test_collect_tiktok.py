@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from connectors.collect.tiktok import next_utc_day, windows
-from tests.live_helpers import KafkaTap, LocalServer, collector_name
+from tests.live_helpers import KafkaTap, LocalServer, collector_name, finish
 from tests.pipeline import all_rows, run_flow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,17 +148,6 @@ def collector(server: LocalServer, brokers: str, name: str, tmp: Path,
             "--state", str(tmp / "state.json"), "--quota-wait", str(QUOTA_WAIT),
             "--backoff-base", "0.05", "--backoff-max", "0.2", *extra]
     return subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE)
-
-
-def finish(proc: subprocess.Popen[bytes], timeout: float = 90) -> tuple[int, list[dict[str, Any]]]:
-    _, err = proc.communicate(timeout=timeout)
-    lines = []
-    for line in err.decode().splitlines():
-        try:
-            lines.append(json.loads(line))
-        except ValueError:
-            lines.append({"msg": line})
-    return proc.returncode, lines
 
 
 def test_windows_are_at_most_30_days() -> None:
