@@ -158,7 +158,7 @@ class HookRunner:
                 "kept_in": str(self.queue_path),
                 "next": "run at the next start of shoal up or shoal process on this data dir"}})
         else:
-            log.info("hooks done at exit")
+            log.info("hooks done at exit", extra={"fields": {"pending": 0}})
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no job is pending (done or given up)."""
