@@ -40,6 +40,7 @@ class ChunkFact:
     hours: tuple[tuple[str, int], ...]
     idle: bool = False
 
+
 class _Copies:
     """What the stage wrote of one post in one hour: its contents and its collectors.
 
@@ -90,8 +91,10 @@ def _headers(msg: Message) -> dict[str, str]:
             out[k] = "" if v is None else str(v)
     return out
 
+
 def _origin(msg: Message, topic: str) -> str:
     return f"{topic}/{msg.partition}/{msg.offset}"
+
 
 class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
     """Per Kafka partition: normalise, dedupe within open hours, write rows to chunks."""
