@@ -41,6 +41,8 @@ class MediaJob:
     platform: str
     start: int  # the post's hour
     row: dict[str, Any]  # the media row (MEDIA_COLUMNS)
+    query: str = ""  # what found the post (a keyword, a hashtag), for {query} folders
+    collector: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ class MediaFact:
 
 @dataclass
 class FetchSnapshot:
-    window: list[tuple[str, int, dict[str, Any]]]
+    window: list[tuple[Any, ...]]  # MediaJob fields (3-tuples from older snapshots)
     spill_read: int
     spill_size: int
     spill_path: str | None = None
@@ -67,11 +69,15 @@ def _template_meta(job: MediaJob) -> dict[str, Any]:
         "position": job.row["position"],
         "date": hour.strftime("%Y-%m-%d"),
         "hour": hour.strftime("%H"),
+        "query": job.query,
+        "collector": job.collector,
+        "kind": job.row.get("type", ""),
     }
 
 
-def _to_tuple(job: MediaJob) -> tuple[str, int, dict[str, Any]]:
-    return (job.platform, job.start, job.row)
+def _to_tuple(job: MediaJob) -> tuple[str, int, dict[str, Any], str, str]:
+    # Snapshots and the spill file hold these; older 3-tuples still load (defaults).
+    return (job.platform, job.start, job.row, job.query, job.collector)
 
 
 class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):

@@ -216,7 +216,8 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
         if have is None:
             seen[norm.id] = have = _Copies()
             if rows and self.media_kinds:
-                self.out.extend(MediaJob(norm.platform, start, row)
+                query = norm.post.get("query", "")
+                self.out.extend(MediaJob(norm.platform, start, row, query, collector)
                                 for m, row in zip(norm.media, rows, strict=True)
                                 if m.type in self.media_kinds)
         if content not in have.contents:

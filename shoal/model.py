@@ -67,7 +67,14 @@ POST_COLUMNS: tuple[str, ...] = (
     # The text a reader sees in full: a retweet's is ``RT @user: `` and the whole retweeted
     # text (the API truncates ``text`` to 140 characters), a long post's its whole note.
     "full_text",
+    # What found the post when a collector searched: the keyword, hashtag or profile (shoal's
+    # image, TikTok and Instagram collectors); empty for streams and exports.
+    "query",
 )
+
+# Post formats made by shoal's own searching collectors: their payload's ``query`` says what
+# found the post, and becomes the post's ``query`` column.
+SEARCH_FORMATS = frozenset({"image-search", "tiktok-research", "instagram-media"})
 
 # Columns of ``*_users.csv.xz``: one row per author of the hour, the newest stats win.
 USER_COLUMNS: tuple[str, ...] = (

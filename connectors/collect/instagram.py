@@ -322,6 +322,7 @@ class InstagramCollector:
         last_save = time.monotonic()
         for post in _bounded(posts, self.stopper):
             payload = _media_object(post)
+            payload["query"] = target  # what found it: the post's query column
             post_id = str(payload.get("pk") or post.mediaid)
             if post_id in self.batch.published:
                 counts["skipped"] += 1

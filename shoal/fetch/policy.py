@@ -28,7 +28,7 @@ from shoal.templates import BadField, fields_of
 ALLOWED_SCHEMES = frozenset({"http", "https", "data"})
 TEMPLATE_FIELDS = frozenset(
     {"platform", "post_id", "position", "ext", "sha256", "host", "date", "hour", "query",
-     "collector"}
+     "collector", "kind"}
 )
 # The fields a post gives (the dataflow's); ``shoal fetch`` reads them from the input column
 # of the same name, and refuses them when there is none rather than leave them empty.

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from shoal.model import BadPost, Normalised
+from shoal.model import SEARCH_FORMATS, BadPost, Normalised
 
 Normaliser = Callable[[dict[str, Any], str], Normalised]
 
@@ -43,4 +43,8 @@ def normalise(fmt: str, payload: dict[str, Any], retrieved_at: str) -> Normalise
     fn = normalisers().get(fmt)
     if fn is None:
         raise BadPost(f"unknown post format {fmt!r}")
-    return fn(payload, retrieved_at)
+    norm = fn(payload, retrieved_at)
+    if fmt in SEARCH_FORMATS:  # one rule for every searching collector
+        query = payload.get("query")
+        norm.post["query"] = query if isinstance(query, str) else ""
+    return norm

@@ -6,8 +6,8 @@ global on the platform, so they are used as they are.
 
 A Research API video names its author only by ``username`` (the API has no author ids), so
 the username is the author id; its only media is its web page, which the fetch step
-resolves. The hashtag or user listing that found it is in the payload (``query``): the post
-row has no query column (``shoal.model.POST_COLUMNS``), so it stays there.
+resolves. The hashtag or user listing that found it is in the payload (``query``), which
+``shoal.normalise.normalise`` makes the post's ``query`` column for every searching collector.
 """
 
 from __future__ import annotations
