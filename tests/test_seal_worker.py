@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
 import pickle
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from connectors.kafka.broker import EmbeddedBroker
 from connectors.kafka.publisher import ensure_topics
 from connectors.store.disk import DiskTrouble
+from connectors.store.seal_worker import SealWorker
 from shoal.demo import DemoSpec, write_demo_files
 from shoal.errors import chain
 from shoal.merge import HourSummary
@@ -62,3 +66,23 @@ def test_disk_trouble_crosses_the_process_boundary_intact() -> None:
     assert str(back) == str(trouble)
     assert back.errno == errno.ENOSPC
     assert "free space" in str(back)
+
+
+def test_a_lost_helper_is_replaced_and_the_seal_done_again(tmp_path: Path) -> None:
+    """A helper killed from outside (OOM killer, an operator) does not stop the run: new
+    helpers seal what was under way again (sealing is idempotent and staged)."""
+    worker = SealWorker(tmp_path, "UTC", processes=1)
+    try:
+        worker.done(wait=False)
+        deadline = time.monotonic() + 30
+        while not worker._pool._processes:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for pid in list(worker._pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        worker.submit("twitter", 0)
+        assert worker.done(wait=True) == [(("twitter", 0), None)]  # no chunks: nothing to seal
+        assert worker.restarts == 1
+    finally:
+        worker.close()

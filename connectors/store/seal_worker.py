@@ -15,12 +15,14 @@ the parent down with it, as a crashed machine would.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_for
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ from shoal.merge import HourSummary
 from shoal.panics import unfiltered_stderr
 
 _catalog: Any = None
+MAX_RESTARTS = 3  # helpers lost by one run before it gives up
+log = logging.getLogger("shoal.seal")
 
 
 def _init_child(parent: int, log_level: str) -> None:
@@ -71,14 +75,21 @@ class SealWorker:
     def __init__(self, data_dir: Path, tz: str, log_level: str = "info", processes: int = 2):
         self.data_dir = data_dir
         self.tz = tz
+        self._log_level = log_level
+        self._processes = processes
+        self.restarts = 0
         self._running: dict[tuple[str, int], Future[HourSummary | None]] = {}
         self._again: deque[tuple[str, int]] = deque()  # asked while already being sealed
+        self._start_pool()
+
+    def _start_pool(self) -> None:
+        processes = self._processes
         with unfiltered_stderr():
             self._pool = ProcessPoolExecutor(
                 max_workers=processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_child,
-                initargs=(os.getpid(), log_level),
+                initargs=(os.getpid(), self._log_level),
             )
             # Start the children now (and inside ``unfiltered_stderr``): their imports take
             # a while, and the first hour should not wait for them.
@@ -91,8 +102,11 @@ class SealWorker:
             if key not in self._again:
                 self._again.append(key)
             return
-        self._running[key] = self._pool.submit(
-            _seal_in_child, self.data_dir, platform, start, self.tz)
+        try:
+            self._running[key] = self._pool.submit(
+                _seal_in_child, self.data_dir, platform, start, self.tz)
+        except BrokenProcessPool as exc:  # a helper vanished while idle
+            self._restart(key, exc)
 
     @property
     def busy(self) -> bool:
@@ -112,11 +126,32 @@ class SealWorker:
                 wait_for(list(self._running.values()), return_when=FIRST_COMPLETED)
                 continue
             for key in finished:
-                out.append((key, self._running.pop(key).result()))
+                try:
+                    out.append((key, self._running.pop(key).result()))
+                except BrokenProcessPool as exc:
+                    self._restart(key, exc)
             for key in [k for k in self._again if k not in self._running]:
                 self._again.remove(key)
                 self.submit(*key)
         return out
+
+    def _restart(self, key: tuple[str, int], exc: BrokenProcessPool) -> None:
+        """A helper vanished mid-seal (killed from outside, out of memory): start new helpers
+        and seal again what was under way. Sealing is idempotent and staged (a seal cut off
+        before its COMMIT left the old files), so redoing it is safe; a seal that raised an
+        exception of its own is not retried (``result()`` raises it above)."""
+        self.restarts += 1
+        if self.restarts > MAX_RESTARTS:
+            raise exc
+        log.warning("seal helper lost; restarting the helpers and sealing again",
+                    extra={"fields": {"hour": list(key), "error": str(exc),
+                                      "restart": self.restarts}})
+        lost = [key, *self._running]
+        self._running.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._start_pool()
+        for again in lost:
+            self.submit(*again)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
