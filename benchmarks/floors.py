@@ -58,6 +58,78 @@ def cpu(fn: Callable[[], object]) -> float:
     return time.process_time() - t0
 
 
+def rows_floors(values: list[bytes], tmp: Path) -> dict[str, float]:
+    """CPU seconds of the row work every post needs: decode it, xz its rows, write Parquet.
+
+    ``values`` are the processor's messages (one post each). The rows are made outside the
+    timing: normalising is shoal's own logic, not a fixed part.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    floors: dict[str, float] = {}
+
+    def decode(docs: list[bytes]) -> None:
+        for doc in docs:  # each result dropped at once, as the pipeline does
+            orjson.loads(doc)
+
+    floors["orjson: decode the processor's messages"] = cpu(lambda: decode(values))
+    norm = [normalise("twitter-v2", orjson.loads(v), "2021-05-11T20:00:00+00:00")
+            for v in values]
+    post_csv = csv_bytes(POST_COLUMNS, [x.post for x in norm])
+    user_csv = csv_bytes(USER_COLUMNS, [x.user for x in norm if x.user])
+    media_csv = csv_bytes(MEDIA_FILE_COLUMNS, [m.row() for x in norm for m in x.media])
+    floors["xz (preset 1): the rows of posts, users, media"] = cpu(
+        lambda: [lzma.compress(b, preset=1) for b in (post_csv, user_csv, media_csv)])
+    con = duckdb.connect(config={"threads": 1})
+    for name, data in (("p", post_csv), ("u", user_csv), ("m", media_csv)):
+        (tmp / f"{name}.csv").write_bytes(data)
+
+    def parquet() -> None:
+        for name in ("p", "u", "m"):
+            con.execute(f"COPY (SELECT * FROM read_csv('{tmp / name}.csv', all_varchar=true)) "
+                        f"TO '{tmp / name}.parquet' (FORMAT parquet, COMPRESSION zstd)")
+
+    floors["DuckDB: the rows as zstd Parquet"] = cpu(parquet)
+    con.close()
+    return floors
+
+
+def consume_floor(bootstrap: str, n: int, broker_cpu: Callable[[], float],
+                  topic: str = POSTS_TOPIC) -> tuple[dict[str, float], list[bytes]]:
+    """CPU seconds of confluent-kafka consuming ``n`` messages of ``topic`` from its start,
+    and of the broker serving them; returns those and the messages' values."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "floors",
+                         "enable.auto.commit": False, "log_level": 3})
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, -2) for p in parts])
+    values: list[bytes] = []
+    b0 = broker_cpu()
+
+    def consume() -> None:
+        deadline = time.monotonic() + 600
+        while len(values) < n and time.monotonic() < deadline:
+            for m in consumer.consume(2000, 0.5):
+                if m.error() is None:
+                    v = m.value()
+                    m.key(), m.headers(), m.timestamp()
+                    if v is not None and len(values) < n:
+                        values.append(v)
+
+    floors = {"confluent-kafka: consume": cpu(consume)}
+    floors["Tansu broker: serve the messages"] = broker_cpu() - b0
+    consumer.close()
+    return floors, values
+
+
+def processor_floors(broker: EmbeddedBroker, n: int, tmp: Path) -> dict[str, float]:
+    """The floor of a replay's fixed parts, in µs of CPU per post, on the first ``n``
+    messages of the broker's filled posts topic (``benchmarks/replay.py``)."""
+    floors, values = consume_floor(broker.bootstrap, n, broker.cpu_seconds)
+    floors.update(rows_floors(values, tmp))
+    return {name: seconds / len(values) * 1e6 for name, seconds in floors.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--posts", type=int, default=50_000)
@@ -82,30 +154,11 @@ def main() -> int:
         for doc in docs:  # each result dropped at once, as the pipeline does
             orjson.loads(doc)
 
-    floors["orjson: decode the collector's pages"] = cpu(lambda: decode(lines))
-    floors["orjson: decode the processor's messages"] = cpu(lambda: decode(values))
-
-    norm = [normalise(p.format, orjson.loads(v), "2021-05-11T20:00:00+00:00")
-            for p, v in zip(posts, values, strict=True)]
-    post_csv = csv_bytes(POST_COLUMNS, [x.post for x in norm])
-    user_csv = csv_bytes(USER_COLUMNS, [x.user for x in norm if x.user])
-    media_csv = csv_bytes(MEDIA_FILE_COLUMNS, [m.row() for x in norm for m in x.media])
-    floors["xz (preset 1): the rows of posts, users, media"] = cpu(
-        lambda: [lzma.compress(b, preset=1) for b in (post_csv, user_csv, media_csv)])
-
-    con = duckdb.connect(config={"threads": 1})
-    for name, data in (("p", post_csv), ("u", user_csv), ("m", media_csv)):
-        (tmp / f"{name}.csv").write_bytes(data)
-
-    def parquet() -> None:
-        for name in ("p", "u", "m"):
-            con.execute(f"COPY (SELECT * FROM read_csv('{tmp / name}.csv', all_varchar=true)) "
-                        f"TO '{tmp / name}.parquet' (FORMAT parquet, COMPRESSION zstd)")
-
-    floors["DuckDB: the rows as zstd Parquet"] = cpu(parquet)
+    floors["orjson: decode the collector's pages"] = cpu(
+        lambda: [orjson.loads(line) for line in lines] and None)
+    floors.update(rows_floors(values, tmp))
 
     with EmbeddedBroker() as broker:
-        from confluent_kafka import Consumer, TopicPartition
         from kafka import KafkaProducer
 
         ensure_topics(broker.bootstrap, 4)
@@ -122,22 +175,11 @@ def main() -> int:
 
         floors["kafka-python: produce (send + flush)"] = cpu(produce)
         producer.close()
-
-        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "floors",
-                             "enable.auto.commit": False, "log_level": 3})
-        consumer.assign([TopicPartition(POSTS_TOPIC, p, -2) for p in range(4)])
-
-        def consume() -> None:
-            got, deadline = 0, time.monotonic() + 60
-            while got < n and time.monotonic() < deadline:
-                for m in consumer.consume(2000, 0.5):
-                    if m.error() is None:
-                        m.value(), m.key(), m.headers(), m.timestamp()
-                        got += 1
-
-        floors["confluent-kafka: consume"] = cpu(consume)
-        consumer.close()
-        floors["Tansu broker: store and serve"] = broker.cpu_seconds() - b0
+        stored = broker.cpu_seconds() - b0
+        consumed, _ = consume_floor(broker.bootstrap, n, broker.cpu_seconds)
+        floors["confluent-kafka: consume"] = consumed["confluent-kafka: consume"]
+        floors["Tansu broker: store and serve"] = stored + consumed[
+            "Tansu broker: serve the messages"]
 
     table = Table("fixed part", "µs of CPU per post")
     total = 0.0

@@ -493,9 +493,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from flows.ingest import run
     from shoal.hours import parse_iso
 
-    if args.data_dir.exists() and any(args.data_dir.iterdir()):
+    addresses, process_id = _cluster(args)
+    if process_id is None and args.data_dir.exists() and any(args.data_dir.iterdir()):
         raise UserError(f"replay writes into a fresh data dir; {args.data_dir} is not empty")
+    if process_id is not None and _has_outputs(args.data_dir):
+        # The cluster's processes start together, and each makes its locks, recovery store
+        # and catalog seeds at once: only outputs say that the dir was written before.
+        raise UserError(f"replay writes into a fresh data dir; {args.data_dir} holds the "
+                        "outputs of an earlier run")
     if args.from_archive is not None:
+        if process_id is not None:
+            raise UserError("--from-archive runs in one process (no --addresses)")
         return _replay_archive(args)
     chosen = [bool(args.from_beginning), bool(args.from_offset), bool(args.from_time)]
     if sum(chosen) > 1:
@@ -526,9 +534,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     event(log, "replay", start=start, end=end)
     cfg = _flow_config(args, args.brokers, start_offsets=start, end_offsets=end)
     cfg.flow = replace(cfg.flow, recovery=True)
-    with writer_lock(args.data_dir), ProgressDisplay(every=args.settings.flow.progress_seconds):
-        run(cfg)
+    with (writer_lock(args.data_dir, process_id),
+          ProgressDisplay(every=args.settings.flow.progress_seconds)):
+        run(cfg, process_id=process_id, addresses=addresses)
     return 0
+
+
+def _has_outputs(data_dir: Path) -> bool:
+    """Sealed hours, dead letters or chunks of open hours: what a fresh data dir lacks."""
+    return data_dir.is_dir() and any(
+        next(data_dir.glob(pattern), None) is not None
+        for pattern in ("*/*/*_IDs.txt.xz", "_deadletter/*/*", "_work/chunks/*/*/*"))
 
 
 def archive_files(root: Path) -> list[Path]:
@@ -674,11 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
         live.set_defaults(func=_run_live)
 
     p = sub.add_parser("process", help="run the dataflow against any Kafka")
-    p.add_argument("--addresses", metavar="HOST:PORT,...", default=None,
-                   help="every process of a Bytewax cluster, this one included (all of them "
-                        "share DIR and Kafka's partitions; start them together)")
-    p.add_argument("--process-id", type=int, default=None, metavar="I",
-                   help="this process's index in --addresses")
+    _cluster_flags(p)
     add_options(p, "process")
     p.set_defaults(func=cmd_process)
 
@@ -708,9 +720,18 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--from-archive", metavar="DIR", type=Path, default=None,
                        help="rebuild from the raw archive of data dir DIR (its "
                        "*_raw.jsonl.xz files) on an embedded broker, not from Kafka")
+    _cluster_flags(p)
     add_options(p, "replay")
     p.set_defaults(func=cmd_replay)
     return parser
+
+
+def _cluster_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--addresses", metavar="HOST:PORT,...", default=None,
+                   help="every process of a Bytewax cluster, this one included (all of them "
+                        "share DIR and Kafka's partitions; start them together)")
+    p.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="this process's index in --addresses")
 
 
 def _interrupted(exc: BaseException) -> bool:
