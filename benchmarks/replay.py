@@ -82,15 +82,14 @@ def run_children(cmds: list[list[str]]) -> Run:
 def tree_digest(root: Path) -> dict[str, str]:
     """Every sealed file's SHA-256, by path: what two replays must agree on.
 
-    Reports and run logs say when they ran, and the recovery store and locks are the
-    process's own; the hourly files, the raw archive and the dead letters are the output.
+    The recovery store and ``_work`` (locks, who holds them, open hours' chunks) belong to
+    the processes that ran; everything else (hourly files, Parquet, raw archive, reports,
+    dead letters) is output.
     """
     out = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
         if not path.is_file() or rel.startswith(("_recovery", "_work", "_logs")):
-            continue
-        if path.suffix in (".lock", ".duckdb", ".wal") or path.name.endswith("report.json"):
             continue
         out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
