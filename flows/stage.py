@@ -11,7 +11,7 @@ snapshot so consumed offsets are never saved ahead of their rows.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,19 +61,18 @@ class _Copies:
         self.collectors: set[str] = set()
 
 
-def _content(post: Mapping[str, Any], user: Mapping[str, Any] | None,
-             media: list[dict[str, Any]], raw: bytes = b"", fmt: str = "",
-             retrieved: str = "") -> bytes:
-    """A digest of what a post line contributes to the merge, collector and late mark aside.
+def _content(body: bytes, raw: bytes) -> bytes:
+    """A digest of what a post line contributes to the merge, collector and late mark aside:
+    its :func:`shoal.chunks.post_body` and its raw payload.
 
     A late mark needs no place here: every copy of a post lands in one partition, whose
     watermark only grows, so a copy after one already written is late if that one was, and
     its mark cannot matter if that one was on time (an on-time copy anywhere clears it).
-    The raw payload (with its format and retrieval time) is content too: the merge picks the
-    archived copy among every copy written, so two copies that differ only in their bytes
-    must both reach it for the choice not to depend on which came first.
+    The raw payload (with its format and retrieval time, in the body) is content too: the
+    merge picks the archived copy among every copy written, so two copies that differ only
+    in their bytes must both reach it for the choice not to depend on which came first.
     """
-    digest = hashlib.blake2b(orjson.dumps((post, user, media, fmt, retrieved)), digest_size=16)
+    digest = hashlib.blake2b(body, digest_size=16)
     digest.update(raw)
     return digest.digest()
 
@@ -212,7 +211,10 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
         have = seen.get(norm.id)
         buf = self.buffers.setdefault(key, [])
         rows = [m.row() for m in norm.media]
-        content = _content(norm.post, norm.user, rows, msg.value, fmt, retrieved)
+        # Encoded once: digested here, and spliced into the line if it is written.
+        body = chunks.post_body(norm.post, user=norm.user, media=rows, fmt=fmt,
+                                retrieved=retrieved)
+        content = _content(body, msg.value)
         if have is None:
             seen[norm.id] = have = _Copies()
             if rows and self.media_kinds:
@@ -226,9 +228,7 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
             # One line per post, its author and media rows with it: the sealer decodes one
             # JSON document per post instead of three. The message value rides along for the
             # raw archive, spliced in as it came.
-            buf.append(chunks.post_line(collector, norm.post, late=late, user=norm.user,
-                                        media=rows, raw=msg.value, fmt=fmt,
-                                        retrieved=retrieved))
+            buf.append(chunks.line_of_body(collector, body, late=late, raw=msg.value))
             self.buffered += 1
         elif collector not in have.collectors:
             have.collectors.add(collector)

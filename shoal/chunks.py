@@ -45,23 +45,42 @@ def encode(record: Mapping[str, Any]) -> bytes:
 RAW_KEY = b',"j":'
 
 
-def post_line(collector: str, post: Mapping[str, Any], *, late: bool = False,
-              user: Mapping[str, Any] | None = None,
-              media: Sequence[Mapping[str, Any]] = (),
-              raw: bytes | None = None, fmt: str = "", retrieved: str = "") -> bytes:
-    rec: dict[str, Any] = {"k": POST, "c": collector, "r": post}
-    if late:
-        rec["l"] = 1
+def post_body(post: Mapping[str, Any], *, user: Mapping[str, Any] | None = None,
+              media: Sequence[Mapping[str, Any]] = (), fmt: str = "",
+              retrieved: str = "") -> bytes:
+    """What a post line says of the post itself (row, author, media, format, retrieval
+    time), encoded once as a JSON object: the stage digests these bytes to tell copies apart
+    and splices the same bytes into the line (:func:`line_of_body`), so a post is encoded
+    once on its way to the chunk."""
+    rec: dict[str, Any] = {"r": post}
     if user:
         rec["u"] = user
     if media:
         rec["m"] = media
-    if raw is None:
-        return encode(rec)
     rec["f"] = fmt
     rec["t"] = retrieved
-    # Spliced in after encode(), whose NUL rewrite must not touch the payload's bytes.
-    return encode(rec)[:-2] + RAW_KEY + embed_raw(raw) + b"}\n"
+    return encode(rec)[:-1]
+
+
+def line_of_body(collector: str, body: bytes, *, late: bool = False,
+                 raw: bytes | None = None) -> bytes:
+    """The post line of a :func:`post_body`: its kind, collector and late mark put before
+    it, the raw payload spliced in after it (never touched by the NUL rewrite)."""
+    head = encode({"k": POST, "c": collector})[:-2]
+    if late:
+        head += b',"l":1'
+    line = head + b"," + body[1:-1]
+    if raw is None:
+        return line + b"}\n"
+    return line + RAW_KEY + embed_raw(raw) + b"}\n"
+
+
+def post_line(collector: str, post: Mapping[str, Any], *, late: bool = False,
+              user: Mapping[str, Any] | None = None,
+              media: Sequence[Mapping[str, Any]] = (),
+              raw: bytes | None = None, fmt: str = "", retrieved: str = "") -> bytes:
+    body = post_body(post, user=user, media=media, fmt=fmt, retrieved=retrieved)
+    return line_of_body(collector, body, late=late, raw=raw)
 
 
 def embed_raw(raw: bytes) -> bytes:
@@ -108,7 +127,7 @@ def apply_lines(state: HourState, lines: Iterable[bytes], seen_by: list[tuple[st
     """Merge chunk lines into ``state``; "seen by" marks are collected into ``seen_by``, to be
     applied once every row is in (the row a mark refers to may sit in any chunk)."""
     for line in lines:
-        if not line.strip():
+        if not line or line.isspace():  # isspace stops at the first other byte; strip copies
             continue
         line, raw = split_raw(line)
         rec = orjson.loads(line)

@@ -100,7 +100,7 @@ def seal_hour(
     ids = sort_ids(state.posts)
     post_rows = []
     for pid in ids:
-        row = dict(state.posts[pid])
+        row = state.posts[pid]  # the state is this seal's own: no copy
         row["collectors"] = "|".join(sorted(state.collectors[pid]))
         post_rows.append(row)
     user_rows = [state.users[u] for u in sort_ids(state.users)]
