@@ -38,6 +38,7 @@ class FlowConfig:
     from_time: datetime | None = None
     until_time: datetime | None = None
     partitions: int = 0  # of the topic; filled in by build_flow
+    cluster_workers: int = 1  # workers of every process of the cluster; filled in by run
     on_sealed: Callable[[HourSummary], None] | None = None
     reseal_interval: float = 10.0  # a sealed hour is redone at most this often (late, media)
 

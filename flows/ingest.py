@@ -31,7 +31,8 @@ from connectors.store.catalog import Catalog
 from connectors.store.deadletters import DeadLetterSink
 from flows.config import FlowConfig
 from flows.media import FetchLogic
-from flows.seal import SealLogic
+from flows.route import shard_keys
+from flows.seal import SealLogic, fan_out
 from flows.stage import ChunkFact, StageLogic
 from shoal.fetch.policy import fetch_config, key_for
 from shoal.model import DeadLetter
@@ -80,7 +81,13 @@ def build_flow(cfg: FlowConfig) -> Dataflow:
             lambda resume: FetchLogic(cfg.data_dir, fetch_cfg, resume, fetch_service),
         )
         facts = op.merge("facts", facts, op.map("media-facts", fetched, lambda kv: kv[1]))
-    to_sealer = op.key_on("to-sealer", facts, lambda _f: "sealer")
+    # Hours are shared among seal shards, each on a worker of its own (``flows.route``): a
+    # cluster seals on every machine, not only where one sealer happens to run. Every shard
+    # needs every partition's watermark to know when its hours are done; each gets only
+    # its own hours.
+    shards = cfg.flow.seal_shards or cfg.cluster_workers
+    keys = shard_keys(shards, cfg.cluster_workers)
+    to_sealer = op.flat_map("to-sealers", facts, lambda fact: fan_out(fact, keys))
     sealed = op.stateful_batch("seal", to_sealer, lambda resume: SealLogic(cfg, resume))
     op.inspect("sealed", sealed, lambda _s, _x: None)
     return flow
@@ -104,9 +111,10 @@ def run(cfg: FlowConfig, process_id: int | None = None,
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig, init_db_dir
 
+    settings = cfg.flow
+    cfg.cluster_workers = settings.workers * (len(addresses) if addresses else 1)
     flow = build_flow(cfg)
     recovery_config = None
-    settings = cfg.flow
     if settings.recovery:
         db = Path(settings.recovery_dir) if settings.recovery_dir else cfg.data_dir / "_recovery"
         if not db.exists():

@@ -1,9 +1,12 @@
-"""The seal step: one logic for the whole flow decides which hours are done and seals them.
+"""The seal step: a few logics (shards) share the hours, decide which are done and seal them.
 
-It sees every stage partition's watermark and seals an hour once the slowest partition that
-still has data is past the hour's end plus the allowed lateness (or at the end of the input).
-The sealing itself (merge, compress, Parquet) runs in helper processes
-(``connectors.store.seal_worker``), one hour never twice at once.
+Each shard sees every stage partition's watermark and seals an hour of its own once the
+slowest partition that still has data is past the hour's end plus the allowed lateness (or
+at the end of the input). The hours are dealt to shards by :func:`flows.route.shard_of`, and
+each shard's key lands on a worker of its own (:func:`flows.route.shard_keys`), so a cluster
+seals on all its machines. The sealing itself (merge, compress, Parquet) runs in each
+shard's helper processes (``connectors.store.seal_worker``), one hour never twice at once:
+an hour belongs to one shard.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -22,6 +26,7 @@ from connectors.store.seal import recover_staged
 from connectors.store.seal_worker import InlineSealer, SealWorker
 from flows.config import FlowConfig
 from flows.media import MediaFact
+from flows.route import shard_of
 from flows.stage import ChunkFact
 from shoal.hours import HOUR
 from shoal.merge import HourSummary
@@ -29,28 +34,85 @@ from shoal.merge import HourSummary
 log = logging.getLogger("shoal.flow")
 
 
-class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int, int]]):
-    """One instance for the whole flow: decides which hours are done and seals them."""
+Fact = ChunkFact | MediaFact
 
-    def __init__(self, cfg: FlowConfig, resume: dict[int, int] | None):
+
+def fan_out(fact: Fact, keys: tuple[str, ...]) -> list[tuple[str, tuple[int, int, Fact]]]:
+    """A fact for every shard (``(key, (shard, shards, fact))``), each with its own hours.
+
+    Watermarks go to every shard (each decides when its hours are done); an hour goes only
+    to its shard, and a media fact only where it has hours.
+    """
+    shards = len(keys)
+    if shards == 1:
+        return [(keys[0], (0, 1, fact))]
+    out: list[tuple[str, tuple[int, int, Fact]]] = []
+    for i, key in enumerate(keys):
+        hours = tuple(h for h in fact.hours if shard_of(h[0], h[1], shards) == i)
+        if isinstance(fact, MediaFact):
+            if hours:
+                out.append((key, (i, shards, MediaFact(hours))))
+        else:
+            out.append((key, (i, shards, ChunkFact(fact.partition, fact.watermark, hours,
+                                                   fact.idle))))
+    return out
+
+
+class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str, Any]]):
+    """One shard of the sealing: decides which of its hours are done and seals them.
+
+    Bytewax does not tell a logic its key: the shard is learnt from the first fact (or the
+    snapshot), and nothing on disk is touched before, since another shard's hours are not
+    this one's to recover or seal.
+    """
+
+    def __init__(self, cfg: FlowConfig, resume: dict[Any, Any] | None):
         self.cfg = cfg
-        self.part_wm: dict[int, int] = dict(resume or {})
+        state = dict(resume or {})
+        if "part_wm" not in state:  # a snapshot from before shards: {partition: watermark}
+            state = {"part_wm": state, "shard": None, "shards": 1 if state else None}
+        self.part_wm: dict[int, int] = {int(p): wm for p, wm in state["part_wm"].items()}
+        self.shard: int | None = state["shard"]
+        self.shards: int | None = state["shards"]
         self.idle: set[int] = set()
-        recover_staged(cfg.data_dir)
-        self.open: set[tuple[str, int]] = pending_hours(cfg.data_dir)
+        self.open: set[tuple[str, int]] = set()
         self.last_sealed: dict[tuple[str, int], float] = {}
         self.started: dict[tuple[str, int], float] = {}
-        self.sealer: SealWorker | InlineSealer
+        self.sealer: SealWorker | InlineSealer | None = None
+        # A shard of another sharding (the shard count changed since the snapshot) owns
+        # nothing now: its hours belong to the new shards. It lets go of its state at once.
+        self.retired = self.shards is not None and self.shards != (
+            cfg.flow.seal_shards or cfg.cluster_workers)
+        if self.shard is not None and self.shards is not None and not self.retired:
+            self._begin(self.shard, self.shards)
+
+    def _begin(self, shard: int, shards: int) -> None:
+        """Learn the shard; recover its half-done seals and find its hours left on disk."""
+        self.shard, self.shards = shard, shards
+        self.retired = False
+        recover_staged(self.cfg.data_dir, self._mine)
+        self.open = self._pending()
+        cfg = self.cfg
         if cfg.flow.seal_processes > 0:
             level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
             self.sealer = SealWorker(cfg.data_dir, cfg.flow.tz, level, cfg.flow.seal_processes)
         else:
             self.sealer = InlineSealer(cfg.data_dir, cfg.flow.tz)
 
+    def _mine(self, platform: str, start: int) -> bool:
+        return shard_of(platform, start, self.shards or 1) == self.shard
+
+    def _pending(self) -> set[tuple[str, int]]:
+        return {h for h in pending_hours(self.cfg.data_dir) if self._mine(*h)}
+
     def on_batch(
-        self, values: list[ChunkFact | MediaFact]
+        self, values: list[tuple[int, int, Fact]]
     ) -> tuple[Iterable[HourSummary], bool]:
-        for fact in values:
+        for shard, shards, fact in values:
+            if self.sealer is None or (shard, shards) != (self.shard, self.shards):
+                if self.sealer is not None:  # resumed with another shard count
+                    self.sealer.close()
+                self._begin(shard, shards)
             if isinstance(fact, MediaFact):
                 self.open.update(fact.hours)
                 continue
@@ -64,6 +126,7 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
 
     def _seal(self, everything: bool) -> list[HourSummary]:
         """Start the seals that are due; return those that finished (all of them at the end)."""
+        assert self.sealer is not None
         if self.open:
             threshold = self._threshold()
             now = time.monotonic()
@@ -83,10 +146,12 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
         return self._finished(wait=everything)
 
     def _start(self, platform: str, start: int) -> None:
+        assert self.sealer is not None
         self.started[(platform, start)] = time.perf_counter()
         self.sealer.submit(platform, start)
 
     def _finished(self, wait: bool) -> list[HourSummary]:
+        assert self.sealer is not None
         done = []
         for (platform, start), summary in self.sealer.done(wait):
             t0 = self.started.pop((platform, start), time.perf_counter())
@@ -124,15 +189,27 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
         return clock - self.cfg.flow.lateness
 
     def on_notify(self) -> tuple[Iterable[HourSummary], bool]:
+        if self.retired:
+            return (), StatefulBatchLogic.DISCARD
+        if self.sealer is None:
+            return (), StatefulBatchLogic.RETAIN
         # Chunks written at a snapshot, or by a run that crashed, are found on disk.
-        self.open |= pending_hours(self.cfg.data_dir)
+        self.open |= self._pending()
         return self._seal(everything=False), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
+        if self.retired:
+            return datetime.now(UTC)
+        if self.sealer is None:
+            return None
         return datetime.now(UTC) + timedelta(seconds=0.1 if self.sealer.busy else 1.0)
 
     def on_eof(self) -> tuple[Iterable[HourSummary], bool]:
-        self.open |= pending_hours(self.cfg.data_dir)
+        if self.retired:
+            return (), StatefulBatchLogic.DISCARD
+        if self.sealer is None:
+            return (), StatefulBatchLogic.RETAIN
+        self.open |= self._pending()
         if self.cfg.flow.idle_exit is not None or self.cfg.end_offsets:
             done = self._seal(everything=True)
         else:
@@ -140,5 +217,5 @@ class SealLogic(StatefulBatchLogic[ChunkFact | MediaFact, HourSummary, dict[int,
         self.sealer.close()
         return done, StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> dict[int, int]:
-        return dict(self.part_wm)
+    def snapshot(self) -> dict[str, Any]:
+        return {"part_wm": dict(self.part_wm), "shard": self.shard, "shards": self.shards}

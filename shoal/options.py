@@ -99,6 +99,10 @@ class FlowSettings:
     seal_processes: int = opt(2, "helper processes sealing hours beside the dataflow "
                               "(0: inline)", flag="--seal-processes", commands=FLOW_COMMANDS,
                               metavar="N")
+    seal_shards: int = opt(0, "sealing logics the hours are shared among, each with its own "
+                           "helper processes, spread over the cluster's workers (0: one per "
+                           "worker)", flag="--seal-shards", commands=FLOW_COMMANDS,
+                           metavar="N")
     epoch_seconds: float = opt(2.0, "how often recovery state is snapshotted (bytewax -s)",
                                flag="--epoch-seconds", commands=FLOW_COMMANDS)
     recovery: bool = opt(True, "keep Bytewax recovery state (DIR/_recovery by default)",

@@ -16,7 +16,7 @@ import lzma
 import operator
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -215,12 +215,17 @@ def _roll_forward(stage: Path) -> None:
         fsync_dir(final)
     shutil.rmtree(stage)
 
-def recover_staged(data_dir: Path) -> None:
-    """At start: finish committed seals, drop uncommitted ones."""
+def recover_staged(data_dir: Path,
+                   mine: Callable[[str, int], bool] | None = None) -> None:
+    """At start: finish committed seals, drop uncommitted ones (of the hours ``mine`` says
+    are the caller's: other sealers may be staging theirs right now)."""
     root = data_dir / STAGING
     if not root.is_dir():
         return
     for stage in sorted(root.glob("*/*")):
+        if mine is not None and not (stage.name.isdigit()
+                                     and mine(stage.parent.name, int(stage.name))):
+            continue
         if (stage / "COMMIT").exists():
             _roll_forward(stage)
         else:
