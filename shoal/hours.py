@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -136,3 +136,13 @@ def parse_iso(value: str) -> datetime:
     if offset:
         utc_offset(offset)
     return dt.astimezone(UTC)
+
+
+def parse_day(text: str) -> date:
+    """A calendar day written ``YYYY-MM-DD`` or ``YYYYMMDD``; ValueError names the text."""
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(text.strip(), fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(f"not a date (YYYY-MM-DD): {text!r}")

@@ -32,6 +32,7 @@ SERVICES = (UP, PROCESS)  # long-running dataflows: alerts, hooks
 LIVE = ("collect twitter-sample", "collect twitter-search", "collect bluesky", "collect mastodon",
         "collect instagram", "collect images", "collect tiktok")
 KAFKA_CLIENTS = (PROCESS, REPLAY, COLLECT)
+IG, TT, IM = "collect instagram", "collect tiktok", "collect images"
 
 
 def opt(default: Any, help: str, *, flag: str | None = None, commands: tuple[str, ...] = (),
@@ -259,6 +260,72 @@ class CollectorsSettings:
                               "environment or --token-file: a flag is visible to every user "
                               "in ps)", env_aliases=("MASTODON_TOKEN",), flag="--token",
                               commands=("collect mastodon",))
+    # ``shoal collect instagram``: instaloader's pacing and the batch's limits.
+    instagram_login: str = opt("", "the account of the session file (instaloader --login USER "
+                               "saves one)", flag="--login", metavar="USER", commands=(IG,))
+    instagram_session_file: str = opt("", "instaloader session file; empty: public pages, "
+                                      "anonymously", flag="--session-file", metavar="F",
+                                      path=True, commands=(IG,))
+    instagram_max_posts: int = opt(0, "at most N posts per profile or hashtag; 0: all",
+                                   flag="--max-posts", metavar="N", commands=(IG,))
+    instagram_calls_per_hour: int = opt(20, "never more Instagram queries than this in any "
+                                        "hour, over the whole batch; 0: only instaloader's "
+                                        "own pacing", flag="--calls-per-hour", metavar="N",
+                                        commands=(IG,))
+    instagram_rate_limit_wait: float = opt(900.0, "how long a 429 or 'please wait' is waited "
+                                           "out", flag="--rate-limit-wait", metavar="SECONDS",
+                                           commands=(IG,))
+    instagram_rate_limit_retries: int = opt(8, "rate limits waited out per target before it "
+                                            "is recorded as rate-limited",
+                                            flag="--rate-limit-retries", metavar="N",
+                                            commands=(IG,))
+    instagram_request_timeout: float = opt(300.0, "seconds per request; instaloader tries a "
+                                           "timed-out query again", flag="--request-timeout",
+                                           metavar="SECONDS", commands=(IG,))
+    instagram_attempts: int = opt(3, "instaloader's tries per query", flag="--attempts",
+                                  metavar="N", commands=(IG,))
+    instagram_pause: bool = opt(True, "instaloader's random pause before each request",
+                                flag="--no-pause", invert=True, commands=(IG,))
+    instagram_save_every: float = opt(5.0, "how often the position is saved while a target "
+                                      "runs", flag="--save-every", metavar="SECONDS",
+                                      commands=(IG,))
+    # ``shoal collect tiktok``: the Research API's queries and yt-dlp's user listings.
+    tiktok_since: str = opt("", "first day of the hashtag queries, YYYY-MM-DD; empty: 29 days "
+                            "before the last", flag="--since", metavar="YYYY-MM-DD",
+                            commands=(TT,))
+    tiktok_until: str = opt("", "last day of the hashtag queries, included; empty: today (UTC)",
+                            flag="--until", metavar="YYYY-MM-DD", commands=(TT,))
+    tiktok_page_size: int = opt(100, "videos per Research API page (at most 100)",
+                                flag="--page-size", metavar="N", commands=(TT,))
+    tiktok_max_posts: int = opt(0, "at most N videos per user listing; 0: all",
+                                flag="--max-posts", metavar="N", commands=(TT,))
+    tiktok_quota_wait: float | None = opt(None, "how long the daily quota is waited out "
+                                          "(unset: until the next UTC day)",
+                                          flag="--quota-wait", metavar="SECONDS",
+                                          commands=(TT,))
+    tiktok_retries: int = opt(5, "tries again after a 429, a 5xx or no answer",
+                              flag="--retries", metavar="N", commands=(TT,))
+    tiktok_timeout: float = opt(60.0, "seconds per request", flag="--timeout",
+                                metavar="SECONDS", commands=(TT,))
+    # ``shoal collect images``: ddgs's search.
+    images_max_results: int = opt(100, "results per keyword", flag="--max-results",
+                                  metavar="N", commands=(IM,))
+    images_backend: str = opt("duckduckgo", "ddgs images backend(s), comma-separated",
+                              flag="--backend", commands=(IM,))
+    images_region: str = opt("us-en", "ddgs region of the search", flag="--region",
+                             commands=(IM,))
+    images_safesearch: str = opt("moderate", "ddgs safe search", flag="--safesearch",
+                                 choices=("on", "moderate", "off"), commands=(IM,))
+    images_retries: int = opt(3, "tries again after a failed or rate-limited search",
+                              flag="--retries", metavar="N", commands=(IM,))
+    images_timeout: float = opt(10.0, "seconds per search request", flag="--timeout",
+                                metavar="SECONDS", commands=(IM,))
+    # A proxy URL may carry a login (user:password@host): masked like a webhook URL.
+    images_proxy: str = opt("", "proxy for ddgs (http/https/socks5); empty: $DDGS_PROXY or "
+                            "none", flag="--proxy", metavar="URL", mask="url",
+                            env_aliases=("DDGS_PROXY",), commands=(IM,))
+    images_ca_file: str = opt("", "CA bundle ddgs trusts instead of its built-in roots",
+                              flag="--ca-file", metavar="PEM", path=True, commands=(IM,))
 
 
 SECTIONS: dict[str, type] = {

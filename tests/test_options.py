@@ -50,6 +50,10 @@ SPECIAL: dict[str, Any] = {
     "hooks.kinds": ["IDs", "report"],
     "metrics.port": 9109,
     "alerts.smtp_port": 2525,
+    "collectors.tiktok_since": "2024-01-01",
+    "collectors.tiktok_until": "2024-02-14",
+    "collectors.tiktok_page_size": 50,
+    "collectors.images_proxy": "socks5://127.0.0.1:1080",
 }
 # Values that only make sense with others (checked together by the configuration).
 WITH: dict[str, dict[str, Any]] = {
@@ -67,6 +71,8 @@ BASE_ARGV: dict[str, list[str]] = {
     "collect twitter-search": ["q", "--brokers", "k:1", "--collector", "c"],
     "collect tiktok": ["--hashtags", "x", "--brokers", "k:1", "--collector", "c"],
     "collect mastodon": ["mastodon.example", "--brokers", "k:1", "--collector", "c"],
+    "collect instagram": ["--profiles", "x", "--brokers", "k:1", "--collector", "c"],
+    "collect images": ["kw", "--brokers", "k:1", "--collector", "c"],
 }
 
 

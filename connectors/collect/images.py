@@ -67,18 +67,20 @@ def result_post(keyword: str, result: dict[str, Any], found_at: str) -> RawPost 
 
 def search(args: argparse.Namespace, keyword: str, stopper: Stopper) -> list[dict[str, Any]]:
     """One keyword's results, tried again ``--retries`` times after a backoff."""
+    c = args.settings.collectors
     backoff = Backoff.from_args(args)
-    verify: bool | str = str(args.ca_file) if args.ca_file else True
-    for attempt in range(args.retries + 1):
+    verify: bool | str = c.images_ca_file or True
+    for attempt in range(c.images_retries + 1):
         try:
             with stopper.blocking():
-                client = DDGS(proxy=args.proxy, timeout=int(args.timeout), verify=verify)
+                client = DDGS(proxy=c.images_proxy or None, timeout=int(c.images_timeout),
+                              verify=verify)
                 results: list[dict[str, Any]] = client.images(
-                    keyword, max_results=args.max_results, backend=args.backend,
-                    region=args.region, safesearch=args.safesearch)
+                    keyword, max_results=c.images_max_results, backend=c.images_backend,
+                    region=c.images_region, safesearch=c.images_safesearch)
             return results
         except DDGSException as exc:
-            if attempt == args.retries:
+            if attempt == c.images_retries:
                 raise
             delay = backoff.next()
             warn("search failed; trying again", kind="images", keyword=keyword,
@@ -123,19 +125,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("keywords", nargs="*", metavar="KEYWORD")
     p.add_argument("--keywords-file", type=Path, default=None, metavar="F",
                    help="CSV whose first column holds keywords")
-    p.add_argument("--max-results", type=int, default=100, metavar="N",
-                   help="results per keyword (default 100)")
-    p.add_argument("--backend", default="duckduckgo",
-                   help="ddgs images backend(s), comma-separated (default duckduckgo)")
-    p.add_argument("--region", default="us-en")
-    p.add_argument("--safesearch", default="moderate", choices=("on", "moderate", "off"))
-    p.add_argument("--retries", type=int, default=3, metavar="N",
-                   help="tries again after a failed or rate-limited search (default 3)")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
-    p.add_argument("--proxy", default=None, metavar="URL",
-                   help="proxy for ddgs (http/https/socks5; default $DDGS_PROXY)")
-    p.add_argument("--ca-file", type=Path, default=None, metavar="PEM",
-                   help="CA bundle ddgs trusts instead of its built-in roots")
     p.add_argument("--run-log", type=Path, default=None, metavar="F",
                    help="JSON lines, one per keyword per run")
     add_common_options(p)

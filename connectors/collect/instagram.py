@@ -214,31 +214,33 @@ class InstagramCollector:
         self.args = args
         self.outlet = outlet
         self.stopper = stopper
+        self.c = c = args.settings.collectors
         self.batch = Batch(args)
         calls = [float(t) for t in self.batch.state.get("calls", [])]
         made: list[BatchRateController] = []
 
         def controller(ctx: instaloader.InstaloaderContext) -> BatchRateController:
             made.append(BatchRateController(
-                ctx, stopper=stopper, rate_limit_wait=args.rate_limit_wait,
-                calls_per_hour=args.calls_per_hour, calls=calls))
+                ctx, stopper=stopper, rate_limit_wait=c.instagram_rate_limit_wait,
+                calls_per_hour=c.instagram_calls_per_hour, calls=calls))
             return made[-1]
 
         self.loader = instaloader.Instaloader(
-            sleep=args.pause, quiet=True, max_connection_attempts=args.attempts,
-            request_timeout=args.request_timeout, rate_controller=controller,
+            sleep=c.instagram_pause, quiet=True, max_connection_attempts=c.instagram_attempts,
+            request_timeout=c.instagram_request_timeout, rate_controller=controller,
             download_pictures=False, download_videos=False, save_metadata=False)
         self.context = self.loader.context
         self.rc = made[0]
 
     def login(self) -> None:
-        if not self.args.session_file:
+        session = self.c.instagram_session_file
+        if not session:
             return
-        user = self.args.login or ""
+        user = self.c.instagram_login
         try:
-            self.loader.load_session_from_file(user, str(self.args.session_file))
+            self.loader.load_session_from_file(user, session)
         except (OSError, pickle.UnpicklingError, KeyError, EOFError) as exc:
-            raise ConnectorError(f"cannot read session file {self.args.session_file}: "
+            raise ConnectorError(f"cannot read session file {session}: "
                                  f"{type(exc).__name__}") from None
         try:
             who = self.loader.test_login()
@@ -272,12 +274,12 @@ class InstagramCollector:
         outcome = "ok"
         error = ""
         try:
-            for attempt in range(1, self.args.rate_limit_retries + 2):
+            for attempt in range(1, self.c.instagram_rate_limit_retries + 2):
                 try:
                     self._collect(target, entry, counts)
                     break
                 except ie.InstaloaderException as exc:
-                    if rate_limited(exc) and attempt <= self.args.rate_limit_retries:
+                    if rate_limited(exc) and attempt <= self.c.instagram_rate_limit_retries:
                         self.rc.wait_out(target)
                         continue
                     raise
@@ -336,10 +338,11 @@ class InstagramCollector:
                 counts["posts"] += 1
                 counts["media"] += len(instagram_media(payload, post_id))
             entry["frozen"] = posts.freeze()._asdict()
-            if time.monotonic() - last_save >= self.args.save_every:
+            if time.monotonic() - last_save >= self.c.instagram_save_every:
                 self.batch.save(self.rc.calls)
                 last_save = time.monotonic()
-            if self.args.max_posts and counts["posts"] + counts["skipped"] >= self.args.max_posts:
+            most = self.c.instagram_max_posts
+            if most and counts["posts"] + counts["skipped"] >= most:
                 break
         if not self.stopper.is_set():
             entry["done"] = True
@@ -371,8 +374,9 @@ def run(args: argparse.Namespace) -> int:
     def preflight() -> None:
         if not targets_of(args):
             raise ConnectorError("no targets: give --profiles NAME|FILE... or --hashtags TAG...")
-        if args.session_file and not Path(args.session_file).is_file():
-            raise ConnectorError(f"session file {args.session_file} does not exist")
+        session = args.settings.collectors.instagram_session_file
+        if session and not Path(session).is_file():
+            raise ConnectorError(f"session file {session} does not exist")
         load_state(args.state)
 
     def body(outlet: Outlet, stopper: Stopper) -> None:
@@ -386,30 +390,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--profiles", nargs="+", default=[], metavar="NAME|FILE",
                    help="profile names, or files of one name a line")
     p.add_argument("--hashtags", nargs="+", default=[], metavar="TAG")
-    p.add_argument("--login", default=None, metavar="USER",
-                   help="the account of --session-file (instaloader --login USER saves one)")
-    p.add_argument("--session-file", type=Path, default=None, metavar="F",
-                   help="instaloader session file; without it, public pages anonymously")
-    p.add_argument("--max-posts", type=int, default=0, metavar="N",
-                   help="at most N posts per target (default: all)")
-    p.add_argument("--calls-per-hour", type=int, default=20, metavar="N",
-                   help="never more Instagram queries than this in any hour, over the whole "
-                        "batch (default 20; 0 = only instaloader's own pacing)")
-    p.add_argument("--rate-limit-wait", type=float, default=900.0, metavar="SECONDS",
-                   help="how long a 429 or 'please wait' is waited out (default 900)")
-    p.add_argument("--rate-limit-retries", type=int, default=8, metavar="N",
-                   help="rate limits waited out per target before it is recorded as "
-                        "rate-limited (default 8)")
-    p.add_argument("--request-timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="per request; instaloader retries a timed-out query (default 300)")
-    p.add_argument("--attempts", type=int, default=3, metavar="N",
-                   help="instaloader's tries per query (default 3)")
-    p.add_argument("--no-pause", dest="pause", action="store_false",
-                   help="leave out instaloader's random pause before each request")
     p.add_argument("--state", type=Path, default=None, metavar="F",
                    help="JSON file of the batch's progress; STATE.ids archives published ids")
     p.add_argument("--run-log", type=Path, default=None, metavar="F",
                    help="JSON lines, one per target per run (default STATE.runs.jsonl)")
-    p.add_argument("--save-every", type=float, default=5.0, metavar="SECONDS",
-                   help="how often the position is saved while a target runs (default 5)")
     p.set_defaults(live_run=run)

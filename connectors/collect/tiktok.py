@@ -31,7 +31,6 @@ found it (``query``); its media URL is its web page, which the dataflow's fetch 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import re
@@ -58,6 +57,7 @@ from connectors.collect.live import (
     warn,
 )
 from connectors.kafka.publisher import now_iso
+from shoal.hours import parse_day
 from shoal.logs import event
 from shoal.model import BadPost, RawPost
 from shoal.normalise.tiktok import RESEARCH, research_id
@@ -123,9 +123,10 @@ class ResearchClient:
         self.key = key
         self.secret = secret
         self.stopper = stopper
-        self.timeout = args.timeout
-        self.retries = args.retries
-        self.quota_wait: float | None = args.quota_wait
+        c = args.settings.collectors
+        self.timeout = c.tiktok_timeout
+        self.retries = c.tiktok_retries
+        self.quota_wait: float | None = c.tiktok_quota_wait
         self.backoff = Backoff.from_args(args)
         self.on_wait = on_wait
         self.session = requests.Session()
@@ -244,16 +245,16 @@ def windows(since: date, until: date, days: int = WINDOW_DAYS) -> list[tuple[dat
     return out
 
 
-def day(text: str) -> date:
-    for fmt in ("%Y-%m-%d", "%Y%m%d"):
-        with contextlib.suppress(ValueError):
-            return datetime.strptime(text, fmt).date()
-    raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}")
-
-
 def range_of(args: argparse.Namespace) -> tuple[date, date]:
-    until: date = args.until or datetime.now(UTC).date()
-    since: date = args.since or until - timedelta(days=WINDOW_DAYS - 1)
+    """``[collectors] tiktok_since..tiktok_until`` (``--since``/``--until``), defaults
+    filled in: the last 30 days to today (UTC)."""
+    c = args.settings.collectors
+    try:
+        until = parse_day(c.tiktok_until) if c.tiktok_until else datetime.now(UTC).date()
+        since = (parse_day(c.tiktok_since) if c.tiktok_since
+                 else until - timedelta(days=WINDOW_DAYS - 1))
+    except ValueError as exc:
+        raise ConnectorError(str(exc)) from None
     if since > until:
         raise ConnectorError(f"--since {since} is after --until {until}")
     return since, until
@@ -441,7 +442,8 @@ class TikTokCollector:
             body: dict[str, Any] = {
                 "query": {"and": [{"operation": "EQ", "field_name": "hashtag_name",
                                    "field_values": [tag]}]},
-                "start_date": start, "end_date": end, "max_count": self.args.page_size,
+                "start_date": start, "end_date": end,
+                "max_count": self.args.settings.collectors.tiktok_page_size,
                 "cursor": int(entry.get("cursor") or 0),
             }
             if entry.get("search_id"):
@@ -504,13 +506,14 @@ def ytdlp_options(args: argparse.Namespace) -> dict[str, Any]:
     """A flat listing, nothing downloaded. yt-dlp trusts certifi's roots unless told
     ``no-certifi``; with ``SSL_CERT_FILE`` set (a proxy's or a test CA) it is told, so the
     system store (which honours that variable) is used instead."""
+    c = args.settings.collectors
     opts: dict[str, Any] = {
         "quiet": True, "no_warnings": False, "skip_download": True,
-        "extract_flat": "in_playlist", "logger": _YtLogger(), "socket_timeout": args.timeout,
-        "extractor_retries": args.retries, "noprogress": True,
+        "extract_flat": "in_playlist", "logger": _YtLogger(), "socket_timeout": c.tiktok_timeout,
+        "extractor_retries": c.tiktok_retries, "noprogress": True,
     }
-    if args.max_posts:
-        opts["playlistend"] = args.max_posts
+    if c.tiktok_max_posts:
+        opts["playlistend"] = c.tiktok_max_posts
     if os.environ.get("SSL_CERT_FILE"):
         opts["compat_opts"] = {"no-certifi"}
     return opts
@@ -573,21 +576,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--hashtags", nargs="+", default=[], metavar="TAG")
     p.add_argument("--users", nargs="+", default=[], metavar="NAME",
                    help="accounts listed with yt-dlp (no Research API credentials needed)")
-    p.add_argument("--since", type=day, default=None, metavar="YYYY-MM-DD",
-                   help="first day of the hashtag queries (default: 29 days before --until)")
-    p.add_argument("--until", type=day, default=None, metavar="YYYY-MM-DD",
-                   help="last day, included (default: today, UTC)")
-    p.add_argument("--page-size", type=int, default=100, metavar="N",
-                   help="videos per Research API page (at most 100)")
-    p.add_argument("--max-posts", type=int, default=0, metavar="N",
-                   help="at most N videos per user listing (default: all)")
-    p.add_argument("--quota-wait", type=float, default=None, metavar="SECONDS",
-                   help="how long the daily quota is waited out (default: until the next "
-                        "UTC day)")
-    p.add_argument("--retries", type=int, default=5, metavar="N",
-                   help="tries again after a 429, a 5xx or no answer (default 5)")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="per request (default 60)")
     p.add_argument("--state", type=Path, default=None, metavar="F",
                    help="JSON file of the batch's progress (windows done, cursor, search id)")
     p.add_argument("--ids-dir", type=Path, default=None, metavar="DIR",

@@ -262,12 +262,33 @@ def validate(settings: Settings, command: str = "") -> None:
             check_collector(settings.collectors.name)
         except ValueError as exc:
             raise bad("collectors", "name", str(exc)) from None
+    _validate_collectors(settings, bad)
     for template in h.commands:
         try:
             check_hook_template(template)
         except ValueError as exc:
             raise bad("hooks", "commands", str(exc)) from None
     _validate_media(settings, bad, command)
+
+
+def _validate_collectors(settings: Settings, bad: Any) -> None:
+    """The collectors' values a run would refuse later, refused now with their names."""
+    from shoal.hours import parse_day
+
+    c = settings.collectors
+    days = {}
+    for key in ("tiktok_since", "tiktok_until"):
+        text = getattr(c, key)
+        if text:
+            try:
+                days[key] = parse_day(text)
+            except ValueError as exc:
+                raise bad("collectors", key, str(exc)) from None
+    if len(days) == 2 and days["tiktok_since"] > days["tiktok_until"]:
+        raise bad("collectors", "tiktok_since", f"{c.tiktok_since} is after tiktok_until "
+                  f"{c.tiktok_until}")
+    if not 1 <= c.tiktok_page_size <= 100:
+        raise bad("collectors", "tiktok_page_size", "must be 1 to 100 (the API's limit)")
 
 
 def _validate_media(settings: Settings, bad: Any, command: str) -> None:
