@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from connectors.collect.live import (
     warn,
 )
 from connectors.kafka.publisher import now_iso
+from shoal.batch import BatchProgress
 from shoal.logs import event
 from shoal.model import RawPost
 from shoal.normalise.images import FORMAT, image_id
@@ -65,7 +67,8 @@ def result_post(keyword: str, result: dict[str, Any], found_at: str) -> RawPost 
     return RawPost("images", post_id, FORMAT, payload, source=f"images:{keyword}")
 
 
-def search(args: argparse.Namespace, keyword: str, stopper: Stopper) -> list[dict[str, Any]]:
+def search(args: argparse.Namespace, keyword: str, stopper: Stopper,
+           progress: BatchProgress | None = None) -> list[dict[str, Any]]:
     """One keyword's results, tried again ``--retries`` times after a backoff."""
     c = args.settings.collectors
     backoff = Backoff.from_args(args)
@@ -85,18 +88,25 @@ def search(args: argparse.Namespace, keyword: str, stopper: Stopper) -> list[dic
             delay = backoff.next()
             warn("search failed; trying again", kind="images", keyword=keyword,
                  error=str(exc)[:200], retry_in=round(delay, 2))
+            if progress is not None:
+                progress.waiting(time.time() + delay, "backoff")
             stopper.sleep(delay)
+            if progress is not None:
+                progress.resumed()
     return []
 
 
 def collect(args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
-    for keyword in keywords_of(args):
+    keywords = keywords_of(args)
+    outlet.progress.begin(len(keywords))
+    for keyword in keywords:
         if stopper.is_set():
             break
         started = now_iso()
+        outlet.progress.start(keyword)
         line: dict[str, Any] = {"target": keyword, "outcome": "ok", "posts": 0}
         try:
-            results = search(args, keyword, stopper)
+            results = search(args, keyword, stopper, outlet.progress)
         except DDGSException as exc:
             line.update(outcome="failed", error=str(exc)[:300])
             results = []
@@ -105,6 +115,7 @@ def collect(args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
         outlet.publisher.flush(30)
         line.update(posts=len(posts), started=started, ended=now_iso())
         event(log, "target done", kind="images", **line)
+        outlet.progress.finish(line["outcome"])
         if args.run_log:
             with open(args.run_log, "ab") as fh:
                 fh.write(orjson.dumps(line) + b"\n")

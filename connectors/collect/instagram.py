@@ -50,6 +50,7 @@ from connectors.collect.live import (
     warn,
 )
 from connectors.kafka.publisher import now_iso
+from shoal.batch import BatchProgress
 from shoal.logs import event
 from shoal.media.platforms import instagram_media
 from shoal.model import RawPost
@@ -73,9 +74,12 @@ class BatchRateController(instaloader.RateController):
     """
 
     def __init__(self, context: instaloader.InstaloaderContext, *, stopper: Stopper,
-                 calls_per_hour: int, rate_limit_wait: float, calls: list[float]) -> None:
+                 calls_per_hour: int, rate_limit_wait: float, calls: list[float],
+                 progress: BatchProgress | None = None) -> None:
         super().__init__(context)
         self.stopper = stopper
+        self.progress = progress if progress is not None else BatchProgress("instagram")
+        self._said_until = 0.0
         self.calls_per_hour = calls_per_hour
         self.rate_limit_wait = rate_limit_wait
         self.calls = [t for t in calls if t > time.time() - HOUR]
@@ -101,7 +105,18 @@ class BatchRateController(instaloader.RateController):
         return max(base, self.hourly_wait(now), self.resume_at - now)
 
     def wait_before_query(self, query_type: str) -> None:
+        now = time.time()
+        hourly = self.hourly_wait(now)
+        if hourly > 0:
+            until = now + hourly
+            if until > self._said_until + 1.0:  # once per wait, not once per retry
+                self._said_until = until
+                warn("hourly ceiling reached", kind="instagram", query=query_type,
+                     calls_per_hour=self.calls_per_hour, resumes_at=iso(until),
+                     wait_seconds=round(hourly, 2))
+            self.progress.waiting(until, "calls per hour")
         super().wait_before_query(query_type)
+        self.progress.resumed()
         self.calls.append(time.time())
 
     def handle_429(self, query_type: str) -> None:
@@ -113,7 +128,9 @@ class BatchRateController(instaloader.RateController):
         self.resume_at = max(self.resume_at, time.time() + self.rate_limit_wait)
         warn("rate limited", kind="instagram", query=what, resumes_at=iso(self.resume_at),
              wait_seconds=round(self.resume_at - time.time(), 2))
+        self.progress.waiting(self.resume_at, "rate limit")
         self.stopper.sleep(self.resume_at - time.time())
+        self.progress.resumed()
 
 
 # --------------------------------------------------------------------------- targets
@@ -222,7 +239,8 @@ class InstagramCollector:
         def controller(ctx: instaloader.InstaloaderContext) -> BatchRateController:
             made.append(BatchRateController(
                 ctx, stopper=stopper, rate_limit_wait=c.instagram_rate_limit_wait,
-                calls_per_hour=c.instagram_calls_per_hour, calls=calls))
+                calls_per_hour=c.instagram_calls_per_hour, calls=calls,
+                progress=outlet.progress))
             return made[-1]
 
         self.loader = instaloader.Instaloader(
@@ -255,11 +273,15 @@ class InstagramCollector:
         with contextlib.redirect_stderr(_LogLines()):
             try:
                 self.login()
-                for target in targets_of(self.args):
+                targets = targets_of(self.args)
+                self.outlet.progress.begin(len(targets))
+                for target in targets:
                     if self.stopper.is_set():
                         break
                     if self.batch.targets.get(target, {}).get("outcome") in FINAL:
+                        self.outlet.progress.skip()
                         continue
+                    self.outlet.progress.start(target)
                     self.one(target)
             finally:
                 self.outlet.publisher.flush(30)
@@ -305,6 +327,8 @@ class InstagramCollector:
             if error:
                 line["error"] = error
             self.batch.record(line)
+            if outcome != "interrupted":
+                self.outlet.progress.finish(outcome)
 
     def _iterator(self, target: str) -> NodeIterator[instaloader.Post]:
         kind, _, name = target.partition(":")

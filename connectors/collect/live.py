@@ -28,6 +28,7 @@ import orjson
 from connectors.collect.files import publish_records
 from connectors.kafka.publisher import Publisher, ensure_topics, now_iso
 from connectors.store.disk import atomic_write
+from shoal.batch import BatchProgress
 from shoal.errors import UserError, chain
 from shoal.logs import event
 from shoal.model import Control, DeadLetter, RawPost
@@ -292,16 +293,26 @@ def json_or_dead_letter(data: bytes, what: str, source: str, fmt: str) -> Any:
 
 
 class Outlet:
-    """The publisher, plus a progress line now and then so a silent collector is noticed."""
+    """The publisher, plus a progress line now and then so a silent collector is noticed.
 
-    def __init__(self, publisher: Publisher, kind: str) -> None:
+    ``progress`` is where a batch collector says where it is (targets, waits); a terminal
+    display draws it (``shoal.app.progress.BatchDisplay``). Posts published through
+    :meth:`emit` are counted there.
+    """
+
+    def __init__(self, publisher: Publisher, kind: str,
+                 progress: BatchProgress | None = None) -> None:
         self.publisher = publisher
         self.kind = kind
         self.filtered = 0
+        self.progress = progress if progress is not None else BatchProgress(kind)
+        self.progress.kind = self.progress.kind or kind
         self._next_progress = time.monotonic() + PROGRESS_SECONDS
 
     def emit(self, records: Iterable[Record], retrieved_at: str | None = None) -> None:
+        records = list(records)
         publish_records(records, self.publisher, retrieved_at or now_iso())
+        self.progress.published(sum(isinstance(r, RawPost) for r in records))
         if time.monotonic() >= self._next_progress:
             self._next_progress = time.monotonic() + PROGRESS_SECONDS
             event(log, "progress", **self.counts())
@@ -315,7 +326,8 @@ class Outlet:
 def _open(args: argparse.Namespace, kind: str) -> Outlet:
     kafka = args.settings.kafka
     ensure_topics(args.brokers, kafka.partitions, kafka.topic)
-    outlet = Outlet(Publisher.for_settings(args.brokers, args.collector, kafka), kind)
+    outlet = Outlet(Publisher.for_settings(args.brokers, args.collector, kafka), kind,
+                    getattr(args, "progress", None))
     event(log, "collector started", kind=kind, collector=args.collector)
     return outlet
 

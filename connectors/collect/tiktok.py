@@ -57,6 +57,7 @@ from connectors.collect.live import (
     warn,
 )
 from connectors.kafka.publisher import now_iso
+from shoal.batch import BatchProgress
 from shoal.hours import parse_day
 from shoal.logs import event
 from shoal.model import BadPost, RawPost
@@ -118,7 +119,7 @@ class ResearchClient:
     """
 
     def __init__(self, args: argparse.Namespace, key: str, secret: str, stopper: Stopper,
-                 on_wait: Any = None) -> None:
+                 on_wait: Any = None, progress: BatchProgress | None = None) -> None:
         self.base = args.settings.collectors.tiktok_api_url.rstrip("/")
         self.key = key
         self.secret = secret
@@ -129,6 +130,7 @@ class ResearchClient:
         self.quota_wait: float | None = c.tiktok_quota_wait
         self.backoff = Backoff.from_args(args)
         self.on_wait = on_wait
+        self.progress = progress if progress is not None else BatchProgress("tiktok")
         self.session = requests.Session()
         self.token = ""
         self.expires_at = 0.0  # monotonic
@@ -177,7 +179,9 @@ class ResearchClient:
     def _pause(self, msg: str, **fields: Any) -> None:
         delay = self.backoff.next()
         warn(f"{msg}; trying again", kind="tiktok", retry_in=round(delay, 2), **fields)
+        self.progress.waiting(time.time() + delay, "backoff")
         self.stopper.sleep(delay)
+        self.progress.resumed()
 
     def wait_quota(self) -> None:
         """Sleep until the quota is back; said once, with the time."""
@@ -188,7 +192,9 @@ class ResearchClient:
              wait_seconds=round(until - now, 2))
         if self.on_wait is not None:
             self.on_wait()
+        self.progress.waiting(until, "daily quota")
         self.stopper.sleep(until - time.time())
+        self.progress.resumed()
 
     def query(self, body: dict[str, Any]) -> dict[str, Any]:
         """One page: ``data`` of a successful answer; ApiError for a refusal retrying
@@ -343,10 +349,12 @@ class TikTokCollector:
     def run(self) -> None:
         try:
             tags = names(self.args.hashtags, "#")
+            self.outlet.progress.begin(len(tags) + len(names(self.args.users, "@")))
             if tags:
                 key, secret = credentials(self.args)
                 self.client = ResearchClient(self.args, key, secret, self.stopper,
-                                             on_wait=self._checkpoint)
+                                             on_wait=self._checkpoint,
+                                             progress=self.outlet.progress)
             for tag in tags:
                 if self.stopper.is_set():
                     break
@@ -364,6 +372,7 @@ class TikTokCollector:
 
     def target(self, target: str, body: Any) -> None:
         started = now_iso()
+        self.outlet.progress.start(target)
         counts = {"posts": 0, "videos": 0, "seen": 0, "pages": 0}
         outcome, error = "ok", ""
         try:
@@ -385,6 +394,8 @@ class TikTokCollector:
             if error:
                 line["error"] = error
             self.record(line)
+            if outcome != "interrupted":
+                self.outlet.progress.finish(outcome)
 
     def publish(self, query: str, kind: str, videos: list[dict[str, Any]],
                 counts: dict[str, int]) -> None:

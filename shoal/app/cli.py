@@ -25,7 +25,8 @@ from shoal import __version__
 from shoal.app import config as shoal_config
 from shoal.app import fetch_cmd
 from shoal.app.config import add_options
-from shoal.app.progress import ProgressDisplay
+from shoal.app.progress import BatchDisplay, ProgressDisplay
+from shoal.batch import BatchProgress
 from shoal.csv_text import csv_text
 from shoal.errors import UserError, chain
 from shoal.fetch.policy import FetchConfig, fetch_config
@@ -623,6 +624,9 @@ def _replay_archive(args: argparse.Namespace) -> int:
     return 0
 
 
+BATCH_COLLECTORS = ("instagram", "tiktok", "images")
+
+
 def _run_live(args: argparse.Namespace) -> int:
     """A long-running collector, with /metrics and /healthz when asked for."""
     from connectors.ops import metrics
@@ -631,7 +635,13 @@ def _run_live(args: argparse.Namespace) -> int:
     if args.metrics_port:
         server = metrics.start_server(args.metrics_port, args.metrics_host)
     try:
-        result: int = args.live_run(args)
+        if args.kind not in BATCH_COLLECTORS:
+            result: int = args.live_run(args)
+            return result
+        # A batch (targets one after the other) gets a bar on a terminal; see BatchDisplay.
+        args.progress = BatchProgress(args.kind)
+        with BatchDisplay(args.progress):
+            result = args.live_run(args)
         return result
     finally:
         if server is not None:

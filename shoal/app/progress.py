@@ -18,9 +18,11 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from connectors.ops import metrics
+from shoal.batch import BatchProgress
 from shoal.logs import event
 
 log = logging.getLogger("shoal.progress")
@@ -68,6 +70,25 @@ class _ConsoleStream:
         pass
 
 
+Handlers = list[tuple[logging.StreamHandler[Any], Any]]
+
+
+def _logs_through(console: Console) -> Handlers:
+    """Log lines go through the live console: printed above the display, never into it.
+    Returns what :func:`_logs_back` restores."""
+    handlers: Handlers = []
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handlers.append((handler, handler.stream))
+            handler.setStream(_ConsoleStream(console))  # type: ignore[arg-type]
+    return handlers
+
+
+def _logs_back(handlers: Handlers) -> None:
+    for handler, stream in handlers:
+        handler.setStream(stream)
+
+
 class ProgressDisplay:
     """``with ProgressDisplay(): run(...)``: the display lives as long as the block."""
 
@@ -89,11 +110,7 @@ class ProgressDisplay:
                               refresh_per_second=2, transient=False,
                               redirect_stdout=False, redirect_stderr=False)
             self._live.start()
-            # Log lines go through the live console: printed above the table, never into it.
-            for handler in logging.getLogger().handlers:
-                if isinstance(handler, logging.StreamHandler):
-                    self._handlers.append((handler, handler.stream))
-                    handler.setStream(_ConsoleStream(console))  # type: ignore[arg-type]
+            self._handlers = _logs_through(console)
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
         self._thread.start()
         return self
@@ -121,5 +138,63 @@ class ProgressDisplay:
         if self._live is not None:
             self._live.update(_table(metrics.summary(), self.started))
             self._live.stop()
-            for handler, stream in self._handlers:
-                handler.setStream(stream)
+            _logs_back(self._handlers)
+
+
+class BatchDisplay:
+    """A batch collector's bar on a terminal: targets done of the total, posts published,
+    the target under way and, while it waits, until when and why (a :class:`BatchProgress`
+    the collector keeps up to date).
+
+    Not on a terminal it draws nothing: the collector's own ``progress`` and ``target done``
+    log lines say the same. Log lines go through the bar's console, above it, as with
+    :class:`ProgressDisplay`.
+    """
+
+    def __init__(self, progress: BatchProgress, stream: TextIO | None = None,
+                 terminal: bool | None = None, refresh: float = 0.5) -> None:
+        self.progress = progress
+        self.stream = stream or sys.stderr
+        self.terminal = self.stream.isatty() if terminal is None else terminal
+        self.refresh = refresh
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._handlers: Handlers = []
+
+    def __enter__(self) -> BatchDisplay:
+        if not self.terminal:
+            return self
+        console = Console(file=self.stream, force_terminal=True)
+        # markup=False: a target named "[x]" is text, not a style.
+        self._bar = Progress(BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.description}", markup=False),
+                             TimeElapsedColumn(), console=console, transient=False,
+                             refresh_per_second=4)
+        self._task = self._bar.add_task(self.progress.line(time.time()), total=None)
+        self._bar.start()
+        self._handlers = _logs_through(console)
+        self._thread = threading.Thread(target=self._loop, name="batch-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.refresh):
+            self.show()
+
+    def show(self) -> None:
+        if self._bar is not None:
+            p = self.progress
+            self._bar.update(self._task, description=p.line(time.time()),
+                             total=p.total or None, completed=p.done)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._bar is not None:
+            self.show()
+            self._bar.stop()
+            _logs_back(self._handlers)
