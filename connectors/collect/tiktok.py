@@ -530,6 +530,20 @@ def ytdlp_options(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
+def listing_outcome(error: str) -> str:
+    """A failed user listing's outcome from yt-dlp's words: ``private`` (the profile page
+    says so), ``not-found`` (no such account: the page has no ``secUid`` and no embed page
+    gives one), ``empty`` (an account without videos), else ``error``."""
+    low = error.lower()
+    if "private" in low:
+        return "private"
+    if "unable to extract secondary user id" in low:
+        return "not-found"
+    if "does not have any videos" in low:
+        return "empty"
+    return "error"
+
+
 def user_videos(name: str, args: argparse.Namespace, stopper: Stopper
                 ) -> Iterator[dict[str, Any]]:
     """A user's videos, shaped like Research API videos (the one format we normalise)."""
@@ -541,8 +555,7 @@ def user_videos(name: str, args: argparse.Namespace, stopper: Stopper
             info = ydl.extract_info(f"https://www.tiktok.com/@{name}", download=False)
     except DownloadError as exc:
         text = str(exc)
-        outcome = "private" if "private" in text.lower() else "error"
-        raise _ListingError(outcome, text.removeprefix("ERROR: ")) from None
+        raise _ListingError(listing_outcome(text), text.removeprefix("ERROR: ")) from None
     for entry in (info or {}).get("entries") or []:
         if not isinstance(entry, dict) or not entry.get("id"):
             continue
