@@ -29,6 +29,8 @@ from bytewax.dataflow import Dataflow
 from connectors.kafka.source import PostsSource, list_partitions
 from connectors.store.catalog import Catalog
 from connectors.store.deadletters import DeadLetterSink
+from connectors.store.id_lists import write_id_files
+from connectors.store.reports import reports_lock
 from flows.config import FlowConfig
 from flows.media import FetchLogic
 from flows.route import shard_keys
@@ -44,6 +46,8 @@ __all__ = ["FlowConfig", "build_flow", "run"]
 def build_flow(cfg: FlowConfig) -> Dataflow:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     Catalog(cfg.data_dir).ensure()
+    with reports_lock(cfg.data_dir):  # a seal that crashed before its ID lists: caught up
+        write_id_files(cfg.data_dir)
     cfg.partitions = len(list_partitions(cfg.brokers, cfg.topic))
     flow = Dataflow("shoal")
     msgs = op.input(

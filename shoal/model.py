@@ -73,8 +73,11 @@ POST_COLUMNS: tuple[str, ...] = (
 )
 
 # Post formats made by shoal's own searching collectors: their payload's ``query`` says what
-# found the post, and becomes the post's ``query`` column.
-SEARCH_FORMATS = frozenset({"image-search", "tiktok-research", "instagram-media"})
+# found the post, and becomes the post's ``query`` column. ``tiktok-item`` (a web itemStruct,
+# what yt-dlp's listings and Zeeschuimer hold) is among them: TikTok's own items have no
+# top-level ``query``, so only a collector that found the item can have put one there.
+SEARCH_FORMATS = frozenset({"image-search", "tiktok-research", "tiktok-item",
+                            "instagram-media"})
 
 # Columns of ``*_users.csv.xz``: one row per author of the hour, the newest stats win.
 USER_COLUMNS: tuple[str, ...] = (

@@ -36,3 +36,18 @@ def safe_collector(name: str) -> str:
     if not encoded[0].isalnum():
         encoded = "x" + encoded
     return encoded[:64]
+
+
+_QUERY_OUTSIDE = re.compile(r"[^A-Za-z0-9_@#-]|^[#-]")
+
+
+def query_folder(query: str) -> str:
+    """A folder name for a query (``london``, ``@alice``, ``climate change``): letters,
+    digits, ``_``, ``@``, ``#`` and ``-`` kept, anything else percent-encoded (UTF-8), so two
+    queries never share a folder and no name climbs out (``..`` becomes ``%2E%2E``); the
+    empty query is ``_``. A leading ``#`` or ``-`` is encoded too (a comment in shells, an
+    option to commands)."""
+    if not query:
+        return "_"
+    return _QUERY_OUTSIDE.sub(
+        lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), query)[:200]

@@ -23,6 +23,28 @@ from shoal.model import ENGAGEMENT_COLUMNS, MEDIA_FILE_COLUMNS, POST_COLUMNS, US
 CATALOG = "shoal.duckdb"
 TABLES = ("posts", "users", "media", "reports")
 SCHEMA_PARTITION = "platform=_schema/day=_schema/hour=_schema"
+# Views over the tables' views: per TikTok query, its posts and its downloaded videos
+# (what they mean, and the files that mirror them: connectors/store/id_lists.py).
+POST_IDS, VIDEO_IDS = "tiktok_post_ids", "tiktok_video_ids"
+DERIVED_VIEWS: dict[str, str] = {
+    POST_IDS: """
+        WITH found AS (
+            SELECT id AS post_id, query, query LIKE '@%' AS by_user,
+                   string_split(lower(coalesce(hashtags, '')), '|') AS tags
+            FROM posts WHERE platform = 'tiktok' AND coalesce(query, '') <> ''
+        ),
+        hashtag_queries AS (SELECT DISTINCT query FROM found WHERE NOT by_user)
+        SELECT DISTINCT query, post_id FROM (
+            SELECT query, post_id FROM found
+            UNION ALL
+            SELECT h.query, f.post_id FROM found f JOIN hashtag_queries h
+                ON NOT f.by_user AND list_contains(f.tags, lower(h.query))
+        )""",
+    VIDEO_IDS: f"""
+        SELECT DISTINCT p.query, p.post_id, m.path
+        FROM {POST_IDS} p JOIN media m ON m.platform = 'tiktok' AND m.post_id = p.post_id
+        WHERE m.type = 'video' AND coalesce(m.path, '') <> ''""",
+}
 
 _BIGINT = {
     "author.public_metrics.followers_count",
@@ -174,6 +196,8 @@ def write_views(data_dir: Path) -> None:
         try:
             for table in TABLES:
                 con.execute(view_sql(data_dir, table))
+            for name, select in DERIVED_VIEWS.items():
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -193,10 +217,15 @@ def connect_readonly(data_dir: Path) -> duckdb.DuckDBPyConnection:
         with contextlib.suppress(duckdb.IOException):
             return duckdb.connect(str(path), read_only=True)
     con = duckdb.connect()
+    made = set()
     for table in TABLES:
         seed = data_dir / PARQUET / table / SCHEMA_PARTITION / "data.parquet"
         if seed.exists():
             con.execute(view_sql(data_dir, table).replace("CREATE OR REPLACE VIEW", "CREATE VIEW"))
+            made.add(table)
+    if {"posts", "media"} <= made:
+        for name, select in DERIVED_VIEWS.items():
+            con.execute(f"CREATE VIEW {name} AS {select}")
     return con
 
 

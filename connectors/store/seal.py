@@ -25,6 +25,7 @@ import orjson
 
 from connectors.store.chunks import apply_chunk
 from connectors.store.disk import DiskTrouble, atomic_write, disk_writes, fsync_dir
+from connectors.store.id_lists import write_id_files
 from connectors.store.layout import PARQUET, STAGING, HourPaths, chunk_dir, posts_word, read_csv_xz
 from connectors.store.reports import (
     collector_counts,
@@ -166,6 +167,9 @@ def seal_hour(
             remember_collectors(data_dir, platform, seen)
         else:
             write_day_report(data_dir, platform, name.day)
+        if platform == "tiktok" and catalog is not None:
+            # After the hour's Parquet files: the lists are read back from them.
+            write_id_files(data_dir)
     fsync_dir(paths.folder)
     for chunk in chunks:
         chunk.unlink(missing_ok=True)

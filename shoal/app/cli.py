@@ -449,7 +449,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
-    from connectors.store.catalog import TABLES, has_sealed, query
+    from connectors.store.catalog import DERIVED_VIEWS, TABLES, has_sealed, query
 
     if not args.data_dir.is_dir():
         raise UserError(f"no such data dir: {args.data_dir}")
@@ -460,7 +460,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         names, rows = query(args.data_dir, args.sql)
     except duckdb.CatalogException as exc:
         raise UserError(f"{str(exc).splitlines()[0]} (the views are "
-                        f"{', '.join(TABLES)})") from None
+                        f"{', '.join([*TABLES, *DERIVED_VIEWS])})") from None
     except duckdb.Error as exc:
         raise UserError(str(exc).splitlines()[0]) from None
     if args.format == "json":

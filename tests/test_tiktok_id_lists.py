@@ -1,0 +1,110 @@
+"""Per TikTok query, the IDs of its posts and of its downloaded videos, as DuckDB views and
+as files, through the real dataflow with videos fetched from a loopback media server.
+
+Posts are web itemStructs (the Zeeschuimer fixture's), each with the query that found it:
+two hashtags, a video carrying both (published once, under the first), a video whose file
+cannot be fetched, and a user's video that carries one of the hashtags.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.publisher import Publisher, ensure_topics
+from connectors.store.catalog import query
+from connectors.store.id_lists import write_id_files
+from shoal.fetch.policy import FetchConfig
+from shoal.merge import sort_ids
+from shoal.model import RawPost
+from tests.loopback_server import MediaServer
+from tests.pipeline import run_flow
+
+
+def items(fixtures: Path) -> list[dict[str, Any]]:
+    path = (fixtures / "tiktok" / "jorisheijkant__zeeschuimer-decoder" / "test-files"
+            / "tiktok-test.lines-001-064.ndjson")
+    return [json.loads(line)["data"] for line in path.read_text().splitlines()[:12]]
+
+
+def post(template: dict[str, Any], n: int, query: str, tags: list[str], video: str) -> RawPost:
+    item = copy.deepcopy(template)
+    vid = str(7310000000000000000 + n)
+    item.update(id=vid, createTime=1733000000 + 60 * n, query=query,
+                desc=" ".join(f"#{t}" for t in tags),
+                textExtra=[{"hashtagName": t, "type": 1} for t in tags])
+    item["video"] = {**item["video"], "id": vid, "playAddr": video, "downloadAddr": ""}
+    return RawPost("tiktok", vid, "tiktok-item", item, source=f"test:{query}")
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_post_and_video_ids_per_query(fixtures: Path, tmp_path: Path) -> None:
+    server = MediaServer(latency=0.0).start()
+    base = f"http://v.test:{server.port}/video"
+    t = items(fixtures)
+    posts = [
+        post(t[0], 1, "london", ["london"], f"{base}/1.mp4"),
+        post(t[1], 2, "london", ["london", "paris"], f"{base}/2.mp4"),  # both hashtags
+        post(t[2], 3, "london", ["london"], "http://v.test:9/video/3.mp4"),  # never fetched
+        post(t[3], 4, "paris", ["paris", "fyp"], f"{base}/4.mp4"),
+        post(t[4], 5, "paris", ["Paris"], f"{base}/5.mp4"),
+        post(t[5], 6, "@alice", ["london"], f"{base}/6.mp4"),  # a user's, tagged london
+    ]
+    data = tmp_path / "data"
+    fetch = FetchConfig(throttle=0.0, resolve={"v.test": "127.0.0.1"}, retries=0,
+                        folder_strategy="flat", filename_template="{query}/{post_id}.{ext}")
+    try:
+        with EmbeddedBroker() as broker:
+            ensure_topics(broker.bootstrap, 1)
+            pub = Publisher(broker.bootstrap, "tt")
+            for p in posts:
+                pub.post(p, "2024-12-01T00:00:00Z")
+            pub.flush()
+            run_flow(broker.bootstrap, data, media=True, fetch=fetch, reseal_interval=0.2)
+            ids = {n: str(7310000000000000000 + n) for n in range(1, 8)}
+
+            # The views, as `shoal query` reads them.
+            _, rows = query(data, "SELECT query, post_id FROM tiktok_post_ids ORDER BY ALL")
+            assert rows == sorted([("london", ids[1]), ("london", ids[2]), ("london", ids[3]),
+                                   ("paris", ids[2]), ("paris", ids[4]), ("paris", ids[5]),
+                                   ("@alice", ids[6])])
+            _, rows = query(data, "SELECT query, post_id, path FROM tiktok_video_ids "
+                                  "ORDER BY ALL")
+            assert [(q, i) for q, i, _p in rows] == sorted(
+                [("london", ids[1]), ("london", ids[2]), ("paris", ids[2]), ("paris", ids[4]),
+                 ("paris", ids[5]), ("@alice", ids[6])])
+            for _q, _i, path in rows:
+                assert (data / path).read_bytes().startswith(b"\x00\x00\x00\x18ftyp")
+
+            # The files mirror them, one folder per query.
+            root = data / "ids" / "tiktok"
+            assert sorted(p.name for p in root.iterdir()) == ["@alice", "london", "paris"]
+            assert lines(root / "london" / "posts.txt") == [ids[1], ids[2], ids[3]]
+            assert lines(root / "london" / "videos.txt") == [ids[1], ids[2]]
+            assert lines(root / "paris" / "posts.txt") == [ids[2], ids[4], ids[5]]
+            assert lines(root / "paris" / "videos.txt") == [ids[2], ids[4], ids[5]]
+            assert lines(root / "@alice" / "videos.txt") == [ids[6]]
+
+            # A crash that left a list half-written (a repeated line, a missing file), a new
+            # post, and a restart over the same topic: whole lists again, each line once.
+            (root / "london" / "posts.txt").write_text(f"{ids[1]}\n{ids[1]}\n{ids[2]}")
+            (root / "paris" / "videos.txt").unlink()
+            pub.post(post(t[6], 7, "london", ["london"], f"{base}/7.mp4"),
+                     "2024-12-01T00:00:00Z")
+            pub.close()
+            run_flow(broker.bootstrap, data, media=True, fetch=fetch, reseal_interval=0.2)
+    finally:
+        server.stop()
+    assert lines(root / "london" / "posts.txt") == [ids[1], ids[2], ids[3], ids[7]]
+    assert lines(root / "london" / "videos.txt") == [ids[1], ids[2], ids[7]]
+    assert lines(root / "paris" / "videos.txt") == [ids[2], ids[4], ids[5]]
+    for path in root.glob("*/*.txt"):
+        listed = lines(path)
+        assert listed == sort_ids(set(listed)), path
+    assert write_id_files(data) == 0  # nothing left to bring up to date
