@@ -3,7 +3,8 @@ as files, through the real dataflow with videos fetched from a loopback media se
 
 Posts are web itemStructs (the Zeeschuimer fixture's), each with the query that found it:
 two hashtags, a video carrying both (published once, under the first), a video whose file
-cannot be fetched, and a user's video that carries one of the hashtags.
+cannot be fetched, one whose stored file is not a video, and a user's video that carries one
+of the hashtags.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def test_post_and_video_ids_per_query(fixtures: Path, tmp_path: Path) -> None:
         post(t[3], 4, "paris", ["paris", "fyp"], f"{base}/4.mp4"),
         post(t[4], 5, "paris", ["Paris"], f"{base}/5.mp4"),
         post(t[5], 6, "@alice", ["london"], f"{base}/6.mp4"),  # a user's, tagged london
+        post(t[7], 8, "paris", ["paris"], f"{base}/8.jpg"),  # stored, but not a video
     ]
     data = tmp_path / "data"
     fetch = FetchConfig(throttle=0.0, resolve={"v.test": "127.0.0.1"}, retries=0,
@@ -67,13 +69,13 @@ def test_post_and_video_ids_per_query(fixtures: Path, tmp_path: Path) -> None:
                 pub.post(p, "2024-12-01T00:00:00Z")
             pub.flush()
             run_flow(broker.bootstrap, data, media=True, fetch=fetch, reseal_interval=0.2)
-            ids = {n: str(7310000000000000000 + n) for n in range(1, 8)}
+            ids = {n: str(7310000000000000000 + n) for n in range(1, 9)}
 
             # The views, as `shoal query` reads them.
             _, rows = query(data, "SELECT query, post_id FROM tiktok_post_ids ORDER BY ALL")
             assert rows == sorted([("london", ids[1]), ("london", ids[2]), ("london", ids[3]),
                                    ("paris", ids[2]), ("paris", ids[4]), ("paris", ids[5]),
-                                   ("@alice", ids[6])])
+                                   ("paris", ids[8]), ("@alice", ids[6])])
             _, rows = query(data, "SELECT query, post_id, path FROM tiktok_video_ids "
                                   "ORDER BY ALL")
             assert [(q, i) for q, i, _p in rows] == sorted(
@@ -87,7 +89,7 @@ def test_post_and_video_ids_per_query(fixtures: Path, tmp_path: Path) -> None:
             assert sorted(p.name for p in root.iterdir()) == ["@alice", "london", "paris"]
             assert lines(root / "london" / "posts.txt") == [ids[1], ids[2], ids[3]]
             assert lines(root / "london" / "videos.txt") == [ids[1], ids[2]]
-            assert lines(root / "paris" / "posts.txt") == [ids[2], ids[4], ids[5]]
+            assert lines(root / "paris" / "posts.txt") == [ids[2], ids[4], ids[5], ids[8]]
             assert lines(root / "paris" / "videos.txt") == [ids[2], ids[4], ids[5]]
             assert lines(root / "@alice" / "videos.txt") == [ids[6]]
 

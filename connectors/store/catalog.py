@@ -43,7 +43,8 @@ DERIVED_VIEWS: dict[str, str] = {
     VIDEO_IDS: f"""
         SELECT DISTINCT p.query, p.post_id, m.path
         FROM {POST_IDS} p JOIN media m ON m.platform = 'tiktok' AND m.post_id = p.post_id
-        WHERE m.type = 'video' AND coalesce(m.path, '') <> ''""",
+        WHERE m.type = 'video' AND coalesce(m.path, '') <> ''
+            AND coalesce(m.mimetype, '') LIKE 'video/%'""",
 }
 
 _BIGINT = {

@@ -12,7 +12,9 @@ sealed hours, so they are always what the data dir holds, and exist twice:
     other hashtag query whose hashtag it carries (the collector publishes a video found by
     two hashtags once, under the first; it belongs to both);
   - ``tiktok_video_ids(query, post_id, path)``: those of them whose video was downloaded
-    (a media row of type ``video`` with a stored file, ``path`` under the media root);
+    (a media row of type ``video`` with a stored file that is a video, ``mimetype``
+    ``video/*``: a video page stored in its place is not a video; ``path`` is relative to
+    the data dir);
 
 * files, ``DIR/ids/tiktok/<query>/posts.txt`` and ``videos.txt``: the same IDs, one a line,
   sorted (numerically), each once. They are rewritten whenever a TikTok hour is sealed and
