@@ -120,7 +120,11 @@ FETCH_COLUMNS: tuple[str, ...] = (
     "mimetype",
     "path",
     "fetched_at",
-    "phash",  # last, so the columns before it keep their places
+    "phash",  # added after the others, so the columns before it keep their places
+    # How the file's URL was found when the media URL could not be downloaded as it was
+    # (a TikTok page, an expired signature): shoal.fetch.policy.FetchResult.resolved. Last,
+    # like phash: older hours and Parquet partitions without it still read (empty/NULL).
+    "resolved",
 )
 MEDIA_FILE_COLUMNS: tuple[str, ...] = MEDIA_COLUMNS + FETCH_COLUMNS
 

@@ -173,6 +173,11 @@ class MediaSettings:
                                  metavar="TEMPLATE", commands=(*FLOW_COMMANDS, FETCH))
     user_agent: str = opt("shoal-fetch/0.1 (+research media archiver)", "User-Agent header",
                           flag="--user-agent", commands=(*FLOW_COMMANDS, FETCH))
+    resolve_media: bool = opt(True, "resolve TikTok video pages to their file (yt-dlp), and "
+                              "signed Instagram/TikTok URLs that expired or answer 403/410 "
+                              "again from their post (instaloader, yt-dlp), within the page "
+                              "host's P and T", flag="--no-resolve-media", invert=True,
+                              commands=(*FLOW_COMMANDS, FETCH))
 
 
 @dataclass

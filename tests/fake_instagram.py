@@ -25,6 +25,7 @@ HOSTS = ("www.instagram.com", "i.instagram.com")
 USER_QUERY_DOC = "27937681195819736"
 TIMELINE_DOC = "29104886249145907"
 LOGIN_HASH = "d6f4427fbe92d846298cf93df0b937d3"
+POST_DOC = "27128499623469141"  # a post by shortcode, as the logged-out web app asks
 START_PAGE = ('<html><script>["DTSGInitialData",[],{"token":"dtsg:1"}]["LSD",[],{"token":"lsd1"}]'
               '{"IG_USER_EIMU":"17841400000"}</script></html>')
 
@@ -64,6 +65,18 @@ class FakeInstagram:
     window_start: float = 0.0
     window_end: float = 0.0
     login_ok: bool = True
+    # Posts by shortcode (Post.from_shortcode/from_mediaid) and CDN files by path, for the
+    # fetch step's re-resolution of expired media URLs (tests/test_fetch_resolve.py).
+    posts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+
+    def add_post(self, media: dict[str, Any]) -> None:
+        import instaloader
+
+        self.posts[instaloader.Post.mediaid_to_shortcode(int(media["pk"]))] = media
+
+    def add_file(self, path: str, body: bytes, status: int = 200) -> None:
+        self.files[path] = (status, body)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -71,6 +84,7 @@ class FakeInstagram:
         app.router.add_get("/graphql/query", self.graphql_get)
         app.router.add_post("/graphql/query", self.graphql_post)
         app.router.add_post("/api/graphql", self.api_graphql)
+        app.router.add_get("/v/{name}", self.cdn_file)
         app.router.add_get("/{user}/", self.profile_page)
         app.middlewares.append(self.watch)
         return app
@@ -130,8 +144,22 @@ class FakeInstagram:
         return web.json_response({"data": {"user": self._user(p) if p else None},
                                   "status": "ok"})
 
+    async def cdn_file(self, request: web.Request) -> web.Response:
+        status, body = self.files.get(request.path, (404, b""))
+        if status != 200:
+            return web.Response(status=status, text="URL signature expired")
+        return web.Response(body=body, content_type="image/jpeg")
+
+    async def post_by_shortcode(self, variables: dict[str, Any]) -> web.Response:
+        media = self.posts.get(variables.get("shortcode", ""))
+        items = [media] if media is not None else []
+        return web.json_response({"data": {"xdt_api__v1__media__shortcode__web_info": {
+            "items": items}}, "extensions": {"is_final": True}})
+
     async def api_graphql(self, request: web.Request) -> web.Response:
         form = await request.post()
+        if form.get("doc_id") == POST_DOC and form.get("lsd") == "lsd1":
+            return await self.post_by_shortcode(json.loads(str(form["variables"])))
         if form.get("doc_id") != TIMELINE_DOC or form.get("lsd") != "lsd1":
             return web.json_response({"errors": [{"message": "execution error"}]}, status=400)
         variables = json.loads(str(form["variables"]))

@@ -4,6 +4,11 @@ Every HTTP request, first try, retry or redirect hop, waits at the gate of its p
 key (``connectors.fetch.gate``) and connects only through the guarded resolver and socket
 factory (``connectors.fetch.safety``); bodies go to the store through ``connectors.fetch.store``.
 ``FetchService`` puts the engine behind a synchronous face for Bytewax operators.
+
+A media URL that cannot be downloaded as it is (a TikTok video page, a signed CDN URL past
+its expiry or refused with 403/410) is first resolved from its post by a library
+(``connectors.fetch.resolvers``, planned by ``shoal.fetch.resolve``), under the page host's
+gate, and the file it names is then downloaded like any URL.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +32,7 @@ from yarl import URL
 from connectors.fetch.gate import SENDING, Gate, Scheduler, Ticket
 from connectors.fetch.ledger import FetchLedger
 from connectors.fetch.phash import image_phash
+from connectors.fetch.resolvers import Resolvers
 from connectors.fetch.safety import GuardedResolver, guarded_socket_factory, unsafe_reason
 from connectors.fetch.store import CHUNK, HEAD, Sink, place
 from shoal.fetch.data_url import DataUrlTooLarge, decode_data_url
@@ -39,8 +47,10 @@ from shoal.fetch.policy import (
     sniff_type,
     status_class,
     type_allowed,
+    url_host,
     utc_now_iso,
 )
+from shoal.fetch.resolve import Plan, ResolveError, plan_after, plan_before
 
 Job = tuple[str, str, Mapping[str, Any] | None]  # (job_id, url, meta)
 
@@ -88,6 +98,7 @@ class Fetcher:
         # Perceptual hashes of stored images are computed here, beside the downloads: off the
         # event loop and off the dataflow's thread (Pillow releases the GIL while decoding).
         self._hasher: ThreadPoolExecutor | None = None
+        self._resolvers: Resolvers | None = None
 
     async def __aenter__(self) -> Fetcher:
         await self.start()
@@ -100,8 +111,15 @@ class Fetcher:
         cfg = self.config
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._sched = Scheduler(cfg.max_connections)
+        if cfg.resolve_media:
+            self._resolvers = Resolvers(cfg)
         connector = aiohttp.TCPConnector(
             limit=0,  # the gates limit; a second queue here would break the spacing
+            # The trust store as the environment says now (SSL_CERT_FILE: a proxy's or a
+            # test CA), as yt-dlp and instaloader see it when they resolve a page: a file
+            # must be downloadable from wherever its page was read. aiohttp's own default
+            # context is made once, at import, and would miss a setting made later.
+            ssl=ssl.create_default_context(),
             resolver=GuardedResolver(cfg),
             socket_factory=guarded_socket_factory(cfg),
             ttl_dns_cache=60,
@@ -121,6 +139,9 @@ class Fetcher:
         if self._hasher is not None:
             self._hasher.shutdown(wait=True)
             self._hasher = None
+        if self._resolvers is not None:
+            self._resolvers.close()
+            self._resolvers = None
         if self.ledger is not None:
             self.ledger.flush()
 
@@ -204,6 +225,62 @@ class Fetcher:
         if url[:5].lower() == "data:":
             self._fetch_data(url, meta, res)
             return
+        plan = plan_before(url, meta, time.time()) if self._resolvers else None
+        if plan is None:
+            await self._download(url, meta, res)
+            # A signed URL refused (403/410) is asked for again from its post, once.
+            if not res.error or not self._resolvers:
+                return
+            plan = plan_after(res.http_status, meta)
+            if plan is None:
+                return
+        await self._resolve_and_download(plan, meta, res)
+
+    async def _resolve_and_download(
+        self, plan: Plan, meta: Mapping[str, Any], res: FetchResult
+    ) -> None:
+        """Ask the post's page for the file, then download it; at most once per URL's fate.
+
+        The resolution is a request against the page's host, so it waits at that host's
+        gate and holds the ticket until the library returns. The library's sockets are not
+        ours to stamp, so the ticket counts as started when it is released, at the end: the
+        next start on that host is then at least T after this resolution ended, which is
+        later than T after it began. The promise holds whatever the thread's timing was,
+        at the price of one resolution at a time per host when T > 0.
+        """
+        assert self._resolvers is not None
+        res.resolved = plan.note()
+        gate = self._gate(plan.page)
+        ticket = await gate.acquire()
+        try:
+            res.attempts += 1
+            resolved = await self._resolvers.resolve(plan)
+        except ResolveError as exc:
+            res.error = f"resolve failed: {exc}"
+            return
+        finally:
+            gate.release(ticket)
+        reason = check_url(resolved.url, self.config)
+        if not reason and resolved.url[:5].lower() == "data:":
+            reason = "refused: not an http(s) URL"
+        if reason:
+            res.error = f"resolved URL {reason}"
+            res.final_url = resolved.url
+            return
+        res.error, res.http_status, res.final_url = "", 0, resolved.url
+        await self._download(resolved.url, meta, res, resolved.headers)
+
+    async def _download(
+        self, url: str, meta: Mapping[str, Any], res: FetchResult,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Request ``url`` through its gates, following redirects and retrying, into the store.
+
+        ``headers`` (a resolved file's Referer, cookies...) go with requests to ``url``'s own
+        host only: a redirect elsewhere must not carry the page's cookies.
+        """
+        cfg = self.config
+        home = url_host(url)
         current, failures, hops = url, 0, 0
         clock = asyncio.get_running_loop().time
         deadline = math.inf  # set by the first request: waiting for the host's turn is free
@@ -220,8 +297,9 @@ class Fetcher:
             res.attempts += 1
             res.error = ""
             try:
+                extra = headers if headers and url_host(current) == home else None
                 outcome = await self._request(ticket, current, url, meta, res,
-                                              min(cfg.total_timeout, left))
+                                              min(cfg.total_timeout, left), extra)
             finally:
                 gate.release(ticket)
             if outcome.kind == "done":
@@ -264,7 +342,7 @@ class Fetcher:
 
     async def _request(
         self, ticket: Ticket, url: str, original: str, meta: Mapping[str, Any],
-        res: FetchResult, limit: float,
+        res: FetchResult, limit: float, headers: Mapping[str, str] | None = None,
     ) -> _Outcome:
         """One attempt, cut at ``limit`` seconds (the per-attempt timeout, or what is left
         of the URL's deadline when that is less)."""
@@ -277,7 +355,8 @@ class Fetcher:
             async with asyncio.timeout(limit):
                 token = SENDING.set(ticket)
                 try:
-                    resp = await self._session.get(url, allow_redirects=False, timeout=timeout)
+                    resp = await self._session.get(url, allow_redirects=False, timeout=timeout,
+                                                   headers=headers)
                 finally:
                     SENDING.reset(token)
                 async with resp:

@@ -36,6 +36,10 @@ FETCH_COLUMNS = (
     "fetch_position",  # the URL's place in its cell once split on --explode (0 without)
     "fetch_url", "fetch_resolved_url", "fetch_http_status", "fetch_error", "fetch_path",
     "fetch_mimetype", "fetch_bytes", "fetch_sha256", "fetch_datetime_utc",
+    # How the file's URL was found when the URL was not downloadable as it was (a TikTok
+    # video page resolved by yt-dlp): "page from https://www.tiktok.com/...", else empty.
+    # fetch_resolved_url is then the file's URL.
+    "fetch_resolved",
 )
 LINE_END = "\n"  # minet's and twitwi's: the input cells of a report line keep their bytes
 
@@ -227,6 +231,7 @@ def report_cells(line: Line, result: FetchResult | None) -> list[str]:
         str(line.index), str(line.position), line.url, result.final_url,
         str(result.http_status or ""), result.error, result.path, result.mimetype,
         str(result.bytes) if result.ok else "", result.sha256, result.fetched_at,
+        result.resolved,
     ]
 
 

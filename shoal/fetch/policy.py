@@ -88,6 +88,9 @@ class FetchConfig:
     # Added to every throttle gap: a request granted at t reaches the server a little after
     # t (connection set-up, scheduling), and that delay varies from one request to the next.
     throttle_margin: float = 0.003
+    # TikTok video pages (yt-dlp) and expired or refused signed URLs (instaloader, yt-dlp)
+    # are resolved from their post to a file URL before being downloaded (shoal.fetch.resolve).
+    resolve_media: bool = True
 
     def __post_init__(self) -> None:
         if self.domain_parallelism < 1:
@@ -139,6 +142,10 @@ class FetchResult:
     path: str = ""  # relative to the storage root, POSIX separators
     fetched_at: str = ""  # ISO 8601, UTC
     phash: str = ""  # images: 64-bit perceptual hash, 16 hex digits (connectors.fetch.phash)
+    # "" when the URL was downloaded as it was; else what made it be resolved from its post
+    # and the page asked: "page from https://www.tiktok.com/@u/video/1", "expired from ...",
+    # "http 403 from ..." (shoal.fetch.resolve.Plan.note). final_url is then the file's URL.
+    resolved: str = ""
 
     @property
     def ok(self) -> bool:
@@ -160,6 +167,7 @@ class FetchResult:
             "path": self.path,
             "fetched_at": self.fetched_at,
             "phash": self.phash,
+            "resolved": self.resolved,
         }
 
     @classmethod
