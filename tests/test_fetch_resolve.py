@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -164,7 +165,7 @@ def test_pages_resolve_within_the_page_hosts_gap(net: dict[str, Any]) -> None:
     assert fake.refused == []
     starts = sorted(s.start for s in fake.on(PAGE_HOST))
     assert len(starts) == 3
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= t, gaps
 
 
@@ -222,10 +223,120 @@ def test_refused_or_expired_signed_urls_are_resolved_again(
     assert by_url[expired].final_url.startswith(f"https://{IG_CDN}/v/fresh-0.jpg")
     assert by_url[refused].resolved == f"http 403 from {page}"
     assert by_url[refused].final_url.startswith(f"https://{IG_CDN}/v/fresh-1.jpg")
-    assert (net["root"] / by_url[refused].path).read_bytes().startswith(b"\xff\xd8\xff\xe0 JFIF child 1")
+    stored = (net["root"] / by_url[refused].path).read_bytes()
+    assert stored.startswith(b"\xff\xd8\xff\xe0 JFIF child 1")
     assert by_url[gone].resolved == f"http 410 from https://www.tiktok.com/@_/video/{gone_id}"
     assert by_url[gone].path.endswith(".mp4")
     assert by_url[gone].media_cells()["resolved"].startswith("http 410 from ")
     # The expired URL was never asked for: its signature said it would be refused.
     assert not any("old-expired" in path for _, path in ig.requests)
     assert sum("old-403" in path for _, path in ig.requests) == 1
+
+
+def test_research_api_videos_end_as_mp4_files_through_the_dataflow(
+        net: dict[str, Any], fixtures: Path) -> None:
+    """Research-API posts (whose media URL is the video's page) through Kafka and the real
+    dataflow: each video's mp4 lands in its hashtag's folder and its media row points at
+    it; a page yt-dlp cannot read is that row's error, and the others still arrive."""
+    from connectors.collect.tiktok import FORMAT
+    from connectors.kafka.broker import EmbeddedBroker
+    from connectors.kafka.publisher import Publisher, ensure_topics
+    from shoal.model import FETCH_COLUMNS, RawPost
+    from tests.pipeline import read_csv_xz, run_flow
+    from tests.test_collect_tiktok import template
+
+    fake: FakeTikTok = net["tiktok"]
+    fake.unresolvable.add("7301234567890123458")
+    base = template(fixtures)
+    data = net["root"].parent / "data"
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap, 2)
+        pub = Publisher(broker.bootstrap, "tiktok-research")
+        for n, (vid, user) in enumerate(fake.videos.items()):
+            video = {k: v for k, v in base.items() if k != "video_id"}
+            video.update(id=int(vid), username=user, create_time=1704200000 + n,
+                         hashtag_names=["london"], query="london", query_kind="hashtag",
+                         found_at="2024-01-02T13:00:00Z")
+            pub.post(RawPost("tiktok", vid, FORMAT, video, source=f"test:{n}"))
+        pub.close()
+        fetch = FetchConfig(allow_private_networks=True, retries=0, throttle=0.0,
+                            folder_strategy="flat",
+                            filename_template="{query}/{kind}/{post_id}.{ext}")
+        run_flow(broker.bootstrap, data, media=True, fetch=fetch, reseal_interval=0.2)
+    (media_file,) = (data / "tiktok").glob("*/*_media.csv.xz")
+    rows = {r["post_id"]: r for r in read_csv_xz(media_file)}
+    assert list(next(iter(rows.values())))[-len(FETCH_COLUMNS):] == list(FETCH_COLUMNS)
+    assert set(rows) == set(fake.videos)
+    for vid in ("7301234567890123456", "7301234567890123457"):
+        row = rows[vid]
+        assert row["error"] == "" and row["path"] == f"media/london/video/{vid}.mp4", row
+        assert row["url"] == f"https://www.tiktok.com/@{fake.videos[vid]}/video/{vid}"
+        assert row["final_url"].startswith(f"https://{CDN_HOST}/video/tos/")
+        assert row["resolved"] == f"page from {row['url']}"
+        assert row["mimetype"] == "video/mp4"
+        assert (data / row["path"]).read_bytes() == mp4_bytes(vid)
+    bad = rows["7301234567890123458"]
+    assert bad["error"].startswith("resolve failed: ") and bad["path"] == ""
+    assert bad["resolved"].startswith("page from ")
+
+
+def test_hours_sealed_before_the_resolved_column_still_read(tmp_path: Path) -> None:
+    """An older shoal's hours have no ``resolved``: re-sealing one writes it empty, and the
+    ``media`` view reads old and new Parquet partitions together (NULL for the old)."""
+    import duckdb
+
+    from connectors.store.catalog import Catalog, connect_readonly
+    from connectors.store.layout import HourPaths
+    from connectors.store.seal import csv_bytes
+    from shoal.model import MEDIA_FILE_COLUMNS, POST_COLUMNS, USER_COLUMNS
+
+    assert MEDIA_FILE_COLUMNS[-1] == "resolved"
+    old_columns = MEDIA_FILE_COLUMNS[:-1]
+    data = tmp_path / "data"
+    catalog = Catalog(data)
+    catalog.ensure()
+    old = HourPaths(data, "tiktok", 1704186000, "UTC")
+    new = HourPaths(data, "tiktok", 1704189600, "UTC")
+    row = {c: "" for c in old_columns} | {"post_id": "1", "platform": "tiktok",
+                                          "position": "0", "url": "https://x/1.mp4"}
+    # The old hour as an older shoal sealed it: CSV and Parquet without the column.
+    assert csv_bytes(MEDIA_FILE_COLUMNS, [row]).splitlines()[1].endswith(b",")
+    old.parquet("media").parent.mkdir(parents=True)
+    cells = ", ".join(f"'{row[c]}' AS \"{c}\"" for c in old_columns)
+    duckdb.execute(f"COPY (SELECT {cells}) TO '{old.parquet('media')}' (FORMAT parquet)")
+    page = "https://www.tiktok.com/@a/video/2"
+    new_row = {**row, "post_id": "2", "url": page, "resolved": f"page from {page}"}
+    catalog.publish_hour(new, csv_bytes(POST_COLUMNS, []), csv_bytes(USER_COLUMNS, []),
+                         csv_bytes(MEDIA_FILE_COLUMNS, [new_row]))
+    catalog.close()
+    con = connect_readonly(data)
+    try:
+        got = con.execute("SELECT post_id, resolved FROM media ORDER BY post_id").fetchall()
+    finally:
+        con.close()
+    assert got == [("1", None), ("2", f"page from {page}")]
+
+
+def test_shoal_fetch_reports_how_a_page_was_resolved(net: dict[str, Any], tmp_path: Path) -> None:
+    """``shoal fetch`` on a column of TikTok video pages: the files are the videos, and the
+    report says each was resolved from its page (and where the failing one stopped)."""
+    from shoal.app import fetch_cmd
+    from tests.test_fetch_cmd import parse, read_csv, write_csv
+
+    fake: FakeTikTok = net["tiktok"]
+    fake.unresolvable.add("7301234567890123458")
+    pages = [f"https://www.tiktok.com/@{u}/video/{v}" for v, u in fake.videos.items()]
+    write_csv(tmp_path / "in.csv", [{"id": str(n), "link": p} for n, p in enumerate(pages)])
+    report = tmp_path / "report.csv"
+    argv = ["link", "-i", str(tmp_path / "in.csv"), "-O", str(tmp_path / "out"), "-o",
+            str(report), "--allow-private-networks", "--throttle", "0", "--retries", "0"]
+    assert fetch_cmd.run(parse(argv)) == 0
+    lines = {r["fetch_url"]: r for r in read_csv(report)}
+    assert list(next(iter(lines.values())))[-1] == "fetch_resolved"
+    for page in pages[:2]:
+        line = lines[page]
+        assert line["fetch_error"] == "" and line["fetch_path"].endswith(".mp4")
+        assert line["fetch_resolved"] == f"page from {page}"
+        assert line["fetch_resolved_url"].startswith(f"https://{CDN_HOST}/")
+    failed = lines[pages[2]]
+    assert failed["fetch_error"].startswith("resolve failed: ") and failed["fetch_path"] == ""
