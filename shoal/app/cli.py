@@ -672,7 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="[NAME=]KIND[:ARG], repeatable (default demo): file:PATH (a file or "
                    "a directory of them; file:PATH@NAME too), demo[:N], twitter-search:QUERY, "
                    "twitter-sample, bluesky, mastodon:HOST, instagram:NAME,..., "
-                   "images:KEYWORD; NAME is the collector's name "
+                   "images:KEYWORD, tiktok:TAG,... (Research API; credentials from the "
+                   "environment or [collectors]); NAME is the collector's name "
                    "(default --collector for files, the kind for the others)")
     p.add_argument("--format", default=None, help="input format (default: detected per file)")
     p.add_argument("--strict", action="store_true",
