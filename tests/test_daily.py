@@ -75,7 +75,8 @@ def test_one_sealed_line_per_hour_and_query_answers(tmp_path: Path) -> None:
                            "SELECT collectors FROM reports LIMIT 1").stdout)
     assert set(row["collectors"]) == {"demo-a", "demo-b"}
     bad = shoal("query", "--data-dir", str(data), "SELECT * FROM tweets", check=False)
-    assert bad.returncode == 2 and "(the views are posts, users, media, reports)" in bad.stderr
+    assert bad.returncode == 2 and ("(the views are posts, users, media, reports, tiktok_post_ids, "
+                                       "tiktok_video_ids)") in bad.stderr
     # The media view's columns are the ones the README names.
     first = next((data / "twitter").glob("*/*_media.csv.xz"))
     assert {"http_status", "error", "sha256"} <= set(read_csv_xz(first)[0])
