@@ -72,7 +72,7 @@ def test_every_fetched_image_has_its_phash_in_the_media_rows(
         assert re.fullmatch(r"[0-9a-f]{16}", row["phash"]), row
         # The hash the engine stored is the hash of the bytes the server sent.
         assert row["phash"] == phash_of_bytes(files[name])
-        assert list(row)[-1] == "phash"  # appended: earlier columns keep their places
+        assert list(row)[-2:] == ["phash", "resolved"]  # appended: the others keep their places
     # The media view has it too.
     code, stdout = _run(["query", "--data-dir", str(out), "--format", "json",
                          "SELECT count(*) AS n FROM media WHERE length(phash) = 16"])
