@@ -36,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import duckdb
 import orjson
 from rich.console import Console
 from rich.table import Table
@@ -46,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.floors import processor_floors  # noqa: E402
 from connectors.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
 from connectors.kafka.publisher import ensure_topics  # noqa: E402
+from connectors.store.catalog import CATALOG  # noqa: E402
 from shoal.demo import DemoSpec, demo_pages  # noqa: E402
 
 SHOAL = [sys.executable, "-m", "shoal"]
@@ -84,14 +86,24 @@ def tree_digest(root: Path) -> dict[str, str]:
 
     The recovery store and ``_work`` (locks, who holds them, open hours' chunks) belong to
     the processes that ran; everything else (hourly files, Parquet, raw archive, reports,
-    dead letters) is output.
+    dead letters) is output. The DuckDB catalog holds views only, naming files by their
+    absolute path: its bytes differ between two data dirs by construction (and with the
+    order it was written in), so it is compared by what it says, its views' SQL with the data
+    dir's path taken out.
     """
     out = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
         if not path.is_file() or rel.startswith(("_recovery", "_work", "_logs")):
             continue
-        out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        if rel == CATALOG:
+            with duckdb.connect(str(path), read_only=True) as con:
+                views = con.execute("SELECT view_name, sql FROM duckdb_views() "
+                                    "WHERE NOT internal ORDER BY view_name").fetchall()
+            body = orjson.dumps([(v, sql.replace(str(root), "DIR")) for v, sql in views])
+        else:
+            body = path.read_bytes()
+        out[rel] = hashlib.sha256(body).hexdigest()
     return out
 
 
@@ -153,7 +165,13 @@ def main() -> int:
                                   str(src), str(tmp / "peer.csv")]])
         same = None
         if cluster is not None:
-            same = tree_digest(tmp / "one") == tree_digest(tmp / "cluster")
+            mine, theirs = tree_digest(tmp / "one"), tree_digest(tmp / "cluster")
+            same = mine == theirs
+            for rel in sorted(set(mine) | set(theirs)):
+                if mine.get(rel) != theirs.get(rel):  # which files, not only that some do
+                    where = ", ".join(f"{name}: {'present' if rel in d else 'absent'}"
+                                      for name, d in (("one process", mine), ("cluster", theirs)))
+                    console.print(f"differs: {rel} ({where})")
         report(n, one, one_broker, cluster, cluster_broker, args.processes, peer, floors, same)
         if args.profile:
             console.print("[bold]cProfile of the replay (inline sealing), top 30 by own time"
