@@ -39,6 +39,7 @@ class FlowConfig:
     until_time: datetime | None = None
     partitions: int = 0  # of the topic; filled in by build_flow
     cluster_workers: int = 1  # workers of every process of the cluster; filled in by run
+    stage_keys: dict[int, str] = field(default_factory=dict)  # per partition; by build_flow
     on_sealed: Callable[[HourSummary], None] | None = None
     reseal_interval: float = 10.0  # a sealed hour is redone at most this often (late, media)
 

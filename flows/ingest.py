@@ -33,7 +33,7 @@ from connectors.store.id_lists import write_id_files
 from connectors.store.reports import reports_lock
 from flows.config import FlowConfig
 from flows.media import FetchLogic
-from flows.route import shard_keys
+from flows.route import shard_keys, stage_keys
 from flows.seal import SealLogic, fan_out
 from flows.stage import ChunkFact, StageLogic
 from shoal.fetch.policy import fetch_config, key_for
@@ -48,7 +48,11 @@ def build_flow(cfg: FlowConfig) -> Dataflow:
     Catalog(cfg.data_dir).ensure()
     with reports_lock(cfg.data_dir):  # a seal that crashed before its ID lists: caught up
         write_id_files(cfg.data_dir)
-    cfg.partitions = len(list_partitions(cfg.brokers, cfg.topic))
+    partitions = list_partitions(cfg.brokers, cfg.topic)
+    cfg.partitions = len(partitions)
+    # Each partition staged on the worker that reads it (``flows.route``): no poll crosses
+    # between processes, and the stage is spread as evenly as the partitions.
+    cfg.stage_keys = stage_keys(partitions, cfg.cluster_workers)
     flow = Dataflow("shoal")
     msgs = op.input(
         "posts-in",
@@ -60,6 +64,7 @@ def build_flow(cfg: FlowConfig) -> Dataflow:
             producers_done=cfg.producers_done,
             start_offsets=cfg.start_offsets,
             end_offsets=cfg.end_offsets,
+            keys=cfg.stage_keys,
         ),
     )
     # The source's items are already keyed by partition: one item is one poll's messages.

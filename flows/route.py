@@ -79,6 +79,32 @@ def shard_keys(shards: int, workers: int) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def reader_of(part: str, parts: list[str], workers: int) -> int:
+    """The worker that Bytewax 0.21 gives a source partition: the partitions' names sorted
+    as text, the i-th on worker ``i % workers``."""
+    return sorted(parts).index(part) % workers
+
+
+def stage_keys(partitions: list[int], workers: int) -> dict[int, str]:
+    """The stage's state key per Kafka partition, on the worker that reads the partition.
+
+    Keyed by the partition's own name, the stage of most partitions would run on another
+    worker than the one reading it (every poll's messages crossing between processes) and
+    unevenly: 4 partitions on 2 workers all hash to the same one. The partition's name is
+    kept where it lands right (always on one worker, so a single process's recovery store
+    keeps its keys), else ``NAME@j`` for the first ``j`` that lands right.
+    """
+    names = sorted(str(p) for p in partitions)
+    keys = {}
+    for name in names:
+        want, key, j = reader_of(name, names, workers), name, 0
+        while worker_of(key, workers) != want:
+            j += 1
+            key = f"{name}@{j}"
+        keys[int(name)] = key
+    return keys
+
+
 def shard_of(platform: str, start: int, shards: int) -> int:
     """The seal shard of an hour: hours round-robin over the shards (a replay completes
     hours in time order, so neighbours are sealed side by side), each platform shifted."""

@@ -95,16 +95,29 @@ def _origin(msg: Message, topic: str) -> str:
     return f"{topic}/{msg.partition}/{msg.offset}"
 
 
-class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
-    """Per Kafka partition: normalise, dedupe within open hours, write rows to chunks."""
+StageSnapshot = tuple[int, int] | tuple[int, int, str]
 
-    def __init__(self, cfg: FlowConfig, resume: tuple[int, int] | None):
+
+class StageLogic(StatefulBatchLogic[list[Message], Any, StageSnapshot]):
+    """Per Kafka partition: normalise, dedupe within open hours, write rows to chunks.
+
+    Its state key is the partition's key of ``cfg.stage_keys`` (``flows.route``), which
+    depends on the cluster's worker count. State resumed under a key that is no longer its
+    partition's (the cluster was resized, or the store predates these keys) would sit there
+    forever with nothing routed to it: it reports its watermark once, so that the sealers
+    keep it, and is discarded. The partition's new state starts its clock afresh.
+    """
+
+    def __init__(self, cfg: FlowConfig, resume: StageSnapshot | None):
         self.cfg = cfg
         self.tz = zone(cfg.flow.tz)
         self.names: dict[str, str] = {}  # collector header -> the name reports use
         self.media_kinds = frozenset(cfg.media.media_types) if cfg.media.enabled else frozenset()
         # Bytewax does not hand the key to the builder; the first message tells it.
-        self.partition, self.watermark = resume or (-1, 0)
+        self.partition, self.watermark = resume[:2] if resume else (-1, 0)
+        # Before keys followed readers, the key was the partition's number.
+        key = resume[2] if resume is not None and len(resume) > 2 else str(self.partition)
+        self.retired = resume is not None and key != self._key()
         self.buffers: dict[tuple[str, int], list[bytes]] = {}
         self.buffered = 0
         self.counts: dict[str, int] = {}
@@ -263,16 +276,22 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, tuple[int, int]]):
 
     def on_notify(self) -> tuple[Iterable[Any], bool]:
         self._flush()
-        return self._drain(), StatefulBatchLogic.RETAIN
+        return self._drain(), self._fate()
 
     def on_eof(self) -> tuple[Iterable[Any], bool]:
         self._flush()
-        return self._drain(), StatefulBatchLogic.RETAIN
+        return self._drain(), self._fate()
+
+    def _key(self) -> str:
+        return self.cfg.stage_keys.get(self.partition, str(self.partition))
+
+    def _fate(self) -> bool:
+        return StatefulBatchLogic.DISCARD if self.retired else StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self.next_flush
 
-    def snapshot(self) -> tuple[int, int]:
+    def snapshot(self) -> StageSnapshot:
         # Rows already consumed must be on disk before the offsets past them are saved.
         self._flush()
-        return (self.partition, self.watermark)
+        return (self.partition, self.watermark, self._key())

@@ -86,6 +86,7 @@ class _Partition(StatefulSourcePartition[Batch, int]):
         idle_exit: float | None,
         producers_done: threading.Event | None,
         end_offset: int | None,
+        key: str | None = None,
     ):
         self._consumer = Consumer(_consumer_config(brokers))
         self._consumer.assign([TopicPartition(topic, partition, offset)])
@@ -101,7 +102,7 @@ class _Partition(StatefulSourcePartition[Batch, int]):
         self._tp = TopicPartition(topic, partition)
         self._lag_at = 0.0
         self._awake: datetime | None = None
-        self._key = str(partition)
+        self._key = key if key is not None else str(partition)
 
     def next_batch(self) -> list[Batch]:
         batch = self._poll()
@@ -196,7 +197,10 @@ class PostsSource(FixedPartitionedSource[Batch, int]):
         start_offsets: dict[int, int] | None = None,
         end_offsets: dict[int, int] | None = None,
         batch_size: int = 2000,
+        keys: dict[int, str] | None = None,
     ):
+        """``keys``: the key each partition's batches carry (default: its number), which
+        says on which worker the step after keeps the partition's state."""
         self.brokers = brokers
         self.topic = topic
         self.idle_exit = idle_exit
@@ -204,6 +208,7 @@ class PostsSource(FixedPartitionedSource[Batch, int]):
         self.start_offsets = start_offsets or {}
         self.end_offsets = end_offsets or {}
         self.batch_size = batch_size
+        self.keys = keys or {}
 
     def list_parts(self) -> list[str]:
         return [str(p) for p in list_partitions(self.brokers, self.topic)]
@@ -222,4 +227,5 @@ class PostsSource(FixedPartitionedSource[Batch, int]):
             self.idle_exit,
             self.producers_done,
             self.end_offsets.get(part),
+            self.keys.get(part),
         )
