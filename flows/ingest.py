@@ -114,8 +114,9 @@ def run(cfg: FlowConfig, process_id: int | None = None,
 
     With ``addresses`` (every process's ``host:port``) and ``process_id`` this process is one
     of a Bytewax cluster: Kafka partitions are shared out among all the cluster's workers,
-    each staged where it is read, and the hours among the seal shards. Every process must see the same DIR (one machine, or storage
-    shared by all), and all of them are started, stopped and restarted together.
+    each staged where it is read, and the hours among the seal shards. Every process must
+    see the same DIR (one machine, or storage shared by all), and all of them are started,
+    stopped and restarted together.
     """
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig, init_db_dir
