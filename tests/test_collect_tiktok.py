@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from connectors.collect.tiktok import next_utc_day, windows
-from tests.live_helpers import KafkaTap, LocalServer, collector_name, finish
+from tests.live_helpers import KafkaTap, LocalServer, collector_name, finish, live_args
 from tests.pipeline import all_rows, run_flow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,3 +269,51 @@ def test_no_credentials_is_one_line(brokers: str) -> None:
     assert code == 2
     assert "TIKTOK_CLIENT_KEY" in next(x for x in logs if x.get("msg") == "collector failed")[
         "error"]
+
+
+class OddResearchAPI(FakeResearchAPI):
+    """Answers #odd with ``videos`` that is not a list and #weird with a cursor that is no
+    number (a proxy's or a changed API's answer); #london as the real API would."""
+
+    async def query(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        tag = body["query"]["and"][0]["field_values"][0]
+        if tag in ("odd", "weird"):
+            self.queries.append(body)
+            data: dict[str, Any] = (
+                {"videos": 5, "cursor": 0, "has_more": False} if tag == "odd" else
+                {"videos": [], "cursor": "next", "has_more": True, "search_id": "s"})
+            return web.json_response({"data": data, "error": {"code": "ok"}})
+        request._read_bytes = json.dumps(body).encode()  # read again by the real handler
+        return await super().query(request)
+
+
+def test_an_answer_of_odd_shape_is_that_hashtags_error(fixtures: Path, brokers: str,
+                                                       tap: KafkaTap, tmp_path: Path) -> None:
+    data, _ = videos(fixtures)
+    fake = OddResearchAPI({"london": data["london"]})
+    fake.revoke_after = fake.quota_at = 10**6
+    name = collector_name("tt")
+    with LocalServer(fake.app()) as server:
+        args = live_args(
+            "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "#Odd", "weird",
+            "London", "#london", "--since", str(SINCE), "--until", str(SINCE + timedelta(9)),
+            "--research-api-url", server.url, "--client-key", KEY, "--client-secret", SECRET,
+            "--state", str(tmp_path / "state.json"), "--retries", "0")
+        assert args.live_run(args) == 0
+    runs = [json.loads(line) for line in
+            (tmp_path / "state.json.runs.jsonl").read_text().splitlines()]
+    assert [(r["target"], r["outcome"]) for r in runs] == [
+        ("#odd", "error"), ("#weird", "error"), ("#london", "ok")]
+    assert "unexpected_answer" in runs[0]["error"] and "'next'" in runs[1]["error"]
+    tap.settle(0.5)
+    assert runs[2]["posts"] == len(tap.posts(name)) > 0
+    assert all(p["payload"]["query"] == "london" for p in tap.posts(name))
+
+
+def test_names_that_are_no_hashtag_or_user_are_one_line() -> None:
+    for flag, value in (("--hashtags", ".."), ("--hashtags", "a/b"), ("--users", ".."),
+                        ("--users", "../etc"), ("--hashtags", "two words")):
+        args = live_args("tiktok", "--brokers", "127.0.0.1:1", "--collector", "tt", flag,
+                         value, "--client-key", KEY, "--client-secret", SECRET)
+        assert args.live_run(args) == 2, value

@@ -71,7 +71,8 @@ FIELDS = ("id,create_time,username,region_code,video_description,music_id,like_c
           "voice_to_text,video_duration")
 QUOTA = "daily_quota_limit_exceeded"
 TOKEN_INVALID = "access_token_invalid"
-_NAME = re.compile(r"[\w.-]+")
+_TAG = re.compile(r"\w+")
+_USER = re.compile(r"[\w.]*\w[\w.]*")
 
 
 class ApiError(Exception):
@@ -267,15 +268,19 @@ def range_of(args: argparse.Namespace) -> tuple[date, date]:
 
 
 def names(values: list[str], strip: str) -> list[str]:
-    """Hashtags without '#' (lower case: TikTok's are) or users without '@', each once."""
+    """Hashtags without '#' or users without '@', in lower case (TikTok's own: ``#London``
+    and ``#london`` are one hashtag, ``@Alice`` and ``@alice`` one account), each once.
+    A hashtag is letters, digits and ``_``; a user name may hold ``.`` too, but not only
+    dots (``..`` is no account, and must not become a path or a URL)."""
     out: list[str] = []
+    pattern = _TAG if strip == "#" else _USER
     for value in values:
-        name = value.strip().lstrip(strip)
-        name = name.lower() if strip == "#" else name
+        name = value.strip().lstrip(strip).lower()
         if not name:
             continue
-        if not _NAME.fullmatch(name):
-            raise ConnectorError(f"not a TikTok name: {value!r}")
+        if not pattern.fullmatch(name):
+            kind = "hashtag" if strip == "#" else "user name"
+            raise ConnectorError(f"not a TikTok {kind}: {value!r}")
         if name not in out:
             out.append(name)
     return out
@@ -383,6 +388,10 @@ class TikTokCollector:
             outcome, error = "error", str(exc)
         except _ListingError as exc:
             outcome, error = exc.outcome, str(exc)[:300]
+        except ConnectorError:
+            raise  # a refused token: the batch's end, one line
+        except Exception as exc:  # a library's surprise or an answer of an odd shape
+            outcome, error = "error", f"{type(exc).__name__}: {exc}"[:300]
         finally:
             if self.stopper.is_set() and outcome == "ok":
                 outcome = "interrupted"
@@ -470,10 +479,16 @@ class TikTokCollector:
                     entry.update(cursor=0, search_id="")
                     continue
                 raise
-            videos = [v for v in data.get("videos") or [] if isinstance(v, dict)]
+            found = data.get("videos") or []
+            cursor = data.get("cursor") or 0
+            if not isinstance(found, list) or not _is_count(cursor):
+                # Paging on a cursor we cannot read could loop or skip: the hashtag's error.
+                raise ApiError(200, "unexpected_answer",
+                               f"videos {type(found).__name__}, cursor {cursor!r}"[:120])
+            videos = [v for v in found if isinstance(v, dict)]
             counts["pages"] += 1
             self.publish(tag, "hashtag", videos, counts)
-            cursor = int(data.get("cursor") or 0)
+            cursor = int(cursor)
             more = bool(data.get("has_more")) and cursor > int(entry.get("cursor") or 0)
             entry.update(cursor=cursor, search_id=str(data.get("search_id") or
                                                        entry.get("search_id") or ""))
@@ -489,6 +504,15 @@ class TikTokCollector:
         for n in range(0, len(videos), 100):
             self.publish(f"@{name}", "user", videos[n:n + 100], counts)
         return True
+
+
+def _is_count(value: object) -> bool:
+    """A cursor the API could have meant: a whole number >= 0 (as a number or digits)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 0
+    return isinstance(value, str) and value.isascii() and value.isdigit()
 
 
 class _ListingError(Exception):
