@@ -19,8 +19,8 @@ from pathlib import Path
 
 from connectors.collect.instagram import BatchRateController
 from connectors.collect.live import Stopper
-from tests.fake_instagram import HOSTS, FakeInstagram, batch
-from tests.live_helpers import KafkaTap, collector_name, finish
+from tests.fake_instagram import HOSTS, FakeInstagram, Profile, batch, fixture_media
+from tests.live_helpers import KafkaTap, collector_name, finish, live_args
 from tests.pipeline import all_rows, run_flow
 from tests.tls import TestCA, TlsServer
 
@@ -132,3 +132,46 @@ def test_refused_session_is_one_line(fixtures: Path, brokers: str, tmp_path: Pat
     failed = [x for x in logs if x.get("msg") == "collector failed"]
     assert len(failed) == 1 and "refused the session" in failed[0]["error"]
     assert all(p != "/alice/" for _, p in fake.requests)
+
+
+def test_odd_names_and_a_library_surprise(fixtures: Path, brokers: str, tap: KafkaTap,
+                                          tmp_path: Path) -> None:
+    """A profiles file as an editor or a spreadsheet leaves it (a BOM, comments, blank lines,
+    a name twice in two cases, a name Instagram cannot have) and a profile whose timeline
+    makes instaloader itself fail (a caption that is text, not an object: an AttributeError
+    inside it):
+    each name once, the impossible one not-found without a request, the failing one an
+    error, and the batch goes on to the end."""
+    fake = batch(fixtures)
+    fake.profiles["carol"].rate_limit = False
+    odd = {**fixture_media(fixtures)[-1], "caption": "a caption as a bare string"}
+    fake.profiles["odd"] = Profile("odd", "9200", posts=[odd])
+    (tmp_path / "profiles.txt").write_text(
+        "\ufeffAlice\n# friends of alice\n\n  odd  \nALICE  # again\n../etc\ncarol\n")
+    session_file(tmp_path / "session")
+    ca = TestCA(tmp_path / "ca", HOSTS)
+    name = collector_name("ig")
+    with TlsServer(fake.app(), ca) as server:
+        code, logs = finish(collector(server, ca, brokers, name, tmp_path), 60)
+    assert code == 0, logs[-5:]
+    runs = [json.loads(line) for line in (tmp_path / "state.json.runs.jsonl").read_text()
+            .splitlines()]
+    assert [(r["target"], r["outcome"]) for r in runs] == [
+        ("profile:alice", "ok"), ("profile:odd", "error"), ("profile:../etc", "not-found"),
+        ("profile:carol", "ok")]
+    assert "AttributeError" in runs[1]["error"]
+    assert not any("etc" in path for _, path in fake.requests)
+    tap.settle(0.5)
+    keys = Counter(p["key"] for p in tap.posts(name))
+    assert set(keys) == {f"instagram:{m['pk']}" for p in ("alice", "carol")
+                         for m in fake.profiles[p].posts}
+
+
+def test_a_profiles_path_that_is_no_file_is_one_line(tmp_path: Path) -> None:
+    args = live_args("instagram", "--profiles", str(tmp_path / "lists" / "profiles.txt"),
+                     "--brokers", "127.0.0.1:1", "--collector", "ig")
+    assert args.live_run(args) == 2
+    (tmp_path / "latin1.txt").write_bytes(b"jos\xe9\n")
+    args = live_args("instagram", "--profiles", str(tmp_path / "latin1.txt"),
+                     "--brokers", "127.0.0.1:1", "--collector", "ig")
+    assert args.live_run(args) == 2

@@ -28,6 +28,7 @@ import io
 import logging
 import os
 import pickle
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ import instaloader
 import requests
 from instaloader import exceptions as ie
 from instaloader.nodeiterator import FrozenNodeIterator, NodeIterator
+from kafka.errors import KafkaError
 
 from connectors.collect import resolve
 from connectors.collect.live import (
@@ -51,6 +53,7 @@ from connectors.collect.live import (
 )
 from connectors.kafka.publisher import now_iso
 from shoal.batch import BatchProgress
+from shoal.errors import UserError
 from shoal.logs import event
 from shoal.media.platforms import instagram_media
 from shoal.model import RawPost
@@ -136,25 +139,54 @@ class BatchRateController(instaloader.RateController):
 # --------------------------------------------------------------------------- targets
 
 
+# Instagram's own rules: a user name is 1 to 30 letters, digits, '.' and '_'; a hashtag is
+# letters, digits and '_'. Both are case-insensitive (Instagram shows them in lower case).
+USERNAME = re.compile(r"[a-z0-9._]{1,30}")
+HASHTAG = re.compile(r"\w+")
+
+
+def _listed(path: Path) -> list[str]:
+    """The names of a ``--profiles`` FILE: one a line, UTF-8 with or without a BOM; blank
+    lines and ``#`` comments (whole lines or after a name) are no names."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConnectorError(f"profiles file {path} is not UTF-8 text (byte {exc.start})"
+                             ) from None
+    except OSError as exc:
+        raise ConnectorError(f"cannot read profiles file {path}: {exc.strerror}") from None
+    return [line.split("#", 1)[0] for line in text.splitlines()]
+
+
 def targets_of(args: argparse.Namespace) -> list[str]:
-    """``profile:NAME`` and ``hashtag:TAG`` in the order given; a FILE lists one name a line."""
+    """``profile:NAME`` and ``hashtag:TAG`` in the order given, each once whatever its case
+    (``Alice`` and ``alice`` are one account); a FILE lists one name a line. A name given
+    with a path separator that is no file is a one-line error: it was meant as a file."""
     names: list[str] = []
     for item in args.profiles or ():
         path = Path(item)
         if path.is_file():
-            names += [line.strip() for line in path.read_text().splitlines()]
+            names += _listed(path)
+        elif "/" in item or os.sep in item:
+            raise ConnectorError(f"profiles file {item} does not exist")
         else:
             names.append(item)
     out: list[str] = []
     for name in names:
-        name = name.strip().lstrip("@")
+        name = name.strip().lstrip("@").lower()
         if name and not name.startswith("#") and f"profile:{name}" not in out:
             out.append(f"profile:{name}")
     for tag in args.hashtags or ():
-        tag = tag.strip().lstrip("#")
+        tag = tag.strip().lstrip("#").lower()
         if tag and f"hashtag:{tag}" not in out:
             out.append(f"hashtag:{tag}")
     return out
+
+
+def valid_target(target: str) -> bool:
+    """Whether Instagram could have such a profile or hashtag (else it is not asked)."""
+    kind, _, name = target.partition(":")
+    return bool((USERNAME if kind == "profile" else HASHTAG).fullmatch(name))
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -296,6 +328,10 @@ class InstagramCollector:
         outcome = "ok"
         error = ""
         try:
+            if not valid_target(target):
+                # No such account or tag can exist: Instagram's answer, without asking it.
+                raise ie.ProfileNotExistsException(f"{target.partition(':')[2]!r} is not a "
+                                                   "valid Instagram name")
             for attempt in range(1, self.c.instagram_rate_limit_retries + 2):
                 try:
                     self._collect(target, entry, counts)
@@ -312,6 +348,10 @@ class InstagramCollector:
             outcome, error = outcome_of(exc), f"{type(exc).__name__}: {str(exc)[:300]}"
             if rate_limited(exc):
                 outcome = "rate-limited"
+        except (UserError, KafkaError):
+            raise  # ours or Kafka's: not this target's fault, and the next would fail too
+        except Exception as exc:  # instaloader's surprise on an odd answer: this target's
+            outcome, error = "error", f"{type(exc).__name__}: {str(exc)[:300]}"
         finally:
             if self.stopper.is_set() and outcome == "ok" and "done" not in entry:
                 outcome = "interrupted"
