@@ -175,3 +175,37 @@ def test_a_profiles_path_that_is_no_file_is_one_line(tmp_path: Path) -> None:
     args = live_args("instagram", "--profiles", str(tmp_path / "latin1.txt"),
                      "--brokers", "127.0.0.1:1", "--collector", "ig")
     assert args.live_run(args) == 2
+
+
+def test_max_posts_holds_across_a_kill(fixtures: Path, brokers: str, tap: KafkaTap,
+                                       tmp_path: Path) -> None:
+    """--max-posts 3 of a five-post profile, killed after its first page (2 posts): the
+    restart resumes at the third post and stops there, 3 in all, not 3 more."""
+    fake = batch(fixtures)
+    fake.delay = 2.0
+    (tmp_path / "profiles.txt").write_text("alice\n")
+    session_file(tmp_path / "session")
+    ca = TestCA(tmp_path / "ca", HOSTS)
+    name = collector_name("ig")
+    extra = ("--max-posts", "3", "--request-timeout", "10")
+    with TlsServer(fake.app(), ca) as server:
+        first = collector(server, ca, brokers, name, tmp_path, *extra)
+        archive = tmp_path / "state.json.ids"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and first.poll() is None and not (
+                archive.exists() and len(archive.read_text().split()) == 2):
+            time.sleep(0.02)
+        time.sleep(0.5)  # the first page (2 posts) taken and saved, the second not answered
+        assert first.poll() is None, finish(first)[1][-5:]
+        first.send_signal(signal.SIGKILL)
+        finish(first, 10)
+        tap.settle(0.3)
+        assert len(tap.posts(name)) == 2
+        code, logs = finish(collector(server, ca, brokers, name, tmp_path, *extra))
+        assert code == 0, logs[-5:]
+    tap.settle(0.5)
+    keys = sorted(p["key"] for p in tap.posts(name))
+    assert keys == sorted(f"instagram:{m['pk']}" for m in fake.profiles["alice"].posts[:3])
+    runs = [json.loads(line) for line in (tmp_path / "state.json.runs.jsonl").read_text()
+            .splitlines()]
+    assert [(r["outcome"], r["posts"], r["skipped"]) for r in runs] == [("ok", 1, 1)]

@@ -360,6 +360,7 @@ class InstagramCollector:
                 entry["outcome"] = outcome
             if outcome in FINAL:
                 entry.pop("frozen", None)
+                entry.pop("taken", None)
             self.outlet.publisher.flush(30)
             self.batch.save(self.rc.calls)
             line = {"target": target, "outcome": outcome, **counts, "started": started,
@@ -380,13 +381,19 @@ class InstagramCollector:
     def _collect(self, target: str, entry: dict[str, Any], counts: dict[str, int]) -> None:
         posts = self._iterator(target)
         frozen = entry.get("frozen")
+        # Posts of this target taken by the runs before (a kill, a timeout): --max-posts
+        # counts over every run of the target, not afresh after each restart.
+        taken = 0
         if frozen:
             try:
                 posts.thaw(FrozenNodeIterator(**frozen))
+                taken = int(entry.get("taken") or 0)
             except (ie.InvalidArgumentException, TypeError) as exc:
                 warn("cannot resume; starting the target over", target=target, error=str(exc))
+        entry["taken"] = taken
+        most = self.c.instagram_max_posts
         last_save = time.monotonic()
-        for post in _bounded(posts, self.stopper):
+        for post in _bounded(posts, self.stopper) if not most or taken < most else ():
             payload = _media_object(post)
             payload["query"] = target  # what found it: the post's query column
             post_id = str(payload.get("pk") or post.mediaid)
@@ -402,11 +409,14 @@ class InstagramCollector:
                 counts["posts"] += 1
                 counts["media"] += len(instagram_media(payload, post_id))
             entry["frozen"] = posts.freeze()._asdict()
+            # The thawed iterator yields this post again (instaloader freezes at the last
+            # one returned), so it is not yet counted among the posts before the position.
+            entry["taken"] = taken
+            taken += 1
             if time.monotonic() - last_save >= self.c.instagram_save_every:
                 self.batch.save(self.rc.calls)
                 last_save = time.monotonic()
-            most = self.c.instagram_max_posts
-            if most and counts["posts"] + counts["skipped"] >= most:
+            if most and taken >= most:
                 break
         if not self.stopper.is_set():
             entry["done"] = True

@@ -42,6 +42,7 @@ from typing import Any
 
 import orjson
 import requests
+from kafka.errors import KafkaError
 
 from connectors.collect import resolve
 from connectors.collect.live import (
@@ -58,6 +59,7 @@ from connectors.collect.live import (
 )
 from connectors.kafka.publisher import now_iso
 from shoal.batch import BatchProgress
+from shoal.errors import UserError
 from shoal.hours import parse_day
 from shoal.logs import event
 from shoal.model import BadPost, RawPost
@@ -388,8 +390,8 @@ class TikTokCollector:
             outcome, error = "error", str(exc)
         except _ListingError as exc:
             outcome, error = exc.outcome, str(exc)[:300]
-        except ConnectorError:
-            raise  # a refused token: the batch's end, one line
+        except (UserError, KafkaError):
+            raise  # a refused token, Kafka gone: the batch's end, not this target's fault
         except Exception as exc:  # a library's surprise or an answer of an odd shape
             outcome, error = "error", f"{type(exc).__name__}: {exc}"[:300]
         finally:
