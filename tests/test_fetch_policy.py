@@ -278,3 +278,16 @@ def test_query_folders_keep_keywords_apart() -> None:
     assert len(set(folders)) == len(queries), folders
     assert folder("猫") == folder("猫")  # stable: the same keyword, the same folder
     assert all(len(f) <= 64 for f in folders)
+
+
+def test_id_list_folders_keep_long_queries_apart() -> None:
+    """``ids/tiktok/<query>/``: two queries that share their first 200 encoded characters
+    (23 letters of a non-Latin script are enough) still get two folders, of a usable
+    length, and never a cut ``%XX``."""
+    from shoal.names import query_folder
+
+    a, b = "東京" * 12 + "a", "東京" * 12 + "b"
+    fa, fb = query_folder(a), query_folder(b)
+    assert fa != fb and len(fa) <= 200 and len(fb) <= 200
+    assert query_folder(a) == fa and query_folder("london") == "london"
+    assert query_folder("..") == "%2E%2E" and "/" not in fa
