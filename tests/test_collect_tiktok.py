@@ -273,7 +273,16 @@ def test_no_credentials_is_one_line(brokers: str) -> None:
 
 class OddResearchAPI(FakeResearchAPI):
     """Answers #odd with ``videos`` that is not a list and #weird with a cursor that is no
-    number (a proxy's or a changed API's answer); #london as the real API would."""
+    number (a proxy's or a changed API's answer); #london as the real API would. The first
+    token request is answered 429 (busy), as the API's gateway does under load."""
+
+    busy = 1
+
+    async def token(self, request: web.Request) -> web.Response:
+        if self.busy:
+            self.busy -= 1
+            return web.json_response({"error": "rate_limit_exceeded"}, status=429)
+        return await super().token(request)
 
     async def query(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -299,13 +308,14 @@ def test_an_answer_of_odd_shape_is_that_hashtags_error(fixtures: Path, brokers: 
             "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "#Odd", "weird",
             "London", "#london", "--since", str(SINCE), "--until", str(SINCE + timedelta(9)),
             "--research-api-url", server.url, "--client-key", KEY, "--client-secret", SECRET,
-            "--state", str(tmp_path / "state.json"), "--retries", "0")
+            "--state", str(tmp_path / "state.json"), "--retries", "1", "--backoff-base", "0.05")
         assert args.live_run(args) == 0
     runs = [json.loads(line) for line in
             (tmp_path / "state.json.runs.jsonl").read_text().splitlines()]
     assert [(r["target"], r["outcome"]) for r in runs] == [
         ("#odd", "error"), ("#weird", "error"), ("#london", "ok")]
     assert "unexpected_answer" in runs[0]["error"] and "'next'" in runs[1]["error"]
+    assert fake.busy == 0 and len(fake.tokens) == 1
     tap.settle(0.5)
     assert runs[2]["posts"] == len(tap.posts(name)) > 0
     assert all(p["payload"]["query"] == "london" for p in tap.posts(name))

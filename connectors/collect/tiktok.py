@@ -159,7 +159,8 @@ class ResearchClient:
                 self._pause("token request failed", error=type(exc).__name__)
                 continue
             body = _body(resp)
-            if resp.status_code >= 500 and attempt < self.retries:
+            if (resp.status_code >= 500 or resp.status_code == 429) and attempt < self.retries:
+                # Busy, not a refusal: like a query, tried again after a backoff.
                 self._pause("token request failed", status=resp.status_code)
                 continue
             token = body.get("access_token")
