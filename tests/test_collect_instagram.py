@@ -137,7 +137,8 @@ def test_refused_session_is_one_line(fixtures: Path, brokers: str, tmp_path: Pat
 def test_odd_names_and_a_library_surprise(fixtures: Path, brokers: str, tap: KafkaTap,
                                           tmp_path: Path) -> None:
     """A profiles file as an editor or a spreadsheet leaves it (a BOM, comments, blank lines,
-    a name twice in two cases, a name Instagram cannot have) and a profile whose timeline
+    a name twice in two cases, a name Instagram cannot have, a missing one with 429 in its
+    name) and a profile whose timeline
     makes instaloader itself fail (a caption that is text, not an object: an AttributeError
     inside it):
     each name once, the impossible one not-found without a request, the failing one an
@@ -147,7 +148,8 @@ def test_odd_names_and_a_library_surprise(fixtures: Path, brokers: str, tap: Kaf
     odd = {**fixture_media(fixtures)[-1], "caption": "a caption as a bare string"}
     fake.profiles["odd"] = Profile("odd", "9200", posts=[odd])
     (tmp_path / "profiles.txt").write_text(
-        "\ufeffAlice\n# friends of alice\n\n  odd  \nALICE  # again\n../etc\ncarol\n")
+        "\ufeffAlice\n# friends of alice\n\n  odd  \nALICE  # again\n../etc\nghost429\n"
+        "carol\n")
     session_file(tmp_path / "session")
     ca = TestCA(tmp_path / "ca", HOSTS)
     name = collector_name("ig")
@@ -158,7 +160,8 @@ def test_odd_names_and_a_library_surprise(fixtures: Path, brokers: str, tap: Kaf
             .splitlines()]
     assert [(r["target"], r["outcome"]) for r in runs] == [
         ("profile:alice", "ok"), ("profile:odd", "error"), ("profile:../etc", "not-found"),
-        ("profile:carol", "ok")]
+        ("profile:ghost429", "not-found"), ("profile:carol", "ok")]
+    assert not [x for x in logs if x.get("msg") == "rate limited"]  # "429" in a name
     assert "AttributeError" in runs[1]["error"]
     assert not any("etc" in path for _, path in fake.requests)
     tap.settle(0.5)

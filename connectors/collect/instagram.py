@@ -63,7 +63,10 @@ FORMAT = "instagram-media"
 HOUR = 3600.0
 # Outcomes that a restart does not try again; the others (timeout, error) it does.
 FINAL = {"ok", "private", "not-found", "login-required"}
-RATE_WORDS = ("429", "Too Many Requests", "Please wait a few minutes")
+# How instaloader words a rate limit it could not get through: "429 Too Many Requests when
+# accessing URL", or Instagram's own "Please wait a few minutes". A bare "429" is not enough:
+# a profile named bob429 that does not exist is no rate limit.
+RATE_WORDS = re.compile(r"(?<!\d)429 Too Many Requests|Please wait a few minutes")
 
 
 # --------------------------------------------------------------------------- pacing
@@ -202,7 +205,12 @@ def outcome_of(exc: BaseException) -> str:
 
 
 def rate_limited(exc: BaseException) -> bool:
-    return isinstance(exc, ie.TooManyRequestsException) or any(w in str(exc) for w in RATE_WORDS)
+    if isinstance(exc, ie.TooManyRequestsException):
+        return True
+    if isinstance(exc, ie.ProfileNotExistsException | ie.QueryReturnedNotFoundException
+                  | ie.PrivateProfileNotFollowedException):
+        return False  # an answer, whatever the name or URL in its message holds
+    return bool(RATE_WORDS.search(str(exc)))
 
 
 class _LogLines(io.TextIOBase):
