@@ -560,9 +560,10 @@ def ytdlp_options(args: argparse.Namespace) -> dict[str, Any]:
 def listing_outcome(error: str) -> str:
     """A failed user listing's outcome from yt-dlp's words: ``private`` (the profile page
     says so), ``not-found`` (no such account: the page has no ``secUid`` and no embed page
-    gives one), ``empty`` (an account without videos), else ``error``."""
+    gives one), ``empty`` (an account without videos), else ``error``. Whole phrases: the
+    message names the user, and a missing ``privateer`` is no private account."""
     low = error.lower()
-    if "private" in low:
+    if "account is private" in low or "account is likely either private" in low:
         return "private"
     if "unable to extract secondary user id" in low:
         return "not-found"
