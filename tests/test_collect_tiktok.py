@@ -327,3 +327,18 @@ def test_names_that_are_no_hashtag_or_user_are_one_line() -> None:
         args = live_args("tiktok", "--brokers", "127.0.0.1:1", "--collector", "tt", flag,
                          value, "--client-key", KEY, "--client-secret", SECRET)
         assert args.live_run(args) == 2, value
+
+
+def test_bad_ranges_are_one_line() -> None:
+    """Dates checked before anything is asked: a day that does not exist, and a range that
+    ends before it starts, each one line naming what to fix, and no traceback."""
+    env = {**os.environ, "TIKTOK_CLIENT_KEY": KEY, "TIKTOK_CLIENT_SECRET": SECRET}
+    for since, until, words in (("2024-02-30", "2024-03-01", "not a date"),
+                                ("2024-03-02", "2024-03-01", "is after")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "shoal", "collect", "tiktok", "--brokers", "127.0.0.1:1",
+             "--collector", "tt", "--hashtags", "x", "--since", since, "--until", until],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
