@@ -115,7 +115,8 @@ def test_bom_header_case_repeats_and_a_library_error(brokers: str, tap: KafkaTap
                                                      tmp_path: Path) -> None:
     """A spreadsheet's CSV (a BOM before its header, CRLF), a keyword twice in two cases, and
     a keyword on which ddgs itself breaks: the header is no keyword, ``cats`` is searched
-    once, the broken keyword is one run-log line and the batch goes on."""
+    once, the broken keyword is one run-log line and the batch goes on. The run log's
+    folder does not exist yet: it is made."""
     fake = OddDuckDuckGo()
     fake.limited = set()
     ca = TestCA(tmp_path / "ca", ["duckduckgo.com"])
@@ -126,10 +127,11 @@ def test_bom_header_case_repeats_and_a_library_error(brokers: str, tap: KafkaTap
         args = live_args("images", "--keywords-file", str(tmp_path / "queries.csv"),
                          "--brokers", brokers, "--collector", name, "--proxy", proxy.url,
                          "--ca-file", str(ca.ca_file), "--retries", "0",
-                         "--run-log", str(tmp_path / "runs.jsonl"))
+                         "--run-log", str(tmp_path / "logs" / "new" / "runs.jsonl"))
         assert args.live_run(args) == 0
     assert fake.searches == ["untitled", "cats"]
-    runs = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    runs = [json.loads(line) for line in
+            (tmp_path / "logs" / "new" / "runs.jsonl").read_text().splitlines()]
     assert [(r["target"], r["outcome"], r["posts"]) for r in runs] == [
         ("untitled", "error", 0), ("cats", "ok", 3)]
     assert "TypeError" in runs[0]["error"]

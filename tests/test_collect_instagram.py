@@ -142,7 +142,7 @@ def test_odd_names_and_a_library_surprise(fixtures: Path, brokers: str, tap: Kaf
     makes instaloader itself fail (a caption that is text, not an object: an AttributeError
     inside it):
     each name once, the impossible one not-found without a request, the failing one an
-    error, and the batch goes on to the end."""
+    error, and the batch goes on to the end. Its --state names a folder not made yet."""
     fake = batch(fixtures)
     fake.profiles["carol"].rate_limit = False
     odd = {**fixture_media(fixtures)[-1], "caption": "a caption as a bare string"}
@@ -154,10 +154,11 @@ def test_odd_names_and_a_library_surprise(fixtures: Path, brokers: str, tap: Kaf
     ca = TestCA(tmp_path / "ca", HOSTS)
     name = collector_name("ig")
     with TlsServer(fake.app(), ca) as server:
-        code, logs = finish(collector(server, ca, brokers, name, tmp_path), 60)
+        code, logs = finish(collector(server, ca, brokers, name, tmp_path, "--state",
+                                      str(tmp_path / "new" / "state.json")), 60)
     assert code == 0, logs[-5:]
-    runs = [json.loads(line) for line in (tmp_path / "state.json.runs.jsonl").read_text()
-            .splitlines()]
+    runs = [json.loads(line) for line in (tmp_path / "new" / "state.json.runs.jsonl")
+            .read_text().splitlines()]
     assert [(r["target"], r["outcome"]) for r in runs] == [
         ("profile:alice", "ok"), ("profile:odd", "error"), ("profile:../etc", "not-found"),
         ("profile:ghost429", "not-found"), ("profile:carol", "ok")]

@@ -308,10 +308,11 @@ def test_an_answer_of_odd_shape_is_that_hashtags_error(fixtures: Path, brokers: 
             "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "#Odd", "weird",
             "London", "#london", "--since", str(SINCE), "--until", str(SINCE + timedelta(9)),
             "--research-api-url", server.url, "--client-key", KEY, "--client-secret", SECRET,
-            "--state", str(tmp_path / "state.json"), "--retries", "1", "--backoff-base", "0.05")
+            "--state", str(tmp_path / "state.json"), "--run-log",
+            str(tmp_path / "logs" / "runs.jsonl"), "--retries", "1", "--backoff-base", "0.05")
         assert args.live_run(args) == 0
     runs = [json.loads(line) for line in
-            (tmp_path / "state.json.runs.jsonl").read_text().splitlines()]
+            (tmp_path / "logs" / "runs.jsonl").read_text().splitlines()]
     assert [(r["target"], r["outcome"]) for r in runs] == [
         ("#odd", "error"), ("#weird", "error"), ("#london", "ok")]
     assert "unexpected_answer" in runs[0]["error"] and "'next'" in runs[1]["error"]

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 from ddgs import DDGS
 from ddgs.exceptions import DDGSException
 
@@ -34,6 +33,7 @@ from connectors.collect.live import (
     Outlet,
     Stopper,
     add_common_options,
+    append_line,
     run_sync,
     warn,
 )
@@ -135,8 +135,7 @@ def collect(args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
         event(log, "target done", kind="images", **line)
         outlet.progress.finish(line["outcome"])
         if args.run_log:
-            with open(args.run_log, "ab") as fh:
-                fh.write(orjson.dumps(line) + b"\n")
+            append_line(args.run_log, line)
 
 
 def run(args: argparse.Namespace) -> int:

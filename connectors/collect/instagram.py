@@ -45,6 +45,7 @@ from connectors.collect.live import (
     ConnectorError,
     Outlet,
     Stopper,
+    append_line,
     iso,
     load_state,
     run_sync,
@@ -239,6 +240,8 @@ class Batch:
             self.published = set(self.archive_path.read_text().split())
         self.run_log: Path | None = args.run_log or (
             Path(f"{self.path}.runs.jsonl") if self.path is not None else None)
+        if self.archive_path is not None:  # --state may name a folder not made yet
+            self.archive_path.parent.mkdir(parents=True, exist_ok=True)
         self._archive = (open(self.archive_path, "a") if self.archive_path is not None  # noqa: SIM115
                          else None)
 
@@ -256,10 +259,7 @@ class Batch:
     def record(self, line: dict[str, Any]) -> None:
         event(log, "target done", **line)
         if self.run_log is not None:
-            import orjson
-
-            with open(self.run_log, "ab") as fh:
-                fh.write(orjson.dumps(line) + b"\n")
+            append_line(self.run_log, line)
 
     def close(self) -> None:
         if self._archive is not None:

@@ -40,7 +40,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import requests
 from kafka.errors import KafkaError
 
@@ -51,6 +50,7 @@ from connectors.collect.live import (
     Outlet,
     Stopper,
     add_common_options,
+    append_line,
     iso,
     load_state,
     run_sync,
@@ -351,8 +351,7 @@ class TikTokCollector:
     def record(self, line: dict[str, Any]) -> None:
         event(log, "target done", kind="tiktok", **line)
         if self.run_log is not None:
-            with open(self.run_log, "ab") as fh:
-                fh.write(orjson.dumps(line) + b"\n")
+            append_line(self.run_log, line)
 
     def run(self) -> None:
         try:
