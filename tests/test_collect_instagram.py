@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from connectors.collect.instagram import BatchRateController
 from connectors.collect.live import Stopper
@@ -213,3 +214,18 @@ def test_max_posts_holds_across_a_kill(fixtures: Path, brokers: str, tap: KafkaT
     runs = [json.loads(line) for line in (tmp_path / "state.json.runs.jsonl").read_text()
             .splitlines()]
     assert [(r["outcome"], r["posts"], r["skipped"]) for r in runs] == [("ok", 1, 1)]
+
+
+def test_a_session_file_of_another_shape_is_one_line(brokers: str, tmp_path: Path,
+                                                     caplog: Any) -> None:
+    """A pickle that is not instaloader's (a list of cookies, a string): one line naming the
+    file, exit 2, not a traceback from inside instaloader."""
+    (tmp_path / "session").write_bytes(pickle.dumps(["sessionid", "s3cr3t-session"]))
+    args = live_args("instagram", "--profiles", "alice", "--session-file",
+                     str(tmp_path / "session"), "--brokers", brokers, "--collector",
+                     collector_name("ig"))
+    assert args.live_run(args) == 2
+    errors = [str(getattr(r, "fields", {}).get("error")) for r in caplog.records
+              if r.getMessage() == "collector failed"]
+    assert len(errors) == 1 and "cannot read session file" in errors[0], errors
+    assert "s3cr3t" not in errors[0]

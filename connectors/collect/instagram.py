@@ -27,7 +27,6 @@ import contextlib
 import io
 import logging
 import os
-import pickle
 import re
 import time
 from collections.abc import Iterator
@@ -297,7 +296,8 @@ class InstagramCollector:
         user = self.c.instagram_login
         try:
             self.loader.load_session_from_file(user, session)
-        except (OSError, pickle.UnpicklingError, KeyError, EOFError) as exc:
+        except Exception as exc:  # not instaloader's pickle: any shape
+            # (a list, a string, a cookies.txt) fails somewhere inside it.
             raise ConnectorError(f"cannot read session file {session}: "
                                  f"{type(exc).__name__}") from None
         try:
