@@ -343,3 +343,26 @@ def test_bad_ranges_are_one_line() -> None:
         assert proc.returncode == 2, proc.stderr
         assert words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_max_posts_caps_each_hashtag(fixtures: Path, brokers: str, tap: KafkaTap,
+                                     tmp_path: Path) -> None:
+    """--max-posts 5 with pages of 3: five London videos (the second page cut at two), the
+    second window never asked; a second run asks nothing more."""
+    data, _ = videos(fixtures)
+    fake = FakeResearchAPI({"london": data["london"]})
+    fake.revoke_after = fake.quota_at = 10**6
+    name = collector_name("tt")
+    with LocalServer(fake.app()) as server:
+        for _ in range(2):
+            args = live_args(
+                "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "london",
+                "--since", str(SINCE), "--until", str(UNTIL), "--research-api-url",
+                server.url, "--client-key", KEY, "--client-secret", SECRET, "--page-size",
+                "3", "--max-posts", "5", "--state", str(tmp_path / "state.json"))
+            assert args.live_run(args) == 0
+    assert len(fake.queries) == 2
+    assert {q["start_date"] for q in fake.queries} == {"20240101"}
+    tap.settle(0.5)
+    assert len(tap.posts(name)) == 5
+    assert len((tmp_path / "london_post_ids.txt").read_text().split()) == 5

@@ -442,10 +442,13 @@ class TikTokCollector:
     def hashtag(self, tag: str, counts: dict[str, int]) -> bool:
         entry = self.tags.setdefault(tag, {})
         done: list[str] = entry.setdefault("windows_done", [])
+        most = self.args.settings.collectors.tiktok_max_posts
         for start, end in windows(*range_of(self.args)):
             key = f"{start:%Y%m%d}-{end:%Y%m%d}"
             if key in done:
                 continue
+            if most and int(entry.get("taken") or 0) >= most:
+                break  # --max-posts reached, in this run or an earlier one
             if not self.window(tag, entry, key, counts):
                 return False
             done.append(key)
@@ -488,14 +491,21 @@ class TikTokCollector:
                 raise ApiError(200, "unexpected_answer",
                                f"videos {type(found).__name__}, cursor {cursor!r}"[:120])
             videos = [v for v in found if isinstance(v, dict)]
+            # --max-posts: videos this hashtag listed over all its windows and runs (what
+            # another hashtag published first counts too: it is listed under this one).
+            most = self.args.settings.collectors.tiktok_max_posts
+            taken = int(entry.get("taken") or 0)
+            if most:
+                videos = videos[:max(0, most - taken)]
             counts["pages"] += 1
             self.publish(tag, "hashtag", videos, counts)
+            entry["taken"] = taken + len(videos)
             cursor = int(cursor)
             more = bool(data.get("has_more")) and cursor > int(entry.get("cursor") or 0)
             entry.update(cursor=cursor, search_id=str(data.get("search_id") or
                                                        entry.get("search_id") or ""))
             self.save()
-            if not more:
+            if not more or (most and entry["taken"] >= most):
                 return True
         return False
 
