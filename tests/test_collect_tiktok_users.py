@@ -93,3 +93,18 @@ def test_a_missing_user_named_private_is_not_found(fixtures: Path, brokers: str,
             (tmp_path / "state.json.runs.jsonl").read_text().splitlines()]
     assert [(r["target"], r["outcome"], r["posts"]) for r in runs] == [
         ("@privateer", "not-found", 0), ("@bob", "ok", 2)]
+
+
+def test_max_posts_caps_a_user_listing(fixtures: Path, brokers: str, tap: KafkaTap,
+                                       tmp_path: Path) -> None:
+    """--max-posts 5 of an account of 37: five videos, from its first page only."""
+    fake: FakeTikTokWeb = accounts(fixtures, {"alice": 37})
+    ca = TestCA(tmp_path / "ca", HOSTS)
+    name = collector_name("ttu")
+    with TlsServer(fake.app(), ca) as server:
+        code, logs = finish(collector(server, ca, brokers, name, tmp_path, "alice",
+                                      "--max-posts", "5"), 60)
+    assert code == 0, logs[-5:]
+    tap.settle(0.5)
+    assert len(tap.posts(name)) == 5
+    assert len([p for p, _ in fake.requests if p == "/api/creator/item_list/"]) == 1
