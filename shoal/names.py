@@ -11,6 +11,7 @@ two different names different.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 COLLECTOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -46,8 +47,13 @@ def query_folder(query: str) -> str:
     digits, ``_``, ``@``, ``#`` and ``-`` kept, anything else percent-encoded (UTF-8), so two
     queries never share a folder and no name climbs out (``..`` becomes ``%2E%2E``); the
     empty query is ``_``. A leading ``#`` or ``-`` is encoded too (a comment in shells, an
-    option to commands)."""
+    option to commands). A name longer than 200 characters (a long keyword, or a short one
+    in a non-Latin script: 9 characters a letter) keeps its first 183 and 16 hex digits of
+    its hash, so that two long queries with one beginning still get two folders."""
     if not query:
         return "_"
-    return _QUERY_OUTSIDE.sub(
-        lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), query)[:200]
+    name = _QUERY_OUTSIDE.sub(
+        lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), query)
+    if len(name) <= 200:
+        return name
+    return f"{name[:183]}-{hashlib.sha256(query.encode()).hexdigest()[:16]}"

@@ -302,7 +302,8 @@ class CollectorsSettings:
                             flag="--until", metavar="YYYY-MM-DD", commands=(TT,))
     tiktok_page_size: int = opt(100, "videos per Research API page (at most 100)",
                                 flag="--page-size", metavar="N", commands=(TT,))
-    tiktok_max_posts: int = opt(0, "at most N videos per user listing; 0: all",
+    tiktok_max_posts: int = opt(0, "at most N videos per hashtag (over all its windows and "
+                                "runs) or per user listing; 0: all",
                                 flag="--max-posts", metavar="N", commands=(TT,))
     tiktok_quota_wait: float | None = opt(None, "how long the daily quota is waited out "
                                           "(unset: until the next UTC day)",

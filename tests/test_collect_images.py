@@ -95,3 +95,52 @@ def test_three_keywords_one_limited_one_data_url(brokers: str, tap: KafkaTap,
     assert len(rows) == 9
     pixel = next(r for r in rows if r["id"] == image_id(PIXEL))
     assert pixel["media_urls"] == PIXEL and pixel["text"] == "pixel picture 0"
+
+
+class OddDuckDuckGo(FakeDuckDuckGo):
+    """Answers ``untitled`` with results that have no title (DuckDuckGo leaves it out at
+    times), on which ddgs's own ranking raises a TypeError."""
+
+    async def results(self, request: web.Request) -> web.Response:
+        if request.query["q"] == "untitled":
+            self.searches.append("untitled")
+            return web.json_response({"results": [
+                {"image": "https://img.example.org/u/0.jpg", "url": "https://p.example.org/u",
+                 "thumbnail": "https://tse.mm.bing.net/th?id=u0", "height": 1, "width": 1,
+                 "source": "Bing"}], "next": None})
+        return await super().results(request)
+
+
+def test_bom_header_case_repeats_and_a_library_error(brokers: str, tap: KafkaTap,
+                                                     tmp_path: Path) -> None:
+    """A spreadsheet's CSV (a BOM before its header, CRLF), a keyword twice in two cases, and
+    a keyword on which ddgs itself breaks: the header is no keyword, ``cats`` is searched
+    once, the broken keyword is one run-log line and the batch goes on. The run log's
+    folder does not exist yet: it is made."""
+    fake = OddDuckDuckGo()
+    fake.limited = set()
+    ca = TestCA(tmp_path / "ca", ["duckduckgo.com"])
+    name = collector_name("img")
+    (tmp_path / "queries.csv").write_bytes(
+        "\ufeffKeyword\r\nuntitled\r\ncats\r\n  Cats \r\n\r\n".encode())
+    with TlsServer(fake.app(), ca) as server, ConnectProxy(server.port) as proxy:
+        args = live_args("images", "--keywords-file", str(tmp_path / "queries.csv"),
+                         "--brokers", brokers, "--collector", name, "--proxy", proxy.url,
+                         "--ca-file", str(ca.ca_file), "--retries", "0",
+                         "--run-log", str(tmp_path / "logs" / "new" / "runs.jsonl"))
+        assert args.live_run(args) == 0
+    assert fake.searches == ["untitled", "cats"]
+    runs = [json.loads(line) for line in
+            (tmp_path / "logs" / "new" / "runs.jsonl").read_text().splitlines()]
+    assert [(r["target"], r["outcome"], r["posts"]) for r in runs] == [
+        ("untitled", "error", 0), ("cats", "ok", 3)]
+    assert "TypeError" in runs[0]["error"]
+    tap.settle(0.5)
+    assert sorted(p["payload"]["query"] for p in tap.posts(name)) == ["cats"] * 3
+
+
+def test_keywords_file_not_utf8_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "q.csv").write_bytes(b"caf\xe9\n")
+    args = live_args("images", "--keywords-file", str(tmp_path / "q.csv"), "--brokers",
+                     "127.0.0.1:1", "--collector", "img")
+    assert args.live_run(args) == 2

@@ -16,11 +16,12 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from connectors.collect.instagram import BatchRateController
 from connectors.collect.live import Stopper
-from tests.fake_instagram import HOSTS, FakeInstagram, batch
-from tests.live_helpers import KafkaTap, collector_name, finish
+from tests.fake_instagram import HOSTS, FakeInstagram, Profile, batch, fixture_media
+from tests.live_helpers import KafkaTap, collector_name, finish, live_args
 from tests.pipeline import all_rows, run_flow
 from tests.tls import TestCA, TlsServer
 
@@ -132,3 +133,99 @@ def test_refused_session_is_one_line(fixtures: Path, brokers: str, tmp_path: Pat
     failed = [x for x in logs if x.get("msg") == "collector failed"]
     assert len(failed) == 1 and "refused the session" in failed[0]["error"]
     assert all(p != "/alice/" for _, p in fake.requests)
+
+
+def test_odd_names_and_a_library_surprise(fixtures: Path, brokers: str, tap: KafkaTap,
+                                          tmp_path: Path) -> None:
+    """A profiles file as an editor or a spreadsheet leaves it (a BOM, comments, blank lines,
+    a name twice in two cases, a name Instagram cannot have, a missing one with 429 in its
+    name) and a profile whose timeline
+    makes instaloader itself fail (a caption that is text, not an object: an AttributeError
+    inside it):
+    each name once, the impossible one not-found without a request, the failing one an
+    error, and the batch goes on to the end. Its --state names a folder not made yet."""
+    fake = batch(fixtures)
+    fake.profiles["carol"].rate_limit = False
+    odd = {**fixture_media(fixtures)[-1], "caption": "a caption as a bare string"}
+    fake.profiles["odd"] = Profile("odd", "9200", posts=[odd])
+    (tmp_path / "profiles.txt").write_text(
+        "\ufeffAlice\n# friends of alice\n\n  odd  \nALICE  # again\n../etc\nghost429\n"
+        "carol\n")
+    session_file(tmp_path / "session")
+    ca = TestCA(tmp_path / "ca", HOSTS)
+    name = collector_name("ig")
+    with TlsServer(fake.app(), ca) as server:
+        code, logs = finish(collector(server, ca, brokers, name, tmp_path, "--state",
+                                      str(tmp_path / "new" / "state.json")), 60)
+    assert code == 0, logs[-5:]
+    runs = [json.loads(line) for line in (tmp_path / "new" / "state.json.runs.jsonl")
+            .read_text().splitlines()]
+    assert [(r["target"], r["outcome"]) for r in runs] == [
+        ("profile:alice", "ok"), ("profile:odd", "error"), ("profile:../etc", "not-found"),
+        ("profile:ghost429", "not-found"), ("profile:carol", "ok")]
+    assert not [x for x in logs if x.get("msg") == "rate limited"]  # "429" in a name
+    assert "AttributeError" in runs[1]["error"]
+    assert not any("etc" in path for _, path in fake.requests)
+    tap.settle(0.5)
+    keys = Counter(p["key"] for p in tap.posts(name))
+    assert set(keys) == {f"instagram:{m['pk']}" for p in ("alice", "carol")
+                         for m in fake.profiles[p].posts}
+
+
+def test_a_profiles_path_that_is_no_file_is_one_line(tmp_path: Path) -> None:
+    args = live_args("instagram", "--profiles", str(tmp_path / "lists" / "profiles.txt"),
+                     "--brokers", "127.0.0.1:1", "--collector", "ig")
+    assert args.live_run(args) == 2
+    (tmp_path / "latin1.txt").write_bytes(b"jos\xe9\n")
+    args = live_args("instagram", "--profiles", str(tmp_path / "latin1.txt"),
+                     "--brokers", "127.0.0.1:1", "--collector", "ig")
+    assert args.live_run(args) == 2
+
+
+def test_max_posts_holds_across_a_kill(fixtures: Path, brokers: str, tap: KafkaTap,
+                                       tmp_path: Path) -> None:
+    """--max-posts 3 of a five-post profile, killed after its first page (2 posts): the
+    restart resumes at the third post and stops there, 3 in all, not 3 more."""
+    fake = batch(fixtures)
+    fake.delay = 2.0
+    (tmp_path / "profiles.txt").write_text("alice\n")
+    session_file(tmp_path / "session")
+    ca = TestCA(tmp_path / "ca", HOSTS)
+    name = collector_name("ig")
+    extra = ("--max-posts", "3", "--request-timeout", "10")
+    with TlsServer(fake.app(), ca) as server:
+        first = collector(server, ca, brokers, name, tmp_path, *extra)
+        archive = tmp_path / "state.json.ids"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and first.poll() is None and not (
+                archive.exists() and len(archive.read_text().split()) == 2):
+            time.sleep(0.02)
+        time.sleep(0.5)  # the first page (2 posts) taken and saved, the second not answered
+        assert first.poll() is None, finish(first)[1][-5:]
+        first.send_signal(signal.SIGKILL)
+        finish(first, 10)
+        tap.settle(0.3)
+        assert len(tap.posts(name)) == 2
+        code, logs = finish(collector(server, ca, brokers, name, tmp_path, *extra))
+        assert code == 0, logs[-5:]
+    tap.settle(0.5)
+    keys = sorted(p["key"] for p in tap.posts(name))
+    assert keys == sorted(f"instagram:{m['pk']}" for m in fake.profiles["alice"].posts[:3])
+    runs = [json.loads(line) for line in (tmp_path / "state.json.runs.jsonl").read_text()
+            .splitlines()]
+    assert [(r["outcome"], r["posts"], r["skipped"]) for r in runs] == [("ok", 1, 1)]
+
+
+def test_a_session_file_of_another_shape_is_one_line(brokers: str, tmp_path: Path,
+                                                     caplog: Any) -> None:
+    """A pickle that is not instaloader's (a list of cookies, a string): one line naming the
+    file, exit 2, not a traceback from inside instaloader."""
+    (tmp_path / "session").write_bytes(pickle.dumps(["sessionid", "s3cr3t-session"]))
+    args = live_args("instagram", "--profiles", "alice", "--session-file",
+                     str(tmp_path / "session"), "--brokers", brokers, "--collector",
+                     collector_name("ig"))
+    assert args.live_run(args) == 2
+    errors = [str(getattr(r, "fields", {}).get("error")) for r in caplog.records
+              if r.getMessage() == "collector failed"]
+    assert len(errors) == 1 and "cannot read session file" in errors[0], errors
+    assert "s3cr3t" not in errors[0]

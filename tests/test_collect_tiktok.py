@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from connectors.collect.tiktok import next_utc_day, windows
-from tests.live_helpers import KafkaTap, LocalServer, collector_name, finish
+from tests.live_helpers import KafkaTap, LocalServer, collector_name, finish, live_args
 from tests.pipeline import all_rows, run_flow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,3 +269,100 @@ def test_no_credentials_is_one_line(brokers: str) -> None:
     assert code == 2
     assert "TIKTOK_CLIENT_KEY" in next(x for x in logs if x.get("msg") == "collector failed")[
         "error"]
+
+
+class OddResearchAPI(FakeResearchAPI):
+    """Answers #odd with ``videos`` that is not a list and #weird with a cursor that is no
+    number (a proxy's or a changed API's answer); #london as the real API would. The first
+    token request is answered 429 (busy), as the API's gateway does under load."""
+
+    busy = 1
+
+    async def token(self, request: web.Request) -> web.Response:
+        if self.busy:
+            self.busy -= 1
+            return web.json_response({"error": "rate_limit_exceeded"}, status=429)
+        return await super().token(request)
+
+    async def query(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        tag = body["query"]["and"][0]["field_values"][0]
+        if tag in ("odd", "weird"):
+            self.queries.append(body)
+            data: dict[str, Any] = (
+                {"videos": 5, "cursor": 0, "has_more": False} if tag == "odd" else
+                {"videos": [], "cursor": "next", "has_more": True, "search_id": "s"})
+            return web.json_response({"data": data, "error": {"code": "ok"}})
+        request._read_bytes = json.dumps(body).encode()  # read again by the real handler
+        return await super().query(request)
+
+
+def test_an_answer_of_odd_shape_is_that_hashtags_error(fixtures: Path, brokers: str,
+                                                       tap: KafkaTap, tmp_path: Path) -> None:
+    data, _ = videos(fixtures)
+    fake = OddResearchAPI({"london": data["london"]})
+    fake.revoke_after = fake.quota_at = 10**6
+    name = collector_name("tt")
+    with LocalServer(fake.app()) as server:
+        args = live_args(
+            "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "#Odd", "weird",
+            "London", "#london", "--since", str(SINCE), "--until", str(SINCE + timedelta(9)),
+            "--research-api-url", server.url, "--client-key", KEY, "--client-secret", SECRET,
+            "--state", str(tmp_path / "state.json"), "--run-log",
+            str(tmp_path / "logs" / "runs.jsonl"), "--retries", "1", "--backoff-base", "0.05")
+        assert args.live_run(args) == 0
+    runs = [json.loads(line) for line in
+            (tmp_path / "logs" / "runs.jsonl").read_text().splitlines()]
+    assert [(r["target"], r["outcome"]) for r in runs] == [
+        ("#odd", "error"), ("#weird", "error"), ("#london", "ok")]
+    assert "unexpected_answer" in runs[0]["error"] and "'next'" in runs[1]["error"]
+    assert fake.busy == 0 and len(fake.tokens) == 1
+    tap.settle(0.5)
+    assert runs[2]["posts"] == len(tap.posts(name)) > 0
+    assert all(p["payload"]["query"] == "london" for p in tap.posts(name))
+
+
+def test_names_that_are_no_hashtag_or_user_are_one_line() -> None:
+    for flag, value in (("--hashtags", ".."), ("--hashtags", "a/b"), ("--users", ".."),
+                        ("--users", "../etc"), ("--hashtags", "two words")):
+        args = live_args("tiktok", "--brokers", "127.0.0.1:1", "--collector", "tt", flag,
+                         value, "--client-key", KEY, "--client-secret", SECRET)
+        assert args.live_run(args) == 2, value
+
+
+def test_bad_ranges_are_one_line() -> None:
+    """Dates checked before anything is asked: a day that does not exist, and a range that
+    ends before it starts, each one line naming what to fix, and no traceback."""
+    env = {**os.environ, "TIKTOK_CLIENT_KEY": KEY, "TIKTOK_CLIENT_SECRET": SECRET}
+    for since, until, words in (("2024-02-30", "2024-03-01", "not a date"),
+                                ("2024-03-02", "2024-03-01", "is after")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "shoal", "collect", "tiktok", "--brokers", "127.0.0.1:1",
+             "--collector", "tt", "--hashtags", "x", "--since", since, "--until", until],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_max_posts_caps_each_hashtag(fixtures: Path, brokers: str, tap: KafkaTap,
+                                     tmp_path: Path) -> None:
+    """--max-posts 5 with pages of 3: five London videos (the second page cut at two), the
+    second window never asked; a second run asks nothing more."""
+    data, _ = videos(fixtures)
+    fake = FakeResearchAPI({"london": data["london"]})
+    fake.revoke_after = fake.quota_at = 10**6
+    name = collector_name("tt")
+    with LocalServer(fake.app()) as server:
+        for _ in range(2):
+            args = live_args(
+                "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "london",
+                "--since", str(SINCE), "--until", str(UNTIL), "--research-api-url",
+                server.url, "--client-key", KEY, "--client-secret", SECRET, "--page-size",
+                "3", "--max-posts", "5", "--state", str(tmp_path / "state.json"))
+            assert args.live_run(args) == 0
+    assert len(fake.queries) == 2
+    assert {q["start_date"] for q in fake.queries} == {"20240101"}
+    tap.settle(0.5)
+    assert len(tap.posts(name)) == 5
+    assert len((tmp_path / "london_post_ids.txt").read_text().split()) == 5

@@ -77,3 +77,34 @@ def test_users_paged_private_missing_and_a_restart(fixtures: Path, brokers: str,
              (tmp_path / "state.json.runs.jsonl").read_text().splitlines()][4:]
     assert [(r["target"], r["posts"], r["seen"]) for r in again if r["outcome"] == "ok"] == [
         ("@alice", 0, 37), ("@bob", 0, 4)]
+
+
+def test_a_missing_user_named_private_is_not_found(fixtures: Path, brokers: str,
+                                                   tmp_path: Path) -> None:
+    """yt-dlp's error names the user: a missing ``privateer`` is not-found (the words
+    'private' in the name are no private account), and ``BOB``/``@bob`` is one account."""
+    fake: FakeTikTokWeb = accounts(fixtures, {"bob": 2})
+    ca = TestCA(tmp_path / "ca", HOSTS)
+    with TlsServer(fake.app(), ca) as server:
+        code, logs = finish(collector(server, ca, brokers, collector_name("ttu"), tmp_path,
+                                      "privateer", "BOB", "@bob"), 60)
+    assert code == 0, logs[-5:]
+    runs = [json.loads(line) for line in
+            (tmp_path / "state.json.runs.jsonl").read_text().splitlines()]
+    assert [(r["target"], r["outcome"], r["posts"]) for r in runs] == [
+        ("@privateer", "not-found", 0), ("@bob", "ok", 2)]
+
+
+def test_max_posts_caps_a_user_listing(fixtures: Path, brokers: str, tap: KafkaTap,
+                                       tmp_path: Path) -> None:
+    """--max-posts 5 of an account of 37: five videos, from its first page only."""
+    fake: FakeTikTokWeb = accounts(fixtures, {"alice": 37})
+    ca = TestCA(tmp_path / "ca", HOSTS)
+    name = collector_name("ttu")
+    with TlsServer(fake.app(), ca) as server:
+        code, logs = finish(collector(server, ca, brokers, name, tmp_path, "alice",
+                                      "--max-posts", "5"), 60)
+    assert code == 0, logs[-5:]
+    tap.settle(0.5)
+    assert len(tap.posts(name)) == 5
+    assert len([p for p, _ in fake.requests if p == "/api/creator/item_list/"]) == 1

@@ -260,3 +260,34 @@ def test_generated_names_never_escape_the_root(
 def test_result_round_trips() -> None:
     r = FetchResult(url="http://x/", http_status=200, attempts=1, sha256=SHA, path="media/a")
     assert FetchResult.from_dict({**r.as_dict(), "extra": 1}) == r and r.ok
+
+
+def test_query_folders_keep_keywords_apart() -> None:
+    """``{query}/...``: one folder per keyword whatever its script or length; ASCII keywords
+    keep their readable sanitised name."""
+    cfg = FetchConfig(folder_strategy="flat", filename_template="{query}/{post_id}.{ext}")
+
+    def folder(query: str) -> str:
+        path = storage_path(cfg, SHA, "jpg", {"query": query, "post_id": "1"})
+        assert path.startswith("media/") and path.endswith("/1.jpg") and ".." not in path
+        return path.split("/")[1]
+
+    assert folder("bike lane") == "bike_lane"
+    queries = ["猫", "犬", "café", "cafè", "Москва", "x" * 70, "x" * 70 + "y", "../etc"]
+    folders = [folder(q) for q in queries]
+    assert len(set(folders)) == len(queries), folders
+    assert folder("猫") == folder("猫")  # stable: the same keyword, the same folder
+    assert all(len(f) <= 64 for f in folders)
+
+
+def test_id_list_folders_keep_long_queries_apart() -> None:
+    """``ids/tiktok/<query>/``: two queries that share their first 200 encoded characters
+    (23 letters of a non-Latin script are enough) still get two folders, of a usable
+    length, and never a cut ``%XX``."""
+    from shoal.names import query_folder
+
+    a, b = "東京" * 12 + "a", "東京" * 12 + "b"
+    fa, fb = query_folder(a), query_folder(b)
+    assert fa != fb and len(fa) <= 200 and len(fb) <= 200
+    assert query_folder(a) == fa and query_folder("london") == "london"
+    assert query_folder("..") == "%2E%2E" and "/" not in fa

@@ -169,6 +169,44 @@ def test_pages_resolve_within_the_page_hosts_gap(net: dict[str, Any]) -> None:
     assert min(gaps) >= t, gaps
 
 
+def test_other_spellings_of_a_tiktok_page_resolve_through_its_canonical_page(
+        net: dict[str, Any]) -> None:
+    """tiktok.com and m.tiktok.com pages are the www.tiktok.com page yt-dlp's TikTok
+    extractor knows (its generic one would read them as any site's page)."""
+    fake: FakeTikTok = net["tiktok"]
+    config = FetchConfig(allow_private_networks=True, retries=0, throttle=0.0)
+    urls = ["https://m.tiktok.com/@alice/video/7301234567890123456?lang=en",
+            "https://tiktok.com/@bob/video/7301234567890123457/"]
+    results = fetch_all(net["root"], config, [(u, {"kind": "video"}) for u in urls])
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert [r.resolved for r in results] == [
+        "page from https://www.tiktok.com/@alice/video/7301234567890123456",
+        "page from https://www.tiktok.com/@bob/video/7301234567890123457"]
+    assert all(r.mimetype == "video/mp4" for r in results)
+    assert fake.refused == []
+
+
+def test_ytdlp_is_never_asked_for_another_sites_page() -> None:
+    """Whatever reaches the resolver, yt-dlp reads TikTok pages only: another URL is an
+    error, and its server never sees a request."""
+    from aiohttp import web
+
+    from connectors.fetch.resolvers import ytdlp_resolve
+    from tests.live_helpers import LocalServer
+
+    seen: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(text='<video src="/v.mp4"></video>', content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{p:.*}", page)
+    with LocalServer(app) as server, pytest.raises(ResolveError):
+        ytdlp_resolve(f"{server.url}/@alice/video/1", FetchConfig(read_timeout=5))
+    assert seen == []
+
+
 def test_pages_resolve_at_most_p_at_once(net: dict[str, Any]) -> None:
     fake: FakeTikTok = net["tiktok"]
     fake.page_delay = 0.4

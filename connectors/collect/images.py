@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 from ddgs import DDGS
 from ddgs.exceptions import DDGSException
 
@@ -34,6 +33,7 @@ from connectors.collect.live import (
     Outlet,
     Stopper,
     add_common_options,
+    append_line,
     run_sync,
     warn,
 )
@@ -47,15 +47,29 @@ log = logging.getLogger("shoal.collect")
 
 
 def keywords_of(args: argparse.Namespace) -> list[str]:
-    """Keywords from the command line, then the first column of ``--keywords-file`` (a header
-    named ``keyword`` or ``query`` is skipped); repeats dropped, order kept."""
+    """Keywords from the command line, then the first column of ``--keywords-file`` (UTF-8,
+    with or without the BOM spreadsheets write; a header named ``keyword`` or ``query`` is
+    skipped); repeats dropped, whatever their case (the search does not tell ``Cats`` from
+    ``cats``, and two folders differing only in case are one on many disks), first spelling
+    and order kept."""
     words = list(args.keywords)
     if args.keywords_file:
-        with open(args.keywords_file, newline="") as fh:
-            for n, row in enumerate(csv.reader(fh)):
-                if row and not (n == 0 and row[0].strip().lower() in ("keyword", "query")):
-                    words.append(row[0])
-    return list(dict.fromkeys(w.strip() for w in words if w.strip()))
+        try:
+            with open(args.keywords_file, newline="", encoding="utf-8-sig") as fh:
+                for n, row in enumerate(csv.reader(fh)):
+                    if row and not (n == 0 and row[0].strip().lower() in ("keyword", "query")):
+                        words.append(row[0])
+        except UnicodeDecodeError as exc:
+            raise ConnectorError(f"keywords file {args.keywords_file} is not UTF-8 text "
+                                 f"(byte {exc.start})") from None
+        except csv.Error as exc:
+            raise ConnectorError(f"keywords file {args.keywords_file}: {exc}") from None
+    out: dict[str, str] = {}
+    for word in words:
+        word = " ".join(word.split())
+        if word:
+            out.setdefault(word.casefold(), word)
+    return list(out.values())
 
 
 def result_post(keyword: str, result: dict[str, Any], found_at: str) -> RawPost | None:
@@ -107,18 +121,21 @@ def collect(args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
         line: dict[str, Any] = {"target": keyword, "outcome": "ok", "posts": 0}
         try:
             results = search(args, keyword, stopper, outlet.progress)
+            posts = [p for p in (result_post(keyword, r, started) for r in results
+                                 if isinstance(r, dict)) if p]
         except DDGSException as exc:
             line.update(outcome="failed", error=str(exc)[:300])
-            results = []
-        posts = [p for p in (result_post(keyword, r, started) for r in results) if p]
+            posts = []
+        except Exception as exc:  # ddgs's own bug on an odd answer: this keyword's fate only
+            line.update(outcome="error", error=f"{type(exc).__name__}: {exc}"[:300])
+            posts = []
         outlet.emit(posts)
         outlet.publisher.flush(30)
         line.update(posts=len(posts), started=started, ended=now_iso())
         event(log, "target done", kind="images", **line)
         outlet.progress.finish(line["outcome"])
         if args.run_log:
-            with open(args.run_log, "ab") as fh:
-                fh.write(orjson.dumps(line) + b"\n")
+            append_line(args.run_log, line)
 
 
 def run(args: argparse.Namespace) -> int:

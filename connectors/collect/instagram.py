@@ -27,7 +27,7 @@ import contextlib
 import io
 import logging
 import os
-import pickle
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,12 +37,14 @@ import instaloader
 import requests
 from instaloader import exceptions as ie
 from instaloader.nodeiterator import FrozenNodeIterator, NodeIterator
+from kafka.errors import KafkaError
 
 from connectors.collect import resolve
 from connectors.collect.live import (
     ConnectorError,
     Outlet,
     Stopper,
+    append_line,
     iso,
     load_state,
     run_sync,
@@ -51,6 +53,7 @@ from connectors.collect.live import (
 )
 from connectors.kafka.publisher import now_iso
 from shoal.batch import BatchProgress
+from shoal.errors import UserError
 from shoal.logs import event
 from shoal.media.platforms import instagram_media
 from shoal.model import RawPost
@@ -60,7 +63,10 @@ FORMAT = "instagram-media"
 HOUR = 3600.0
 # Outcomes that a restart does not try again; the others (timeout, error) it does.
 FINAL = {"ok", "private", "not-found", "login-required"}
-RATE_WORDS = ("429", "Too Many Requests", "Please wait a few minutes")
+# How instaloader words a rate limit it could not get through: "429 Too Many Requests when
+# accessing URL", or Instagram's own "Please wait a few minutes". A bare "429" is not enough:
+# a profile named bob429 that does not exist is no rate limit.
+RATE_WORDS = re.compile(r"(?<!\d)429 Too Many Requests|Please wait a few minutes")
 
 
 # --------------------------------------------------------------------------- pacing
@@ -136,25 +142,54 @@ class BatchRateController(instaloader.RateController):
 # --------------------------------------------------------------------------- targets
 
 
+# Instagram's own rules: a user name is 1 to 30 letters, digits, '.' and '_'; a hashtag is
+# letters, digits and '_'. Both are case-insensitive (Instagram shows them in lower case).
+USERNAME = re.compile(r"[a-z0-9._]{1,30}")
+HASHTAG = re.compile(r"\w+")
+
+
+def _listed(path: Path) -> list[str]:
+    """The names of a ``--profiles`` FILE: one a line, UTF-8 with or without a BOM; blank
+    lines and ``#`` comments (whole lines or after a name) are no names."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConnectorError(f"profiles file {path} is not UTF-8 text (byte {exc.start})"
+                             ) from None
+    except OSError as exc:
+        raise ConnectorError(f"cannot read profiles file {path}: {exc.strerror}") from None
+    return [line.split("#", 1)[0] for line in text.splitlines()]
+
+
 def targets_of(args: argparse.Namespace) -> list[str]:
-    """``profile:NAME`` and ``hashtag:TAG`` in the order given; a FILE lists one name a line."""
+    """``profile:NAME`` and ``hashtag:TAG`` in the order given, each once whatever its case
+    (``Alice`` and ``alice`` are one account); a FILE lists one name a line. A name given
+    with a path separator that is no file is a one-line error: it was meant as a file."""
     names: list[str] = []
     for item in args.profiles or ():
         path = Path(item)
         if path.is_file():
-            names += [line.strip() for line in path.read_text().splitlines()]
+            names += _listed(path)
+        elif "/" in item or os.sep in item:
+            raise ConnectorError(f"profiles file {item} does not exist")
         else:
             names.append(item)
     out: list[str] = []
     for name in names:
-        name = name.strip().lstrip("@")
+        name = name.strip().lstrip("@").lower()
         if name and not name.startswith("#") and f"profile:{name}" not in out:
             out.append(f"profile:{name}")
     for tag in args.hashtags or ():
-        tag = tag.strip().lstrip("#")
+        tag = tag.strip().lstrip("#").lower()
         if tag and f"hashtag:{tag}" not in out:
             out.append(f"hashtag:{tag}")
     return out
+
+
+def valid_target(target: str) -> bool:
+    """Whether Instagram could have such a profile or hashtag (else it is not asked)."""
+    kind, _, name = target.partition(":")
+    return bool((USERNAME if kind == "profile" else HASHTAG).fullmatch(name))
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -170,7 +205,12 @@ def outcome_of(exc: BaseException) -> str:
 
 
 def rate_limited(exc: BaseException) -> bool:
-    return isinstance(exc, ie.TooManyRequestsException) or any(w in str(exc) for w in RATE_WORDS)
+    if isinstance(exc, ie.TooManyRequestsException):
+        return True
+    if isinstance(exc, ie.ProfileNotExistsException | ie.QueryReturnedNotFoundException
+                  | ie.PrivateProfileNotFollowedException):
+        return False  # an answer, whatever the name or URL in its message holds
+    return bool(RATE_WORDS.search(str(exc)))
 
 
 class _LogLines(io.TextIOBase):
@@ -199,6 +239,8 @@ class Batch:
             self.published = set(self.archive_path.read_text().split())
         self.run_log: Path | None = args.run_log or (
             Path(f"{self.path}.runs.jsonl") if self.path is not None else None)
+        if self.archive_path is not None:  # --state may name a folder not made yet
+            self.archive_path.parent.mkdir(parents=True, exist_ok=True)
         self._archive = (open(self.archive_path, "a") if self.archive_path is not None  # noqa: SIM115
                          else None)
 
@@ -216,10 +258,7 @@ class Batch:
     def record(self, line: dict[str, Any]) -> None:
         event(log, "target done", **line)
         if self.run_log is not None:
-            import orjson
-
-            with open(self.run_log, "ab") as fh:
-                fh.write(orjson.dumps(line) + b"\n")
+            append_line(self.run_log, line)
 
     def close(self) -> None:
         if self._archive is not None:
@@ -257,7 +296,8 @@ class InstagramCollector:
         user = self.c.instagram_login
         try:
             self.loader.load_session_from_file(user, session)
-        except (OSError, pickle.UnpicklingError, KeyError, EOFError) as exc:
+        except Exception as exc:  # not instaloader's pickle: any shape
+            # (a list, a string, a cookies.txt) fails somewhere inside it.
             raise ConnectorError(f"cannot read session file {session}: "
                                  f"{type(exc).__name__}") from None
         try:
@@ -296,6 +336,10 @@ class InstagramCollector:
         outcome = "ok"
         error = ""
         try:
+            if not valid_target(target):
+                # No such account or tag can exist: Instagram's answer, without asking it.
+                raise ie.ProfileNotExistsException(f"{target.partition(':')[2]!r} is not a "
+                                                   "valid Instagram name")
             for attempt in range(1, self.c.instagram_rate_limit_retries + 2):
                 try:
                     self._collect(target, entry, counts)
@@ -312,6 +356,10 @@ class InstagramCollector:
             outcome, error = outcome_of(exc), f"{type(exc).__name__}: {str(exc)[:300]}"
             if rate_limited(exc):
                 outcome = "rate-limited"
+        except (UserError, KafkaError):
+            raise  # ours or Kafka's: not this target's fault, and the next would fail too
+        except Exception as exc:  # instaloader's surprise on an odd answer: this target's
+            outcome, error = "error", f"{type(exc).__name__}: {str(exc)[:300]}"
         finally:
             if self.stopper.is_set() and outcome == "ok" and "done" not in entry:
                 outcome = "interrupted"
@@ -320,6 +368,7 @@ class InstagramCollector:
                 entry["outcome"] = outcome
             if outcome in FINAL:
                 entry.pop("frozen", None)
+                entry.pop("taken", None)
             self.outlet.publisher.flush(30)
             self.batch.save(self.rc.calls)
             line = {"target": target, "outcome": outcome, **counts, "started": started,
@@ -340,13 +389,19 @@ class InstagramCollector:
     def _collect(self, target: str, entry: dict[str, Any], counts: dict[str, int]) -> None:
         posts = self._iterator(target)
         frozen = entry.get("frozen")
+        # Posts of this target taken by the runs before (a kill, a timeout): --max-posts
+        # counts over every run of the target, not afresh after each restart.
+        taken = 0
         if frozen:
             try:
                 posts.thaw(FrozenNodeIterator(**frozen))
+                taken = int(entry.get("taken") or 0)
             except (ie.InvalidArgumentException, TypeError) as exc:
                 warn("cannot resume; starting the target over", target=target, error=str(exc))
+        entry["taken"] = taken
+        most = self.c.instagram_max_posts
         last_save = time.monotonic()
-        for post in _bounded(posts, self.stopper):
+        for post in _bounded(posts, self.stopper) if not most or taken < most else ():
             payload = _media_object(post)
             payload["query"] = target  # what found it: the post's query column
             post_id = str(payload.get("pk") or post.mediaid)
@@ -362,11 +417,14 @@ class InstagramCollector:
                 counts["posts"] += 1
                 counts["media"] += len(instagram_media(payload, post_id))
             entry["frozen"] = posts.freeze()._asdict()
+            # The thawed iterator yields this post again (instaloader freezes at the last
+            # one returned), so it is not yet counted among the posts before the position.
+            entry["taken"] = taken
+            taken += 1
             if time.monotonic() - last_save >= self.c.instagram_save_every:
                 self.batch.save(self.rc.calls)
                 last_save = time.monotonic()
-            most = self.c.instagram_max_posts
-            if most and counts["posts"] + counts["skipped"] >= most:
+            if most and taken >= most:
                 break
         if not self.stopper.is_set():
             entry["done"] = True

@@ -201,6 +201,15 @@ def load_state(path: Path | None) -> dict[str, Any]:
     return value
 
 
+def append_line(path: Path, line: dict[str, Any]) -> None:
+    """One JSON line at the end of a run log, its folder made first: ``--run-log`` (or a
+    ``--state`` beside which it goes by default) may name a folder that does not exist yet,
+    as ``--state`` itself may."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as fh:
+        fh.write(orjson.dumps(line) + b"\n")
+
+
 def save_state(path: Path | None, state: dict[str, Any]) -> None:
     """Atomically: a crash mid-write must leave the previous resume point, never half of one."""
     if path is not None:

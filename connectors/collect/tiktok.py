@@ -40,8 +40,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import requests
+from kafka.errors import KafkaError
 
 from connectors.collect import resolve
 from connectors.collect.live import (
@@ -50,6 +50,7 @@ from connectors.collect.live import (
     Outlet,
     Stopper,
     add_common_options,
+    append_line,
     iso,
     load_state,
     run_sync,
@@ -58,6 +59,7 @@ from connectors.collect.live import (
 )
 from connectors.kafka.publisher import now_iso
 from shoal.batch import BatchProgress
+from shoal.errors import UserError
 from shoal.hours import parse_day
 from shoal.logs import event
 from shoal.model import BadPost, RawPost
@@ -71,7 +73,8 @@ FIELDS = ("id,create_time,username,region_code,video_description,music_id,like_c
           "voice_to_text,video_duration")
 QUOTA = "daily_quota_limit_exceeded"
 TOKEN_INVALID = "access_token_invalid"
-_NAME = re.compile(r"[\w.-]+")
+_TAG = re.compile(r"\w+")
+_USER = re.compile(r"[\w.]*\w[\w.]*")
 
 
 class ApiError(Exception):
@@ -156,7 +159,8 @@ class ResearchClient:
                 self._pause("token request failed", error=type(exc).__name__)
                 continue
             body = _body(resp)
-            if resp.status_code >= 500 and attempt < self.retries:
+            if (resp.status_code >= 500 or resp.status_code == 429) and attempt < self.retries:
+                # Busy, not a refusal: like a query, tried again after a backoff.
                 self._pause("token request failed", status=resp.status_code)
                 continue
             token = body.get("access_token")
@@ -267,15 +271,19 @@ def range_of(args: argparse.Namespace) -> tuple[date, date]:
 
 
 def names(values: list[str], strip: str) -> list[str]:
-    """Hashtags without '#' (lower case: TikTok's are) or users without '@', each once."""
+    """Hashtags without '#' or users without '@', in lower case (TikTok's own: ``#London``
+    and ``#london`` are one hashtag, ``@Alice`` and ``@alice`` one account), each once.
+    A hashtag is letters, digits and ``_``; a user name may hold ``.`` too, but not only
+    dots (``..`` is no account, and must not become a path or a URL)."""
     out: list[str] = []
+    pattern = _TAG if strip == "#" else _USER
     for value in values:
-        name = value.strip().lstrip(strip)
-        name = name.lower() if strip == "#" else name
+        name = value.strip().lstrip(strip).lower()
         if not name:
             continue
-        if not _NAME.fullmatch(name):
-            raise ConnectorError(f"not a TikTok name: {value!r}")
+        if not pattern.fullmatch(name):
+            kind = "hashtag" if strip == "#" else "user name"
+            raise ConnectorError(f"not a TikTok {kind}: {value!r}")
         if name not in out:
             out.append(name)
     return out
@@ -343,8 +351,7 @@ class TikTokCollector:
     def record(self, line: dict[str, Any]) -> None:
         event(log, "target done", kind="tiktok", **line)
         if self.run_log is not None:
-            with open(self.run_log, "ab") as fh:
-                fh.write(orjson.dumps(line) + b"\n")
+            append_line(self.run_log, line)
 
     def run(self) -> None:
         try:
@@ -383,6 +390,10 @@ class TikTokCollector:
             outcome, error = "error", str(exc)
         except _ListingError as exc:
             outcome, error = exc.outcome, str(exc)[:300]
+        except (UserError, KafkaError):
+            raise  # a refused token, Kafka gone: the batch's end, not this target's fault
+        except Exception as exc:  # a library's surprise or an answer of an odd shape
+            outcome, error = "error", f"{type(exc).__name__}: {exc}"[:300]
         finally:
             if self.stopper.is_set() and outcome == "ok":
                 outcome = "interrupted"
@@ -431,10 +442,13 @@ class TikTokCollector:
     def hashtag(self, tag: str, counts: dict[str, int]) -> bool:
         entry = self.tags.setdefault(tag, {})
         done: list[str] = entry.setdefault("windows_done", [])
+        most = self.args.settings.collectors.tiktok_max_posts
         for start, end in windows(*range_of(self.args)):
             key = f"{start:%Y%m%d}-{end:%Y%m%d}"
             if key in done:
                 continue
+            if most and int(entry.get("taken") or 0) >= most:
+                break  # --max-posts reached, in this run or an earlier one
             if not self.window(tag, entry, key, counts):
                 return False
             done.append(key)
@@ -470,15 +484,28 @@ class TikTokCollector:
                     entry.update(cursor=0, search_id="")
                     continue
                 raise
-            videos = [v for v in data.get("videos") or [] if isinstance(v, dict)]
+            found = data.get("videos") or []
+            cursor = data.get("cursor") or 0
+            if not isinstance(found, list) or not _is_count(cursor):
+                # Paging on a cursor we cannot read could loop or skip: the hashtag's error.
+                raise ApiError(200, "unexpected_answer",
+                               f"videos {type(found).__name__}, cursor {cursor!r}"[:120])
+            videos = [v for v in found if isinstance(v, dict)]
+            # --max-posts: videos this hashtag listed over all its windows and runs (what
+            # another hashtag published first counts too: it is listed under this one).
+            most = self.args.settings.collectors.tiktok_max_posts
+            taken = int(entry.get("taken") or 0)
+            if most:
+                videos = videos[:max(0, most - taken)]
             counts["pages"] += 1
             self.publish(tag, "hashtag", videos, counts)
-            cursor = int(data.get("cursor") or 0)
+            entry["taken"] = taken + len(videos)
+            cursor = int(cursor)
             more = bool(data.get("has_more")) and cursor > int(entry.get("cursor") or 0)
             entry.update(cursor=cursor, search_id=str(data.get("search_id") or
                                                        entry.get("search_id") or ""))
             self.save()
-            if not more:
+            if not more or (most and entry["taken"] >= most):
                 return True
         return False
 
@@ -489,6 +516,15 @@ class TikTokCollector:
         for n in range(0, len(videos), 100):
             self.publish(f"@{name}", "user", videos[n:n + 100], counts)
         return True
+
+
+def _is_count(value: object) -> bool:
+    """A cursor the API could have meant: a whole number >= 0 (as a number or digits)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 0
+    return isinstance(value, str) and value.isascii() and value.isdigit()
 
 
 class _ListingError(Exception):
@@ -533,9 +569,10 @@ def ytdlp_options(args: argparse.Namespace) -> dict[str, Any]:
 def listing_outcome(error: str) -> str:
     """A failed user listing's outcome from yt-dlp's words: ``private`` (the profile page
     says so), ``not-found`` (no such account: the page has no ``secUid`` and no embed page
-    gives one), ``empty`` (an account without videos), else ``error``."""
+    gives one), ``empty`` (an account without videos), else ``error``. Whole phrases: the
+    message names the user, and a missing ``privateer`` is no private account."""
     low = error.lower()
-    if "private" in low:
+    if "account is private" in low or "account is likely either private" in low:
         return "private"
     if "unable to extract secondary user id" in low:
         return "not-found"

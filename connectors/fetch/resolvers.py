@@ -50,7 +50,7 @@ class _QuietLog:
 
 
 def ytdlp_options(config: FetchConfig) -> dict[str, Any]:
-    """One page read, no download, no retry (a retry would be a second request inside one
+    """One TikTok page read, no download, no retry (a retry would be a second request inside one
     gate ticket), no format testing (that would request the CDN outside its gate), and the
     best single file holding video and sound (no merge: we store one file). yt-dlp's own
     browser User-Agent is kept: it is what the page and its CDN expect to see together.
@@ -61,6 +61,9 @@ def ytdlp_options(config: FetchConfig) -> dict[str, Any]:
         "quiet": True, "no_warnings": True, "skip_download": True, "noprogress": True,
         "noplaylist": True, "logger": _QuietLog(), "socket_timeout": config.read_timeout,
         "extractor_retries": 0, "retries": 0, "check_formats": False, "format": "b/bv*",
+        # TikTok's extractor only: a page it does not know is an error, never a generic
+        # read of some other site's page and of whatever that page embeds.
+        "allowed_extractors": ["tiktok"],
     }
     if os.environ.get("SSL_CERT_FILE"):
         opts["compat_opts"] = {"no-certifi"}

@@ -8,6 +8,7 @@ long must a whole job take at best if the politeness promise is kept.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import random
@@ -500,6 +501,19 @@ def sanitize_value(value: object) -> str:
     return text[:MAX_VALUE]
 
 
+def query_value(query: object) -> str:
+    """``{query}`` in a file name: the sanitised query, plus 8 hex digits of its hash when
+    sanitising would lose what tells it from another query (letters outside ASCII, more
+    than MAX_VALUE characters). ``bike lane`` stays ``bike_lane``; ``猫`` and ``犬`` become
+    ``_-`` and two different hashes, not one ``_`` folder holding both keywords' images."""
+    text = str(query)
+    plain = sanitize_value(text)
+    if text.isascii() and len(text) <= MAX_VALUE:
+        return plain
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{plain[:MAX_VALUE - 9]}-{digest}"
+
+
 def template_names(template: str) -> list[str]:
     """Every field name of ``template`` in order, as written (``row.id`` stays one name);
     ValueError for unbalanced braces."""
@@ -631,6 +645,7 @@ def storage_path(
     template = config.filename_template or ""
     names = TEMPLATE_FIELDS.union(template_names(template))
     values = {name: sanitize_value((fields or {}).get(name, "")) for name in names}
+    values["query"] = query_value((fields or {}).get("query", ""))
     values.update(sha256=sha256, ext=ext)
     if template:
         rendered = render_name(template, values)

@@ -157,7 +157,11 @@ def plan_before(url: str, meta: Mapping[str, Any], now: float) -> Plan | None:
     request of the CDN's budget on a 403)."""
     page = tiktok_page(url)
     if page is not None:
-        return Plan("page", "yt-dlp", url, page[1], _position(meta), str(meta.get("kind") or ""))
+        # yt-dlp's TikTok extractor knows www.tiktok.com only; tiktok.com and m.tiktok.com
+        # would go to its generic extractor, which follows whatever the page embeds. The
+        # canonical page of the same video is what it is asked for.
+        return Plan("page", "yt-dlp", tiktok_page_url(page[1], page[0]), page[1],
+                    _position(meta), str(meta.get("kind") or ""))
     if signature_expired(url, now):
         return refresh_plan("expired", meta)
     return None
