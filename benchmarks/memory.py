@@ -1,8 +1,8 @@
 """Memory stays bounded: a million media URLs waiting behind a slow host, then a long soak.
 
     .venv/bin/python benchmarks/memory.py                      # 1,000,000 URLs, 20-minute soak
-    .venv/bin/python benchmarks/memory.py --urls 40000 --pending-minutes 0.5 --soak-minutes 0.5
-                                                               # a smoke run, under 2 minutes
+    .venv/bin/python benchmarks/memory.py --urls 40000 --pending-minutes 0.5 \
+        --soak-minutes 0.5 --warmup-minutes 0.5                # a smoke run, under 3 minutes
 
 Both parts run ``shoal process`` as a child process on the embedded broker and sample its
 memory from ``/proc``: VmRSS of the processor, and of the processor with its children (the
@@ -20,8 +20,11 @@ sealing helpers, separate interpreters), every ``--sample-seconds``.
    videos, retweets) published by this process, paced in pages of 100, for
    ``--soak-minutes`` (default 20), their media answered at once by two loopback hosts;
    stream time runs ``--stream-speed`` times faster than the clock, so hours get sealed
-   along the way. RSS is printed at the start (after a warm-up minute), every minute and at
-   the end, with the growth.
+   along the way. RSS is printed at the start, every minute and at the end, with the
+   growth. The start comes after a warm-up (``--warmup-minutes``; by default the time the
+   stream takes to fill what the processor rightly holds: the stage remembers the posts of
+   its open hours, lateness plus two hours of stream time, up to its cap), so that growth
+   at the end means memory that is never given back.
 
 Posts are published with shoal's own publisher (kafka-python, as ``shoal collect file``
 does); the time that takes is printed. Figures are printed, never asserted.
@@ -62,6 +65,7 @@ from shoal.formats import read_file  # noqa: E402
 SLOW_IP = "127.0.0.2"
 FAST_IPS = ("127.0.0.3", "127.0.0.4")
 START = datetime(2021, 5, 11, 0, 0, tzinfo=UTC)
+SOAK_LATENESS = 60  # seconds of stream time
 console = Console(width=max(120, Console().width))
 
 
@@ -282,7 +286,10 @@ def pending_part(args: argparse.Namespace, work: Path, port: int) -> None:
 
 def soak_part(args: argparse.Namespace, work: Path, port: int) -> None:
     seconds = args.soak_minutes * 60
-    warmup = min(60.0, seconds / 4)
+    # The stage's open hours (lateness + 2 h past the watermark, plus the current one) fill
+    # up in this much wall time; from then on what it remembers is pruned as fast as it grows.
+    fill = (SOAK_LATENESS + 3 * 3600) / args.stream_speed
+    warmup = args.warmup_minutes * 60 if args.warmup_minutes is not None else max(60.0, fill)
     posts = int(args.rate * (seconds + warmup)) + 100
     stream_hours = max(1, int((seconds + warmup) * args.stream_speed / 3600) + 1)
     spec = DemoSpec(posts=posts, hours=stream_hours, authors=5000, start=START,
@@ -296,7 +303,7 @@ def soak_part(args: argparse.Namespace, work: Path, port: int) -> None:
         mport = free_port()
         log = work / "soak.log"
         proc = start_processor(broker.bootstrap, data, mport, log, [
-            "--domain-parallelism", "8", "--throttle", "0", "--lateness", "60",
+            "--domain-parallelism", "8", "--throttle", "0", "--lateness", str(SOAK_LATENESS),
         ], args.tracemalloc)
         table = Table("min", "RSS MiB", "with helpers MiB", "posts in", "URLs pending",
                       "fetched", "hours sealed", "published/s",
@@ -306,7 +313,9 @@ def soak_part(args: argparse.Namespace, work: Path, port: int) -> None:
         sent = 0
         first: tuple[float, float] | None = None
         last: tuple[float, float] = (0.0, 0.0)
-        next_sample = t0 + warmup
+        step = min(60.0, seconds / 2)
+        # The warm-up is shown too (marked), at the same step, ending at the soak's start.
+        next_sample = t0 + warmup - step * max(0, int((warmup - 30) // step))
         try:
             for page in pages:
                 due = t0 + sent / args.rate
@@ -322,17 +331,20 @@ def soak_part(args: argparse.Namespace, work: Path, port: int) -> None:
                     own, total = rss_mib(proc.pid)
                     m = scrape(mport)
                     minute = (now - t0 - warmup) / 60
-                    first = first or (own, total)
-                    last = (own, total)
-                    table.add_row(f"{minute:.1f}", f"{own:.0f}", f"{total:.0f}",
+                    warming = now - t0 < warmup - 1
+                    if not warming:
+                        first = first or (own, total)
+                        last = (own, total)
+                    label = f"{minute:.1f}" + (" (warm-up)" if warming else "")
+                    table.add_row(label, f"{own:.0f}", f"{total:.0f}",
                                   f"{m['posts']:,.0f}", f"{m['pending']:,.0f}",
                                   f"{m['fetched']:,.0f}", f"{m['sealed']:.0f}",
                                   f"{sent / (now - t0):.0f}")
-                    console.print(f"soak {minute:.1f} min: RSS {own:.0f} MiB "
+                    console.print(f"soak {label} min: RSS {own:.0f} MiB "
                                   f"(with helpers {total:.0f})")
                     if now - t0 >= warmup + seconds:
                         break
-                    next_sample += min(60.0, seconds / 2)
+                    next_sample += step
             pub.close()
         finally:
             stop_processor(proc, log)
@@ -355,6 +367,9 @@ def main() -> int:
                     help="seconds the slow host takes to answer")
     ap.add_argument("--soak-minutes", type=float, default=20.0, help="0: no soak")
     ap.add_argument("--rate", type=float, default=500.0, help="posts/s during the soak")
+    ap.add_argument("--warmup-minutes", type=float,
+                    help="before the soak's first reading (default: until the stage's open "
+                    "hours are full, 6 minutes at the default stream speed)")
     ap.add_argument("--stream-speed", type=float, default=30.0,
                     help="stream seconds per second of the soak (hours get sealed)")
     ap.add_argument("--sample-seconds", type=float, default=10.0, help="part 1's sampling")
