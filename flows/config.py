@@ -42,6 +42,10 @@ class FlowConfig:
     stage_keys: dict[int, str] = field(default_factory=dict)  # per partition; by build_flow
     on_sealed: Callable[[HourSummary], None] | None = None
     reseal_interval: float = 10.0  # a sealed hour is redone at most this often (late, media)
+    # Posts the stage remembers per partition to spot copies it already wrote (an
+    # optimisation, flows.stage): about 200 bytes each, so memory does not grow with the
+    # stream's rate times its open hours.
+    seen_posts: int = 100_000
 
     def __post_init__(self) -> None:
         if self.fetch is None:

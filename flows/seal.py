@@ -76,7 +76,8 @@ class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str,
         self.shards: int | None = state["shards"]
         self.idle: set[int] = set()
         self.open: set[tuple[str, int]] = set()
-        self.last_sealed: dict[tuple[str, int], float] = {}
+        self.last_sealed: dict[tuple[str, int], float] = {}  # hour -> when it was sealed
+        self._prune_at = 64  # last_sealed's size that prunes it (doubling: O(1) a seal)
         self.started: dict[tuple[str, int], float] = {}
         self.sealer: SealWorker | InlineSealer | None = None
         # A shard of another sharding (the shard count changed since the snapshot) owns
@@ -143,6 +144,12 @@ class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str,
                     self.last_sealed[key] = now
                     self.open.discard(key)
                     self._start(platform, start)
+            if len(self.last_sealed) > self._prune_at:
+                # Only the hours sealed within the interval matter; a processor that runs
+                # for months would otherwise keep one entry per hour it ever sealed.
+                self.last_sealed = {k: t for k, t in self.last_sealed.items()
+                                    if now - t < self.cfg.reseal_interval}
+                self._prune_at = max(64, 2 * len(self.last_sealed))
         return self._finished(wait=everything)
 
     def _start(self, platform: str, start: int) -> None:

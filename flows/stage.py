@@ -11,6 +11,7 @@ snapshot so consumed offsets are never saved ahead of their rows.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,15 +51,42 @@ class _Copies:
     counters) is written in full, so that the merge's rules (earliest retrieval, newest
     author stats) choose among every copy, whatever the stage happens to remember. Were it
     dropped, the result would depend on whether the first copy was still remembered, which
-    the pruning at each flush (wall-clock timed) and a crash decide: replays under load
-    then differed from runs on a quiet machine.
+    the pruning at each flush (wall-clock timed), the cap on remembered posts and a crash
+    decide: replays under load then differed from runs on a quiet machine.
+
+    Nearly every post has one copy from one collector, so each field holds a single value
+    until a second one comes (then a set): about 200 bytes a post with its key, where two
+    sets from the start cost over 600.
     """
 
     __slots__ = ("collectors", "contents")
 
-    def __init__(self) -> None:
-        self.contents: set[bytes] = set()  # digests of _content
-        self.collectors: set[str] = set()
+    def __init__(self, content: bytes, collector: str) -> None:
+        self.contents: bytes | set[bytes] = content  # digests of _content
+        self.collectors: str | set[str] = collector
+
+    def take(self, content: bytes, collector: str) -> int:
+        """Note a copy: 2 if its content is new (write it in full), 1 if only its collector
+        is (write a "seen" line), 0 if neither (write nothing)."""
+        if not _holds(self.contents, content):
+            self.contents = _joined(self.contents, content)
+            self.collectors = _joined(self.collectors, collector)
+            return 2
+        if not _holds(self.collectors, collector):
+            self.collectors = _joined(self.collectors, collector)
+            return 1
+        return 0
+
+
+def _holds(held: Any, value: Any) -> bool:
+    return value in held if isinstance(held, set) else held == value
+
+
+def _joined(held: Any, value: Any) -> Any:
+    if isinstance(held, set):
+        held.add(value)
+        return held
+    return held if held == value else {held, value}
 
 
 def _content(body: bytes, raw: bytes) -> bytes:
@@ -123,8 +151,11 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, StageSnapshot]):
         self.counts: dict[str, int] = {}
         # What was written per open hour and post id. Only an optimisation: forgetting it
         # (pruned below, lost in a crash: it is never snapshotted) writes post lines where
-        # "seen" lines would have done, and the merge makes the same files of either.
+        # "seen" lines would have done, and the merge makes the same files of either. So it
+        # is also capped (``cfg.seen_posts``, oldest forgotten first): at 500 posts/s the
+        # open hours hold millions of posts, and remembering them all would cost gigabytes.
         self.seen: dict[tuple[str, int], dict[str, _Copies]] = {}
+        self.remembered = 0  # posts in ``seen``
         self.out: list[Any] = []
         self.written: set[tuple[str, int]] = set()
         self.reported_wm = -1
@@ -229,24 +260,46 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, StageSnapshot]):
                                 retrieved=retrieved)
         content = _content(body, msg.value)
         if have is None:
-            seen[norm.id] = have = _Copies()
+            seen[norm.id] = _Copies(content, collector)
+            self.remembered += 1
+            if self.remembered > self.cfg.seen_posts + self.cfg.seen_posts // 4:
+                self._forget()
             if rows and self.media_kinds:
                 query = norm.post.get("query", "")
                 self.out.extend(MediaJob(norm.platform, start, row, query, collector)
                                 for m, row in zip(norm.media, rows, strict=True)
                                 if m.type in self.media_kinds)
-        if content not in have.contents:
-            have.contents.add(content)
-            have.collectors.add(collector)
+            news = 2
+        else:
+            news = have.take(content, collector)
+        if news == 2:
             # One line per post, its author and media rows with it: the sealer decodes one
             # JSON document per post instead of three. The message value rides along for the
             # raw archive, spliced in as it came.
             buf.append(chunks.line_of_body(collector, body, late=late, raw=msg.value))
             self.buffered += 1
-        elif collector not in have.collectors:
-            have.collectors.add(collector)
+        elif news == 1:
             buf.append(chunks.seen_line(norm.id, collector))
         return None
+
+    def _forget(self) -> None:
+        """Forget the posts remembered longest, down to ``cfg.seen_posts``: oldest hour
+        first, and within an hour in the order they came. Called a quarter of the cap over
+        it, so the copying costs O(1) a post."""
+        self.remembered = sum(map(len, self.seen.values()))
+        count = self.remembered - self.cfg.seen_posts
+        for key in sorted(self.seen, key=lambda k: (k[1], k[0])):
+            if count <= 0:
+                break
+            posts = self.seen[key]
+            if len(posts) <= count:
+                del self.seen[key]
+                count -= len(posts)
+                self.remembered -= len(posts)
+            else:
+                self.seen[key] = dict(itertools.islice(posts.items(), count, None))
+                self.remembered -= count
+                count = 0
 
     # -- output
     def _flush(self) -> None:
@@ -267,7 +320,7 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, StageSnapshot]):
             self.reported_idle = self.idle
         horizon = self.watermark - int(self.cfg.flow.lateness) - 2 * HOUR
         for key in [k for k in self.seen if k[1] + HOUR < horizon]:
-            del self.seen[key]
+            self.remembered -= len(self.seen.pop(key))
         self.next_flush = datetime.now(UTC) + timedelta(seconds=self.cfg.flush_interval)
 
     def _drain(self) -> list[Any]:
