@@ -105,6 +105,10 @@ def test_batch_survives_faults_and_a_kill(fixtures: Path, brokers: str, tap: Kaf
     assert sorted(r["id"] for r in rows) == sorted(public)
     carousel = next(r for r in rows if r["id"] == "3828242469566363945")
     assert len(carousel["media_urls"].split("|")) > 1
+    # What found each post is its query, spelt as TikTok's: the profile as @name.
+    owners = {m["pk"]: p for p in ("alice", "carol", "dave", "erin")
+              for m in fake.profiles[p].posts}
+    assert all(r["query"] == f"@{owners[r['id']]}" for r in rows), {r["query"] for r in rows}
 
 
 def test_hourly_ceiling_spans_the_whole_batch() -> None:
@@ -229,3 +233,10 @@ def test_a_session_file_of_another_shape_is_one_line(brokers: str, tmp_path: Pat
               if r.getMessage() == "collector failed"]
     assert len(errors) == 1 and "cannot read session file" in errors[0], errors
     assert "s3cr3t" not in errors[0]
+
+
+def test_targets_become_queries_spelt_as_tiktoks() -> None:
+    from connectors.collect.instagram import query_of
+
+    assert query_of("profile:alice") == ("@alice", "profile")
+    assert query_of("hashtag:london") == ("london", "hashtag")

@@ -161,6 +161,13 @@ def _listed(path: Path) -> list[str]:
     return [line.split("#", 1)[0] for line in text.splitlines()]
 
 
+def query_of(target: str) -> tuple[str, str]:
+    """A target (``profile:alice``, ``hashtag:london``) as a query and its kind:
+    ``("@alice", "profile")``, ``("london", "hashtag")``."""
+    kind, _, name = target.partition(":")
+    return (f"@{name}" if kind == "profile" else name), kind
+
+
 def targets_of(args: argparse.Namespace) -> list[str]:
     """``profile:NAME`` and ``hashtag:TAG`` in the order given, each once whatever its case
     (``Alice`` and ``alice`` are one account); a FILE lists one name a line. A name given
@@ -403,7 +410,9 @@ class InstagramCollector:
         last_save = time.monotonic()
         for post in _bounded(posts, self.stopper) if not most or taken < most else ():
             payload = _media_object(post)
-            payload["query"] = target  # what found it: the post's query column
+            # What found it, the post's query column, spelt as TikTok's are (``london`` for
+            # a hashtag, ``@alice`` for a profile): ``WHERE query = 'london'`` finds both.
+            payload["query"], payload["query_kind"] = query_of(target)
             post_id = str(payload.get("pk") or post.mediaid)
             if post_id in self.batch.published:
                 counts["skipped"] += 1
