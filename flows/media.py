@@ -206,7 +206,26 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
         self._harvest(self.service.harvest())
         self._submit()
         self._report()
-        return self._write(), StatefulBatchLogic.RETAIN
+        facts = self._write()
+        if self._idle():
+            return facts, self._forget()
+        return facts, StatefulBatchLogic.RETAIN
+
+    def _idle(self) -> bool:
+        return not (self.window or self.in_flight or self.done or self.spilled
+                    or self.spill_read < self.spill_size or self.service.pending())
+
+    def _forget(self) -> bool:
+        """Nothing left to fetch from this key: drop the logic, so that the operator holds
+        logics only for hosts with work (a keyword image search meets thousands of hosts,
+        each fetched once). What it knew is not needed again: the host's gate lives in the
+        shared engine (``FetchService.release``), so a URL of the host queued a moment later
+        by a new logic still waits out the gap; the fetch ledger remembers what was stored.
+        """
+        self.service.release()
+        if self.spill is not None:
+            self.spill.unlink(missing_ok=True)
+        return StatefulBatchLogic.DISCARD
 
     def _report(self) -> None:
         waiting = len(self.window) + sum(map(len, self.in_flight.values())) + self.spilled

@@ -89,19 +89,23 @@ def _joined(held: Any, value: Any) -> Any:
     return held if held == value else {held, value}
 
 
-def _content(body: bytes, raw: bytes) -> bytes:
+def _content(raw: bytes, fmt: str, retrieved: str) -> bytes:
     """A digest of what a post line contributes to the merge, collector and late mark aside:
-    its :func:`shoal.chunks.post_body` and its raw payload.
+    its raw payload, its format and the retrieval time its rows are made with.
 
-    A late mark needs no place here: every copy of a post lands in one partition, whose
+    The rows themselves (:func:`shoal.chunks.post_body`) need no place here: the normaliser
+    is a pure function of these three, so two copies with the same three have the same
+    rows, and two with different rows differ in one of them. Digesting the inputs rather
+    than the encoded rows hashes half the bytes.
+    A late mark needs no place either: every copy of a post lands in one partition, whose
     watermark only grows, so a copy after one already written is late if that one was, and
     its mark cannot matter if that one was on time (an on-time copy anywhere clears it).
-    The raw payload (with its format and retrieval time, in the body) is content too: the
-    merge picks the archived copy among every copy written, so two copies that differ only
-    in their bytes must both reach it for the choice not to depend on which came first.
+    The raw payload is content: the merge picks the archived copy among every copy written,
+    so two copies that differ only in their bytes must both reach it for the choice not to
+    depend on which came first.
     """
-    digest = hashlib.blake2b(body, digest_size=16)
-    digest.update(raw)
+    digest = hashlib.blake2b(raw, digest_size=16)
+    digest.update(b"\0%s\0%s" % (fmt.encode(), retrieved.encode()))
     return digest.digest()
 
 
@@ -255,10 +259,7 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, StageSnapshot]):
         have = seen.get(norm.id)
         buf = self.buffers.setdefault(key, [])
         rows = [m.row() for m in norm.media]
-        # Encoded once: digested here, and spliced into the line if it is written.
-        body = chunks.post_body(norm.post, user=norm.user, media=rows, fmt=fmt,
-                                retrieved=retrieved)
-        content = _content(body, msg.value)
+        content = _content(msg.value, fmt, retrieved)
         if have is None:
             seen[norm.id] = _Copies(content, collector)
             self.remembered += 1
@@ -276,6 +277,8 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, StageSnapshot]):
             # One line per post, its author and media rows with it: the sealer decodes one
             # JSON document per post instead of three. The message value rides along for the
             # raw archive, spliced in as it came.
+            body = chunks.post_body(norm.post, user=norm.user, media=rows, fmt=fmt,
+                                    retrieved=retrieved)
             buf.append(chunks.line_of_body(collector, body, late=late, raw=msg.value))
             self.buffered += 1
         elif news == 1:

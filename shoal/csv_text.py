@@ -19,11 +19,7 @@ from collections.abc import Iterable, Sequence
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """``header`` then ``rows`` as CSV with ``\\n`` line ends (see the module doc)."""
     rows = rows if isinstance(rows, list) else list(rows)
-    buf = io.StringIO()
-    plain = csv.writer(buf, lineterminator="\n")
-    plain.writerow(header)
-    plain.writerows(rows)
-    text = buf.getvalue()
+    text = _minimal(header, rows)
     if "\r" not in text:  # nearly always: one scan of the text, in C
         return text
     buf = io.StringIO()
@@ -36,3 +32,36 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
         else:
             plain.writerow(row)
     return buf.getvalue()
+
+
+def _minimal(header: Sequence[str], rows: list[Sequence[str]]) -> str:
+    """What ``csv.writer(lineterminator="\\n").writerows`` writes, about three times faster.
+
+    The writer looks at every character of every field to decide whether to quote it; but a
+    row whose fields hold no comma, quote or line break needs no quotes at all, and then its
+    line is the fields joined by commas. Nearly every row is such a row, and three scans of
+    the joined line (in C) tell: as many commas as separators, no quote, no line break.
+    Any other row (and a row of one field, which the writer quotes when it is empty, or a
+    value that is not text) goes through the writer itself, so the text is the writer's,
+    byte for byte (``tests/test_csv_text.py`` holds them to it).
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    out: list[str] = []
+    for row in (header, *rows):
+        seps = len(row) - 1
+        if seps > 0:
+            try:
+                line = ",".join(row)
+            except TypeError:  # a number or None among the values: the writer's str()
+                line = None
+            if (line is not None and line.count(",") == seps and '"' not in line
+                    and "\n" not in line and "\r" not in line):
+                out.append(line)
+                continue
+        buf.seek(0)
+        buf.truncate()
+        writer.writerow(row)
+        out.append(buf.getvalue()[:-1])
+    out.append("")
+    return "\n".join(out)

@@ -116,3 +116,64 @@ def test_the_sealer_forgets_when_it_sealed_hours_past_the_reseal_interval(
     seal.on_batch([(0, 1, ChunkFact(0, hour + HOUR, (("twitter", hour),)))])
     assert ("twitter", hour) in seal.open  # waits for the interval
     seal.on_eof()
+
+
+def test_a_host_with_nothing_left_is_forgotten_and_its_gap_kept(tmp_path: Path) -> None:
+    """The fetch step holds a logic per host only while the host has work: a keyword image
+    search meets thousands of hosts, each fetched once, and logics kept for ever would grow
+    with them. A host's next URL, queued by a new logic a moment after the last one was
+    dropped, still waits out the host's gap at the server (the gate outlives the logic)."""
+    import itertools
+    import time as clock
+
+    from bytewax.operators import StatefulBatchLogic
+
+    from connectors.fetch import engine
+    from flows.media import FetchLogic, MediaJob
+    from shoal.fetch import FetchConfig
+    from tests.loopback_server import MediaServer
+
+    server = MediaServer(latency=0.0).start()
+    hosts = [f"h{i}.test" for i in range(6)]
+    cfg = FetchConfig(domain_parallelism=1, throttle=0.4,
+                      resolve=dict.fromkeys(hosts, "127.0.0.1"))
+
+    def service() -> engine.FetchService:
+        return engine.FetchService(tmp_path, cfg, max_pending=8)
+
+    def job(host: str, n: int) -> MediaJob:
+        return MediaJob("twitter", 0, {"post_id": f"{host}-{n}", "position": n, "type": "photo",
+                                       "url": f"http://{host}:{server.port}/p/{host}-{n}.jpg"})
+
+    def until_dropped(logic: FetchLogic) -> int:
+        deadline = clock.monotonic() + 20
+        facts = 0
+        while clock.monotonic() < deadline:
+            out, fate = logic.on_notify()
+            facts += len(list(out))
+            if fate == StatefulBatchLogic.DISCARD:
+                return facts
+            clock.sleep(0.02)
+        raise AssertionError("the logic of a host with nothing left was kept")
+
+    try:
+        logics = {h: FetchLogic(tmp_path, cfg, None, service) for h in hosts}
+        for h, logic in logics.items():
+            logic.on_batch([job(h, 0), job(h, 1)])
+        assert all(until_dropped(logic) for logic in logics.values())  # rows written first
+        runtimes = list(engine._RUNTIMES.values())
+        assert len(runtimes) == 1 and runtimes[0].users == 0  # no service left behind
+        # A new logic for h0, at once: its URL waits out h0's gap all the same.
+        again = FetchLogic(tmp_path, cfg, None, service)
+        again.on_batch([job("h0.test", 2)])
+        until_dropped(again)
+    finally:
+        engine.close_all()
+        server.stop()
+    media = [rec for chunk in _chunks(tmp_path)
+             for rec in map(orjson.loads, chunk.read_bytes().splitlines())]
+    assert len(media) == 2 * len(hosts) + 1, media
+    assert all(r["r"]["sha256"] for r in media)
+    starts = sorted(start for host, start, _end in server.log if host == "h0.test")
+    assert len(starts) == 3
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.4 - 0.01

@@ -600,6 +600,24 @@ class FetchService:
                 del _RUNTIMES[self._key]
                 self._rt.stop()
 
+    def release(self) -> None:
+        """Let go of an idle service without stopping the shared engine.
+
+        A keyed operator drops the logic of a host it has nothing left to fetch from (else
+        a stream that meets a million hosts keeps a million logics). The engine, and with it
+        every host's gate, stays up: a new URL of that host a moment later still waits out
+        the host's gap. The engine stops with the last :meth:`close`, or at
+        :func:`close_all` when the run ends.
+        """
+        with self._cond:
+            if self._closed:
+                return
+            if self._running or self._results:
+                raise RuntimeError("FetchService.release with jobs unfinished or unharvested")
+            self._closed = True
+        with _RUNTIMES_LOCK:
+            self._rt.users -= 1
+
     def __enter__(self) -> FetchService:
         return self
 
