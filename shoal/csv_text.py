@@ -41,8 +41,9 @@ def _minimal(header: Sequence[str], rows: list[Sequence[str]]) -> str:
     row whose fields hold no comma, quote or line break needs no quotes at all, and then its
     line is the fields joined by commas. Nearly every row is such a row, and three scans of
     the joined line (in C) tell: as many commas as separators, no quote, no line break.
-    Any other row (and a row of one field, which the writer quotes when it is empty, or a
-    value that is not text) goes through the writer itself, so the text is the writer's,
+    A value that is not text is spelt as the writer spells it (``None`` as nothing, any
+    other by ``str``). Any other row (and a row of one field, which the writer quotes when
+    it is empty) goes through the writer itself, so the text is the writer's,
     byte for byte (``tests/test_csv_text.py`` holds them to it).
     """
     buf = io.StringIO()
@@ -53,9 +54,11 @@ def _minimal(header: Sequence[str], rows: list[Sequence[str]]) -> str:
         if seps > 0:
             try:
                 line = ",".join(row)
-            except TypeError:  # a number or None among the values: the writer's str()
-                line = None
-            if (line is not None and line.count(",") == seps and '"' not in line
+            except TypeError:  # a number or None among the values (a media row's
+                # position): spelt as the writer spells them, None as nothing, others str()
+                line = ",".join(["" if v is None else v if isinstance(v, str) else str(v)
+                                 for v in row])
+            if (line.count(",") == seps and '"' not in line
                     and "\n" not in line and "\r" not in line):
                 out.append(line)
                 continue

@@ -27,7 +27,8 @@ def _writer_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str
 
 
 _FIELD = st.text(alphabet=st.sampled_from(list('a,"\n\r \x00é\u2028\t;')), max_size=6)
-_VALUE = st.one_of(_FIELD, _FIELD, _FIELD, st.integers(-5, 5), st.none())
+_VALUE = st.one_of(_FIELD, _FIELD, _FIELD, st.integers(-5, 5), st.none(), st.booleans(),
+                   st.floats(allow_nan=True, allow_infinity=True))
 
 
 @settings(max_examples=400, deadline=None)
