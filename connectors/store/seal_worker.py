@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_for
@@ -60,13 +61,18 @@ def _warm_up() -> None:
     import connectors.store.catalog  # noqa: F401
 
 
-def _seal_in_child(data_dir: Path, platform: str, start: int, tz: str) -> HourSummary | None:
+def _seal_in_child(data_dir: Path, platform: str, start: int,
+                   tz: str) -> tuple[HourSummary | None, float]:
+    """The seal's summary and how long the seal itself took (the time in the pool's queue
+    left out: the caller paces re-seals by it)."""
     global _catalog
     if _catalog is None:
         from connectors.store.catalog import Catalog
 
         _catalog = Catalog(data_dir)
-    return seal_hour(data_dir, platform, start, tz, _catalog)
+    t0 = time.perf_counter()
+    summary = seal_hour(data_dir, platform, start, tz, _catalog)
+    return summary, time.perf_counter() - t0
 
 
 class SealWorker:
@@ -78,7 +84,8 @@ class SealWorker:
         self._log_level = log_level
         self._processes = processes
         self.restarts = 0
-        self._running: dict[tuple[str, int], Future[HourSummary | None]] = {}
+        self._running: dict[tuple[str, int], Future[tuple[HourSummary | None, float]]] = {}
+        self._took: dict[tuple[str, int], float] = {}  # of seals done() returned, until took()
         self._again: deque[tuple[str, int]] = deque()  # asked while already being sealed
         self._start_pool()
 
@@ -127,13 +134,18 @@ class SealWorker:
                 continue
             for key in finished:
                 try:
-                    out.append((key, self._running.pop(key).result()))
+                    summary, self._took[key] = self._running.pop(key).result()
+                    out.append((key, summary))
                 except BrokenProcessPool as exc:
                     self._restart(key, exc)
             for key in [k for k in self._again if k not in self._running]:
                 self._again.remove(key)
                 self.submit(*key)
         return out
+
+    def took(self, key: tuple[str, int]) -> float | None:
+        """Seconds the last seal of ``key`` that :meth:`done` returned took, once."""
+        return self._took.pop(key, None)
 
     def _restart(self, key: tuple[str, int], exc: BrokenProcessPool) -> None:
         """A helper vanished mid-seal (killed from outside, out of memory): start new helpers
@@ -169,10 +181,16 @@ class InlineSealer:
         self.tz = tz
         self._catalog = Catalog(data_dir)
         self._done: list[tuple[tuple[str, int], HourSummary | None]] = []
+        self._took: dict[tuple[str, int], float] = {}
 
     def submit(self, platform: str, start: int) -> None:
+        t0 = time.perf_counter()
         summary = seal_hour(self.data_dir, platform, start, self.tz, self._catalog)
+        self._took[(platform, start)] = time.perf_counter() - t0
         self._done.append(((platform, start), summary))
+
+    def took(self, key: tuple[str, int]) -> float | None:
+        return self._took.pop(key, None)
 
     def in_flight(self) -> set[tuple[str, int]]:
         return set()
