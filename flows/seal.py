@@ -23,7 +23,7 @@ from connectors.ops import metrics
 from connectors.store.chunks import pending_hours
 from connectors.store.reports import stamp_seal
 from connectors.store.seal import recover_staged
-from connectors.store.seal_worker import InlineSealer, SealWorker
+from connectors.store.seal_worker import ID_LISTS, InlineSealer, SealWorker
 from flows.config import FlowConfig
 from flows.media import MediaFact
 from flows.route import shard_of
@@ -93,6 +93,10 @@ class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str,
         self.last_sealed: dict[tuple[str, int], tuple[float, float]] = {}
         self._prune_at = 64  # last_sealed's size that prunes it (doubling: O(1) a seal)
         self.started: dict[tuple[str, int], float] = {}
+        # A TikTok hour was sealed since the ID files were last rewritten. They are rewritten
+        # once none of this shard's TikTok seals is under way: each rewrite reads every
+        # TikTok hour sealed so far, so one per seal made a replay of n hours cost n^2.
+        self.ids_due = False
         self.sealer: SealWorker | InlineSealer | None = None
         # A shard of another sharding (the shard count changed since the snapshot) owns
         # nothing now: its hours belong to the new shards. It lets go of its state at once.
@@ -173,12 +177,26 @@ class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str,
 
     def _finished(self, wait: bool) -> list[HourSummary]:
         assert self.sealer is not None
+        done = self._reap(wait)
+        if self.ids_due and not any(p == "tiktok" for p, _ in self.sealer.in_flight()):
+            # Every shard rewrites after its own last TikTok seal, and a rewrite reads what
+            # every seal committed before it: whoever rewrites last has seen every hour.
+            self.ids_due = False
+            self.sealer.submit(*ID_LISTS)
+            if wait:
+                done += self._reap(wait)
+        return done
+
+    def _reap(self, wait: bool) -> list[HourSummary]:
+        assert self.sealer is not None
         done = []
         for (platform, start), summary in self.sealer.done(wait):
             t0 = self.started.pop((platform, start), time.perf_counter())
+            took = self.sealer.took((platform, start))
             if summary is None:
                 continue
-            took = self.sealer.took((platform, start))
+            if platform == "tiktok":
+                self.ids_due = True
             seconds = time.perf_counter() - t0 if took is None else took
             began = self.last_sealed.get((platform, start))
             if began is not None:  # the next seal of this hour waits in proportion

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,58 @@ def test_post_and_video_ids_per_query(fixtures: Path, tmp_path: Path) -> None:
         listed = lines(path)
         assert listed == sort_ids(set(listed)), path
     assert write_id_files(data) == 0  # nothing left to bring up to date
+
+
+def test_a_burst_of_tiktok_seals_rewrites_the_lists_once_at_its_end(
+        fixtures: Path, tmp_path: Path) -> None:
+    """Each rewrite of the ID files reads every TikTok hour sealed so far: rewritten after
+    every seal, a replay of n hours would read n^2 hours. The sealer rewrites them once its
+    TikTok seals under way are over: never while the burst's hours are still coming in, and
+    at its end they hold every post of every hour."""
+    import orjson
+
+    from connectors.store.catalog import Catalog
+    from connectors.store.chunks import write_chunk
+    from flows.config import FlowConfig
+    from flows.seal import SealLogic
+    from flows.stage import ChunkFact
+    from shoal import chunks
+    from shoal.hours import HOUR, hour_start, zone
+    from shoal.normalise import normalise
+    from shoal.options import FlowSettings, MediaSettings
+
+    data = tmp_path / "data"
+    t = items(fixtures)
+    hours: list[int] = []
+    posts: list[str] = []
+    for n in range(8):  # eight hours, one post each
+        rec = post(t[n % len(t)], n, "london", ["london"], f"http://v.test/{n}.mp4")
+        assert isinstance(rec.payload, dict)
+        rec.payload["createTime"] = 1733000000 + HOUR * n
+        norm = normalise("tiktok-item", rec.payload, "2024-12-01T00:00:00+00:00")
+        start = hour_start(norm.created_at, zone("UTC"))
+        write_chunk(data, "tiktok", start, "p0", [chunks.post_line(
+            "tt", norm.post, user=norm.user, media=[m.row() for m in norm.media],
+            raw=orjson.dumps(rec.payload), fmt="tiktok-item",
+            retrieved="2024-12-01T00:00:00+00:00")])
+        hours.append(start)
+        posts.append(norm.id)
+    Catalog(data).ensure()
+    listed = data / "ids" / "tiktok" / "london" / "posts.txt"
+    cfg = FlowConfig(data_dir=data, brokers="unused:9092", partitions=1,
+                     flow=FlowSettings(lateness=0.0, seal_processes=1),
+                     media=MediaSettings(enabled=False))
+    seal = SealLogic(cfg, None)
+    seen_during: list[list[str] | None] = []
+    sealed = list(seal.on_batch([(0, 1, ChunkFact(0, hours[-1] + HOUR,
+                                                  tuple(("tiktok", h) for h in hours)))])[0])
+    deadline = time.monotonic() + 120
+    while len(sealed) < len(hours) and time.monotonic() < deadline:
+        # What a reader finds in the list while the burst's seals come in, one at a time.
+        seen_during.append(lines(listed) if listed.exists() else None)
+        sealed += list(seal.on_notify()[0])
+        time.sleep(0.02)
+    assert sorted(s.start for s in sealed) == hours
+    seal.on_eof()
+    assert seen_during and all(seen is None for seen in seen_during), seen_during
+    assert lines(listed) == sort_ids(posts)

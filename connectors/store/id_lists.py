@@ -17,10 +17,11 @@ sealed hours, so they are always what the data dir holds, and exist twice:
     the data dir);
 
 * files, ``DIR/ids/tiktok/<query>/posts.txt`` and ``videos.txt``: the same IDs, one a line,
-  sorted (numerically), each once. They are rewritten whenever a TikTok hour is sealed and
-  when the dataflow starts, each atomically and only when its content changed, from the
-  sealed data alone: a crash at any point and a restart leave whole files that never hold
-  a line twice. ``<query>`` is :func:`shoal.names.query_folder` of the query.
+  sorted (numerically), each once. They are rewritten after TikTok hours are sealed (by
+  the dataflow's sealer once none of its TikTok seals is under way: a replay's burst of
+  hours is read once, not once per hour) and when the dataflow starts, each atomically and
+  only when its content changed, from the sealed data alone: a crash at any point and a
+  restart leave whole files that never hold a line twice. ``<query>`` is :func:`shoal.names.query_folder` of the query.
 """
 
 from __future__ import annotations

@@ -82,9 +82,15 @@ def load_sealed(paths: HourPaths) -> HourState:
     return state
 
 def seal_hour(
-    data_dir: Path, platform: str, start: int, tz: str, catalog: Any | None = None
+    data_dir: Path, platform: str, start: int, tz: str, catalog: Any | None = None,
+    *, id_lists: bool = True,
 ) -> HourSummary | None:
-    """Merge the hour's chunks into its sealed files; a no-op if it has no chunks."""
+    """Merge the hour's chunks into its sealed files; a no-op if it has no chunks.
+
+    A TikTok hour also brings the per-query ID files up to date, unless ``id_lists`` is
+    false: the dataflow's sealer does that once a burst of TikTok seals is over
+    (:func:`refresh_id_lists`), since each rewrite reads every TikTok hour sealed so far.
+    """
     chunks = sorted(chunk_dir(data_dir, platform, start).glob("*.jsonl"))
     if not chunks:
         return None
@@ -169,7 +175,7 @@ def seal_hour(
             remember_collectors(data_dir, platform, seen)
         else:
             write_day_report(data_dir, platform, name.day)
-        if platform == "tiktok" and catalog is not None:
+        if platform == "tiktok" and catalog is not None and id_lists:
             # After the hour's Parquet files: the lists are read back from them.
             write_id_files(data_dir)
     fsync_dir(paths.folder)
@@ -178,6 +184,13 @@ def seal_hour(
     with contextlib.suppress(OSError):
         chunks[0].parent.rmdir()
     return summary
+
+def refresh_id_lists(data_dir: Path) -> None:
+    """Rewrite the TikTok ID files from every hour committed so far (under the reports
+    lock, like a seal's own rewrite, so the last writer has seen every committed hour)."""
+    with reports_lock(data_dir):
+        write_id_files(data_dir)
+
 
 def publish_together(data_dir: Path, platform: str, start: int, files: dict[Path, bytes]) -> None:
     """Replace an hour's files as one unit, even across a crash.

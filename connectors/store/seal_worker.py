@@ -27,7 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from connectors.store.seal import seal_hour
+from connectors.store.seal import refresh_id_lists, seal_hour
 from shoal.gc_tune import tune_gc
 from shoal.merge import HourSummary
 from shoal.panics import unfiltered_stderr
@@ -71,8 +71,22 @@ def _seal_in_child(data_dir: Path, platform: str, start: int,
 
         _catalog = Catalog(data_dir)
     t0 = time.perf_counter()
-    summary = seal_hour(data_dir, platform, start, tz, _catalog)
+    summary = _seal_or_ids(data_dir, platform, start, tz, _catalog)
     return summary, time.perf_counter() - t0
+
+
+# Not an hour: the TikTok ID files' rewrite, queued like a seal (the same helpers, the same
+# bookkeeping of what is in flight, the same restart when a helper is lost).
+ID_LISTS = ("tiktok", -1)
+
+
+def _seal_or_ids(data_dir: Path, platform: str, start: int, tz: str,
+                 catalog: Any) -> HourSummary | None:
+    if (platform, start) == ID_LISTS:
+        refresh_id_lists(data_dir)
+        return None
+    # The ID files are the sealer's to rewrite, once its TikTok seals under way are over.
+    return seal_hour(data_dir, platform, start, tz, catalog, id_lists=False)
 
 
 class SealWorker:
@@ -185,7 +199,7 @@ class InlineSealer:
 
     def submit(self, platform: str, start: int) -> None:
         t0 = time.perf_counter()
-        summary = seal_hour(self.data_dir, platform, start, self.tz, self._catalog)
+        summary = _seal_or_ids(self.data_dir, platform, start, self.tz, self._catalog)
         self._took[(platform, start)] = time.perf_counter() - t0
         self._done.append(((platform, start), summary))
 
