@@ -21,7 +21,8 @@ sealed hours, so they are always what the data dir holds, and exist twice:
   the dataflow's sealer once none of its TikTok seals is under way: a replay's burst of
   hours is read once, not once per hour) and when the dataflow starts, each atomically and
   only when its content changed, from the sealed data alone: a crash at any point and a
-  restart leave whole files that never hold a line twice. ``<query>`` is :func:`shoal.names.query_folder` of the query.
+  restart leave whole files that never hold a line twice. ``<query>`` is
+  :func:`shoal.names.query_folder` of the query.
 """
 
 from __future__ import annotations
