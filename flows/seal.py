@@ -198,10 +198,12 @@ class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str,
             if platform == "tiktok":
                 self.ids_due = True
             seconds = time.perf_counter() - t0 if took is None else took
+            # The next seal of this hour waits in proportion (from when this one began; if
+            # that was pruned meanwhile, from now).
             began = self.last_sealed.get((platform, start))
-            if began is not None:  # the next seal of this hour waits in proportion
-                self.last_sealed[(platform, start)] = (
-                    began[0], reseal_hold(self.cfg.reseal_interval, seconds))
+            self.last_sealed[(platform, start)] = (
+                time.monotonic() if began is None else began[0],
+                reseal_hold(self.cfg.reseal_interval, seconds))
             done.append(summary)
             stamp_seal(self.cfg.data_dir, summary.platform, summary.day)
             metrics.hour_sealed(summary)
