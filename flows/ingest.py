@@ -17,6 +17,7 @@ lateness. Rows never live in Bytewax state; only offsets and watermarks are snap
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from datetime import timedelta
@@ -157,3 +158,20 @@ def run(cfg: FlowConfig, process_id: int | None = None,
         from connectors.fetch.engine import close_all
 
         close_all()
+        _id_lists_at_stop(cfg.data_dir)
+
+
+def _id_lists_at_stop(data_dir: Path) -> None:
+    """Bring the TikTok ID files up to date with every hour sealed, at any stop.
+
+    The seal shards rewrite them once their TikTok seals under way are over, and at the end
+    of the input; Ctrl-C and SIGTERM stop the dataflow without that end, and a TikTok hour
+    sealed just before would be missing from the lists until the next start.
+    """
+    try:
+        with reports_lock(data_dir):
+            write_id_files(data_dir)
+    except Exception as exc:  # the stop's own error, if any, is the one to report
+        logging.getLogger("shoal.flow").warning(
+            "TikTok ID files not brought up to date at stop (the next start does it)",
+            extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})

@@ -34,12 +34,17 @@ from shoal.merge import HourSummary
 log = logging.getLogger("shoal.flow")
 
 # A sealed hour that gets more rows (fetched media, late posts) is sealed again, whole: at
-# most every ``reseal_interval``, and never sooner than this many times its last seal took.
+# most every ``reseal_interval``, and never sooner than this many times the CPU its last seal
+# took (a seal that waited for the reports lock or the disk is not held back for it).
 # An hour of the 1% sample (180,000 posts) takes some 20 s to seal; redone every 10 s while
 # its media trickle in for days, it would keep a helper busy for ever. Waiting ten times the
 # seal's cost keeps re-sealing any hour within a tenth of a helper's time, whatever its size.
 RESEAL_COST_FACTOR = 10.0
 RESEAL_HOLD_MAX = 1800.0  # a big hour's media still reach its files within half an hour
+# The TikTok ID files wait for a pause in the shard's TikTok seals, but never longer than
+# this (nor than ten times their last rewrite took): helpers kept busy by re-seals of many
+# hours would otherwise hold them back for as long as a media backlog lasts.
+ID_LISTS_MAX_AGE = 60.0
 
 
 def reseal_hold(interval: float, seal_seconds: float) -> float:
@@ -96,7 +101,8 @@ class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str,
         # A TikTok hour was sealed since the ID files were last rewritten. They are rewritten
         # once none of this shard's TikTok seals is under way: each rewrite reads every
         # TikTok hour sealed so far, so one per seal made a replay of n hours cost n^2.
-        self.ids_due = False
+        self.ids_due: float | None = None  # since when (monotonic)
+        self.ids_hold = ID_LISTS_MAX_AGE
         self.sealer: SealWorker | InlineSealer | None = None
         # A shard of another sharding (the shard count changed since the snapshot) owns
         # nothing now: its hours belong to the new shards. It lets go of its state at once.
@@ -178,10 +184,13 @@ class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str,
     def _finished(self, wait: bool) -> list[HourSummary]:
         assert self.sealer is not None
         done = self._reap(wait)
-        if self.ids_due and not any(p == "tiktok" for p, _ in self.sealer.in_flight()):
+        busy = self.sealer.in_flight()
+        if self.ids_due is not None and ID_LISTS not in busy and (
+                not any(p == "tiktok" for p, _ in busy)
+                or time.monotonic() - self.ids_due >= self.ids_hold):
             # Every shard rewrites after its own last TikTok seal, and a rewrite reads what
             # every seal committed before it: whoever rewrites last has seen every hour.
-            self.ids_due = False
+            self.ids_due = None
             self.sealer.submit(*ID_LISTS)
             if wait:
                 done += self._reap(wait)
@@ -193,10 +202,12 @@ class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str,
         for (platform, start), summary in self.sealer.done(wait):
             t0 = self.started.pop((platform, start), time.perf_counter())
             took = self.sealer.took((platform, start))
+            if (platform, start) == ID_LISTS and took is not None:
+                self.ids_hold = max(ID_LISTS_MAX_AGE, RESEAL_COST_FACTOR * took)
             if summary is None:
                 continue
-            if platform == "tiktok":
-                self.ids_due = True
+            if platform == "tiktok" and self.ids_due is None:
+                self.ids_due = time.monotonic()
             seconds = time.perf_counter() - t0 if took is None else took
             # The next seal of this hour waits in proportion (from when this one began; if
             # that was pruned meanwhile, from now).

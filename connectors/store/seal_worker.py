@@ -63,16 +63,17 @@ def _warm_up() -> None:
 
 def _seal_in_child(data_dir: Path, platform: str, start: int,
                    tz: str) -> tuple[HourSummary | None, float]:
-    """The seal's summary and how long the seal itself took (the time in the pool's queue
-    left out: the caller paces re-seals by it)."""
+    """The seal's summary and the CPU the seal itself took: the caller paces re-seals by
+    it, so the time spent waiting (in the pool's queue, for the reports lock another seal
+    holds, for the disk) is left out."""
     global _catalog
     if _catalog is None:
         from connectors.store.catalog import Catalog
 
         _catalog = Catalog(data_dir)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     summary = _seal_or_ids(data_dir, platform, start, tz, _catalog)
-    return summary, time.perf_counter() - t0
+    return summary, time.thread_time() - t0
 
 
 # Not an hour: the TikTok ID files' rewrite, queued like a seal (the same helpers, the same
@@ -158,7 +159,7 @@ class SealWorker:
         return out
 
     def took(self, key: tuple[str, int]) -> float | None:
-        """Seconds the last seal of ``key`` that :meth:`done` returned took, once."""
+        """CPU seconds the last seal of ``key`` that :meth:`done` returned took, once."""
         return self._took.pop(key, None)
 
     def _restart(self, key: tuple[str, int], exc: BrokenProcessPool) -> None:
@@ -198,9 +199,9 @@ class InlineSealer:
         self._took: dict[tuple[str, int], float] = {}
 
     def submit(self, platform: str, start: int) -> None:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()  # this thread's CPU, as in a helper (see _seal_in_child)
         summary = _seal_or_ids(self.data_dir, platform, start, self.tz, self._catalog)
-        self._took[(platform, start)] = time.perf_counter() - t0
+        self._took[(platform, start)] = time.thread_time() - t0
         self._done.append(((platform, start), summary))
 
     def took(self, key: tuple[str, int]) -> float | None:
