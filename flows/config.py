@@ -42,7 +42,7 @@ class FlowConfig:
     stage_keys: dict[int, str] = field(default_factory=dict)  # per partition; by build_flow
     on_sealed: Callable[[HourSummary], None] | None = None
     # A sealed hour is redone at most this often (late posts, fetched media), and never
-    # sooner than ten times its last seal took (flows.seal.RESEAL_COST_FACTOR).
+    # sooner than ten times the CPU its last seal took (flows.seal.RESEAL_COST_FACTOR).
     reseal_interval: float = 10.0
     # Posts the stage remembers per partition to spot copies it already wrote (an
     # optimisation, flows.stage): about 200 bytes each, so memory does not grow with the
