@@ -86,3 +86,78 @@ def test_a_lost_helper_is_replaced_and_the_seal_done_again(tmp_path: Path) -> No
         assert worker.restarts == 1
     finally:
         worker.close()
+
+
+def _chunks_of_two_hours(data: Path) -> list[int]:
+    """Chunk files for the two busiest hours of a small demo stream; their starts."""
+    import orjson
+
+    from connectors.store.chunks import write_chunk
+    from shoal import chunks
+    from shoal.demo import demo_pages
+    from shoal.formats.twitter_v2 import read
+    from shoal.hours import hour_start, zone
+    from shoal.model import RawPost
+    from shoal.normalise import normalise
+
+    pages = data.parent / "pages.jsonl"
+    pages.write_bytes(b"".join(orjson.dumps(p) + b"\n"
+                               for p in demo_pages(DemoSpec(posts=400, hours=2, seed=3))))
+    by_hour: dict[int, list[bytes]] = {}
+    for post in read(pages):
+        if not isinstance(post, RawPost):
+            continue
+        raw = post.payload if isinstance(post.payload, bytes) else orjson.dumps(post.payload)
+        norm = normalise("twitter-v2", orjson.loads(raw), "2021-05-11T20:00:00+00:00")
+        body = chunks.post_body(norm.post, user=norm.user, media=[m.row() for m in norm.media],
+                                fmt="twitter-v2", retrieved="2021-05-11T20:00:00+00:00")
+        start = hour_start(norm.created_at, zone("UTC"))
+        by_hour.setdefault(start, []).append(chunks.line_of_body("c1", body, raw=raw))
+    starts = sorted(by_hour)[:2]
+    for start in starts:
+        write_chunk(data, "twitter", start, "p0", by_hour[start])
+    return starts
+
+
+def test_a_pool_broken_under_two_seals_restarts_once_and_does_not_wait_on_them(
+        tmp_path: Path) -> None:
+    """Both seals under way break with the pool when one helper dies. ``done`` must start
+    them again and return, not wait on one of them there: the dataflow calls it between
+    batches. Here both seals wait for the reports lock the test holds, so a ``done`` that
+    waited on a seal would wait until the lock is let go."""
+    import threading
+
+    from connectors.store.reports import reports_lock
+
+    data = tmp_path / "data"
+    data.mkdir()
+    starts = _chunks_of_two_hours(data)
+    worker = SealWorker(data, "UTC", processes=2)
+    returned: list[list[tuple[tuple[str, int], HourSummary | None]]] = []
+    try:
+        with reports_lock(data):
+            for start in starts:
+                worker.submit("twitter", start)
+            deadline = time.monotonic() + 60
+            while len(worker._pool._processes) < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(1.0)  # both seals are taken by the helpers and wait for the lock
+            assert not any(f.done() for f in worker._running.values())
+            os.kill(next(iter(worker._pool._processes)), signal.SIGKILL)
+            while not all(f.done() for f in worker._running.values()):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            caller = threading.Thread(target=lambda: returned.append(worker.done(wait=False)))
+            caller.start()
+            caller.join(timeout=20)
+            assert not caller.is_alive(), "done() waited on a seal the new helpers started"
+            assert returned == [[]]
+            assert worker.restarts == 1
+            assert worker.in_flight() == {("twitter", s) for s in starts}
+        finished = worker.done(wait=True)
+        assert sorted(k for k, _ in finished) == [("twitter", s) for s in starts]
+        assert all(s is not None and s.total > 0 for _, s in finished)
+        assert worker.restarts == 1
+    finally:
+        worker.close()

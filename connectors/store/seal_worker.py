@@ -21,6 +21,7 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import MutableMapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_for
 from concurrent.futures.process import BrokenProcessPool
@@ -117,6 +118,10 @@ class SealWorker:
             # a while, and the first hour should not wait for them.
             for _ in range(processes):
                 self._pool.submit(_warm_up)
+        # The helpers, for _restart: a broken pool only sends SIGTERM to the helpers that
+        # survived, which they ignore (see _init_child). The executor forgets this dict at
+        # shutdown; its own thread and this reference keep it.
+        self._helpers: MutableMapping[int, Any] = self._pool._processes or {}
 
     def submit(self, platform: str, start: int) -> None:
         key = (platform, start)
@@ -128,7 +133,7 @@ class SealWorker:
             self._running[key] = self._pool.submit(
                 _seal_in_child, self.data_dir, platform, start, self.tz)
         except BrokenProcessPool as exc:  # a helper vanished while idle
-            self._restart(key, exc)
+            self._restart(exc, key)
 
     @property
     def busy(self) -> bool:
@@ -149,10 +154,16 @@ class SealWorker:
                 continue
             for key in finished:
                 try:
-                    summary, self._took[key] = self._running.pop(key).result()
-                    out.append((key, summary))
+                    summary, took = self._running[key].result()
                 except BrokenProcessPool as exc:
-                    self._restart(key, exc)
+                    # Every seal under way broke with the pool: they are all submitted again
+                    # to new helpers, and ``finished`` now names futures of the old pool.
+                    # Look again rather than wait here on a seal the new pool only started.
+                    self._restart(exc)
+                    break
+                del self._running[key]
+                self._took[key] = took
+                out.append((key, summary))
             for key in [k for k in self._again if k not in self._running]:
                 self._again.remove(key)
                 self.submit(*key)
@@ -162,20 +173,33 @@ class SealWorker:
         """CPU seconds the last seal of ``key`` that :meth:`done` returned took, once."""
         return self._took.pop(key, None)
 
-    def _restart(self, key: tuple[str, int], exc: BrokenProcessPool) -> None:
-        """A helper vanished mid-seal (killed from outside, out of memory): start new helpers
-        and seal again what was under way. Sealing is idempotent and staged (a seal cut off
-        before its COMMIT left the old files), so redoing it is safe; a seal that raised an
-        exception of its own is not retried (``result()`` raises it above)."""
+    def _restart(self, exc: BrokenProcessPool, key: tuple[str, int] | None = None) -> None:
+        """A helper vanished (killed from outside, out of memory): start new helpers and seal
+        again what the old ones had not finished. Sealing is idempotent and staged (a seal cut
+        off before its COMMIT left the old files), so redoing it is safe. A seal that ended
+        before the break keeps its result (``done`` returns it, or raises its own exception:
+        that is not retried). ``key``: a seal the broken pool refused to take."""
         self.restarts += 1
         if self.restarts > MAX_RESTARTS:
             raise exc
+        kept = {k: fut for k, fut in self._running.items()
+                if fut.done() and not isinstance(fut.exception(), BrokenProcessPool)}
+        lost = [k for k in self._running if k not in kept]
+        if key is not None:
+            lost.append(key)
         log.warning("seal helper lost; restarting the helpers and sealing again",
-                    extra={"fields": {"hour": list(key), "error": str(exc),
+                    extra={"fields": {"hours": [list(k) for k in lost], "error": str(exc),
                                       "restart": self.restarts}})
-        lost = [key, *self._running]
-        self._running.clear()
+        self._running = kept
         self._pool.shutdown(wait=False, cancel_futures=True)
+        # A helper that survived the break may still be sealing an hour that is about to be
+        # sealed again: two seals of one hour share its staging folder. Stop it first (it
+        # is staged: a seal cut off anywhere leaves the hour whole).
+        survivors = list(self._helpers.values())
+        for helper in survivors:
+            helper.kill()
+        for helper in survivors:
+            helper.join(timeout=30)
         self._start_pool()
         for again in lost:
             self.submit(*again)
