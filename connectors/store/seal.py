@@ -59,6 +59,31 @@ def csv_bytes(columns: tuple[str, ...], rows: Iterable[dict[str, str]]) -> bytes
 def _xz(data: bytes) -> bytes:
     return lzma.compress(data, preset=XZ_PRESET)
 
+XZ_PIECE = 1 << 20
+
+def _xz_lines(lines: Iterable[bytes], piece_size: int = XZ_PIECE) -> bytes:
+    """``_xz(b"".join(lines))``, the same bytes, without the lines all in memory at once.
+
+    The raw archive is the biggest file of an hour (every message as it came, some 1.5 kB a
+    post): built whole, its lines and then their join held three copies of the hour's
+    payloads at the seal's peak. The encoder's output does not depend on how its input is
+    cut, so feeding it a megabyte at a time changes nothing on disk.
+    """
+    encoder = lzma.LZMACompressor(preset=XZ_PRESET)
+    out: list[bytes] = []
+    piece: list[bytes] = []
+    size = 0
+    for line in lines:
+        piece.append(line)
+        size += len(line)
+        if size >= piece_size:
+            out.append(encoder.compress(b"".join(piece)))
+            piece.clear()
+            size = 0
+    out.append(encoder.compress(b"".join(piece)))
+    out.append(encoder.flush())
+    return b"".join(out)
+
 def load_sealed(paths: HourPaths) -> HourState:
     state = HourState()
     for row in read_csv_xz(paths.posts):
@@ -118,12 +143,12 @@ def seal_hour(
         state.media.values(),
         key=lambda r: (order.get(r["post_id"], len(order)), r["post_id"], int(r["position"] or 0)),
     )
-    raw_lines = [
+    raw_lines = (  # a generator: see _xz_lines
         archive_line(platform, pid, fmt, state.collectors[pid], retrieved,
                      pid in state.late_ids, payload)
         for pid in ids if pid in state.raw
         for retrieved, fmt, payload in (state.raw[pid],)
-    ]
+    )
     posts_csv = csv_bytes(POST_COLUMNS, post_rows)
     users_csv = csv_bytes(USER_COLUMNS, user_rows)
     media_csv = csv_bytes(MEDIA_FILE_COLUMNS, media_rows)
@@ -150,7 +175,7 @@ def seal_hour(
         paths.folder / f".{name.stem}_meta.json": orjson.dumps(_meta(facts, state.late_ids)),
         # Only hours sealed since the archive exists have one (an older hour re-sealed by a
         # straggler archives what the chunks bring).
-        **({paths.file("raw"): _xz(b"".join(raw_lines))} if raw_lines else {}),
+        **({paths.file("raw"): _xz_lines(raw_lines)} if state.raw else {}),
         # The IDs file goes last: its presence is what marks the hour as sealed.
         paths.file("IDs"): _xz(("\n".join(ids) + "\n").encode() if ids else b""),
     })
