@@ -14,7 +14,8 @@ immutable chunk files (``connectors.store.chunks``); the sealer reads them back 
   decoded and re-encoded, so the archive keeps them exactly as they came and the stage step
   pays no second encoding); a value with a line break in it (JSON whitespace may hold one)
   is embedded as a JSON string instead, which keeps one record per line. Readers must split
-  ``j`` off with :func:`split_raw` rather than parse it: parsing would lose the exact bytes.
+  ``j`` off (:func:`split_raw`, :func:`apply_buffer`) rather than parse it: parsing would lose
+  the exact bytes.
 - ``{"k": "s", "id": post id, "c": collector}``: another collector delivered the same post.
 - ``{"k": "u", "r": user row}`` and ``{"k": "m", "r": media row}``: a row on its own (fetched
   media rows come back this way).
@@ -137,23 +138,63 @@ def apply_lines(state: HourState, lines: Iterable[bytes], seen_by: list[tuple[st
         if not line or line.isspace():  # isspace stops at the first other byte; strip copies
             continue
         line, raw = split_raw(line)
-        rec = orjson.loads(line)
-        kind = rec["k"]
-        if kind == POST:
-            copy = None if raw is None else (rec.get("t", ""), rec.get("f", ""), raw)
-            is_new = state.add_post(rec["r"], (rec["c"],), copy)
-            pid = rec["r"]["id"]
-            if not rec.get("l"):
-                state.on_time.add(pid)
-            elif is_new or pid in state.late_ids:
-                state.late_copies.add(pid)
-            if "u" in rec:
-                state.add_user(rec["u"])
-            for row in rec.get("m", ()):
-                state.add_media(row)
-        elif kind == SEEN:
-            seen_by.append((rec["id"], rec["c"]))
-        elif kind == USER:
-            state.add_user(rec["r"])
-        elif kind == MEDIA:
-            state.add_media(rec["r"])
+        _apply(state, orjson.loads(line), raw, seen_by)
+
+
+_OPEN, _CLOSE = ord("{"), ord("}")
+
+
+def apply_buffer(state: HourState, buf: bytearray, seen_by: list[tuple[str, str]]) -> None:
+    """:func:`apply_lines` over a whole chunk's bytes, without copying its lines out.
+
+    A chunk is mostly raw payloads. Split into lines, and each line then cut before its
+    ``j``, every byte of it was copied twice before a line was parsed. Here each line is
+    parsed where it lies: the comma before ``"j":`` is overwritten with the ``}`` that
+    closes what comes before it, and orjson reads that through a memoryview. Only the raw
+    payload is copied out, since the state keeps it. ``buf`` is changed.
+    """
+    view = memoryview(buf)
+    size = len(buf)
+    pos = 0
+    try:
+        while pos < size:
+            end = buf.find(b"\n", pos)
+            if end < 0:
+                end = size
+            line = view[pos:end]
+            start, pos = pos, end + 1
+            if start == end or (buf[start] != _OPEN and bytes(line).isspace()):
+                continue
+            at = buf.find(RAW_KEY, start, end)
+            if at < 0:
+                _apply(state, orjson.loads(line), None, seen_by)
+                continue
+            raw = unembed_raw(bytes(view[at + len(RAW_KEY):end - 1]))  # without the last "}"
+            buf[at] = _CLOSE
+            _apply(state, orjson.loads(view[start:at + 1]), raw, seen_by)
+    finally:
+        view.release()
+
+
+def _apply(state: HourState, rec: dict[str, Any], raw: bytes | None,
+           seen_by: list[tuple[str, str]]) -> None:
+    """One chunk record into ``state`` (see :func:`apply_lines`)."""
+    kind = rec["k"]
+    if kind == POST:
+        copy = None if raw is None else (rec.get("t", ""), rec.get("f", ""), raw)
+        is_new = state.add_post(rec["r"], (rec["c"],), copy)
+        pid = rec["r"]["id"]
+        if not rec.get("l"):
+            state.on_time.add(pid)
+        elif is_new or pid in state.late_ids:
+            state.late_copies.add(pid)
+        if "u" in rec:
+            state.add_user(rec["u"])
+        for row in rec.get("m", ()):
+            state.add_media(row)
+    elif kind == SEEN:
+        seen_by.append((rec["id"], rec["c"]))
+    elif kind == USER:
+        state.add_user(rec["r"])
+    elif kind == MEDIA:
+        state.add_media(rec["r"])

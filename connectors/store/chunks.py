@@ -7,6 +7,7 @@ line format is ``shoal.chunks``, the merge ``shoal.merge``.
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -41,12 +42,23 @@ def pending_hours(data_dir: Path) -> set[tuple[str, int]]:
     return found
 
 
-def read_chunk(path: Path) -> list[bytes]:
-    """The lines of one chunk file, without their line ends (one read, one split: lines carry
-    whole payloads, and a line iterator copies each through its buffer)."""
-    return path.read_bytes().split(b"\n")
+def read_chunk(path: Path) -> bytearray:
+    """One chunk file's bytes, in one read, into a buffer the reader may change (see
+    :func:`shoal.chunks.apply_buffer`: lines carry whole payloads, and neither a line
+    iterator nor a split is needed to parse them)."""
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(os.fstat(fh.fileno()).st_size)
+        got = 0
+        with memoryview(buf) as view:
+            while got < len(buf):
+                n = fh.readinto(view[got:])
+                if not n:  # shorter than its size said (chunks are immutable: never here)
+                    break
+                got += n
+    del buf[got:]
+    return buf
 
 
 def apply_chunk(state: HourState, path: Path, seen_by: list[tuple[str, str]]) -> None:
-    """Merge one chunk file into ``state`` (see :func:`shoal.merge.apply_lines`)."""
-    chunk_format.apply_lines(state, read_chunk(path), seen_by)
+    """Merge one chunk file into ``state`` (see :func:`shoal.chunks.apply_buffer`)."""
+    chunk_format.apply_buffer(state, read_chunk(path), seen_by)
