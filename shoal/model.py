@@ -160,6 +160,9 @@ class RawPost:
 
 # The ``format`` header of a dead letter a collector sends through the posts topic.
 DEADLETTER_FORMAT = "shoal-deadletter"
+# What a dead letter's message keeps of a record too large to keep whole: Kafka refuses a
+# message over its limit, and the letter is about the record, not a copy of it.
+DEAD_RAW_HEAD = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -195,6 +198,15 @@ class DeadLetter:
             "raw": raw,
             **({"raw_bytes": self.raw_bytes} if self.raw_bytes else {}),
         }
+
+    def as_message(self) -> dict[str, Any]:
+        """:meth:`as_json` for a Kafka message: ``raw`` cut to its head when it is longer than
+        :data:`DEAD_RAW_HEAD`, with ``raw_bytes`` saying how long it was."""
+        rec = self.as_json()
+        if len(rec["raw"]) > DEAD_RAW_HEAD:
+            rec["raw_bytes"] = self.raw_bytes or len(self.raw)
+            rec["raw"] = rec["raw"][:DEAD_RAW_HEAD]
+        return rec
 
 
 @dataclass(slots=True)

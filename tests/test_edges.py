@@ -208,3 +208,36 @@ def test_a_second_writer_is_refused_until_the_first_dies(tmp_path: Path) -> None
         # The kernel released the lock with its holder.
         shoal("process", "--brokers", broker.bootstrap, "--data-dir", str(data),
               "--idle-exit", "1", "--no-media")
+
+
+def test_a_dead_letter_over_the_message_limit_reaches_the_disk_whole_and_the_topic_clipped(
+        tmp_path: Path, fixtures: Path) -> None:
+    """A post Kafka carried (the limit raised) that the dataflow refuses: its letter holds the
+    whole record, more than a Kafka message may; it used to stop the dataflow, and was lost."""
+    from kafka import KafkaConsumer
+
+    lines = (fixtures / V2 / "withheld.jsonl").read_text().splitlines()
+    big = json.loads(lines[0])
+    big["data"][0]["text"] = "x" * 1_500_000  # over the normaliser's limit, and 1 MB
+    path = tmp_path / "big.jsonl"
+    path.write_text("\n".join([json.dumps(big), *lines[1:]]) + "\n")
+    limit = ("--max-message-bytes", "3000000")  # the collector's: the processor has none
+    with EmbeddedBroker() as broker:
+        b = broker.bootstrap
+        shoal("collect", "file", str(path), "--brokers", b, "--collector", "lab", *limit)
+        shoal("process", "--brokers", b, "--data-dir", str(tmp_path / "p"), "--idle-exit", "1",
+              "--no-media")
+        consumer = KafkaConsumer("shoal.deadletter", bootstrap_servers=b,
+                                 auto_offset_reset="earliest", consumer_timeout_ms=5000)
+        sent = [json.loads(m.value) for m in consumer]
+        consumer.close()
+    (letter,) = dead_letters(tmp_path / "p")
+    assert str(letter["reason"]).startswith("text too long")
+    assert json.loads(str(letter["raw"]))["text"] == "x" * 1_500_000  # whole, on disk
+    (message,) = sent
+    assert message["reason"] == letter["reason"] and message["source"] == letter["source"]
+    assert int(str(message["raw_bytes"])) > 1_500_000 > 100_000 > len(message["raw"])
+    assert str(letter["raw"]).startswith(message["raw"])
+    pages = [big, *map(json.loads, lines[1:])]
+    others = {t["id"] for page in pages for t in page["data"]} - {big["data"][0]["id"]}
+    assert set(all_ids(tmp_path / "p")) == others  # every other post was written

@@ -48,7 +48,6 @@ DEADLETTER_TOPIC = "shoal.deadletter"
 DEFAULT_PARTITIONS = 4
 DEADLETTER_FORMAT_BYTES = DEADLETTER_FORMAT.encode()
 MAX_MESSAGE_BYTES = 1_000_000  # [kafka] max_message_bytes: under Kafka's default broker limit
-DEAD_RAW_HEAD = 64 * 1024  # what a dead letter keeps of a record too large to keep whole
 JOURNAL_CHUNK = 1024 * 1024
 # The ``late`` header: a post replayed from the raw archive that was late when first processed.
 LATE = b"1"
@@ -282,10 +281,7 @@ class Publisher:
         (a dead letter is known by its origin and reason); and to ``shoal.deadletter`` for
         whoever watches that topic."""
         letter.collector = letter.collector or self.collector
-        rec = letter.as_json()
-        if len(rec["raw"]) > DEAD_RAW_HEAD:
-            rec["raw_bytes"] = len(letter.raw)
-            rec["raw"] = rec["raw"][:DEAD_RAW_HEAD]
+        rec = letter.as_message()
         value = orjson.dumps(rec)
         key = letter.source.encode("utf-8", "backslashreplace")
         fields = (DEADLETTER_FORMAT_BYTES, now_iso().encode(), key)

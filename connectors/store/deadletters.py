@@ -8,6 +8,7 @@ list the same bad message twice. Dead letters are rare; rewriting is cheap enoug
 
 from __future__ import annotations
 
+import logging
 import lzma
 from collections import defaultdict
 from collections.abc import Iterable
@@ -24,6 +25,9 @@ from shoal.hours import parse_iso
 from shoal.model import DeadLetter
 
 FOLDER = "_deadletter"
+# The topic collectors also send their dead letters to (connectors.kafka.publisher).
+DEADLETTER_TOPIC = "shoal.deadletter"
+log = logging.getLogger("shoal.deadletters")
 
 
 def deadletter_path(data_dir: Path, when: datetime) -> Path:
@@ -104,16 +108,17 @@ class _Partition(StatelessSinkPartition[DeadLetter]):
     def write_batch(self, items: list[DeadLetter]) -> None:
         now = datetime.now(UTC).replace(microsecond=0)
         groups: dict[Path, list[dict[str, Any]]] = defaultdict(list)
+        to_publish: list[DeadLetter] = []
         for letter in items:
             rec = letter.as_json()
             # Filed by the time the message reached Kafka, so a replay files it the same way.
             when = parse_iso(letter.at) if letter.at else now
-            rec["at"] = when.isoformat()
+            rec["at"] = letter.at = when.isoformat()
             groups[deadletter_path(self.data_dir, when)].append(rec)
             if self.producer is not None and not letter.published:
-                self.producer.send(
-                    "shoal.deadletter", key=letter.source.encode(), value=orjson.dumps(rec)
-                )
+                to_publish.append(letter)
+        # The disk first: the files are the record that is never lost; the topic is a feed
+        # for whoever watches it, and a refusal there must not cost the letter or the run.
         for path, recs in groups.items():
             # Files are rewritten whole: other workers (threads, or a cluster's processes)
             # may be adding to the same hour's file.
@@ -121,8 +126,29 @@ class _Partition(StatelessSinkPartition[DeadLetter]):
                 if append_deadletters(path, recs):
                     write_deadletter_report(self.data_dir, path.parent.name)
                     refresh_day_reports(self.data_dir, path.parent.name)
-        if self.producer is not None:
+        if to_publish:
+            self._publish(to_publish)
+
+    def _publish(self, letters: list[DeadLetter]) -> None:
+        """To ``shoal.deadletter``, as collectors send them (:meth:`DeadLetter.as_message`:
+        a record over Kafka's message limit, the usual reason for a letter, keeps its head)."""
+        from kafka.errors import KafkaError
+
+        failed: list[str] = []
+        for letter in letters:
+            try:
+                self.producer.send(DEADLETTER_TOPIC, key=letter.source.encode(
+                    "utf-8", "backslashreplace"), value=orjson.dumps(letter.as_message()))
+            except KafkaError as exc:
+                failed.append(f"{letter.source}: {exc!r}")
+        try:
             self.producer.flush(30)
+        except KafkaError as exc:
+            failed.append(f"flush: {exc!r}")
+        if failed:
+            log.warning("dead letters kept on disk but not sent to the topic", extra={
+                "fields": {"topic": DEADLETTER_TOPIC, "count": len(failed),
+                           "first": failed[0][:300], "files": str(self.data_dir / FOLDER)}})
 
     def close(self) -> None:
         if self.producer is not None:
