@@ -239,3 +239,27 @@ def test_a_name_like_a_secret_is_not_one_when_declared_so() -> None:
     assert config.as_dict(settings)["alerts"]["smtp_password"] == config.MASK
     assert config.secret_flags(settings) == ["--alerts-smtp-password"]
     assert not hasattr(args, "domain_key_file") and hasattr(args, "alerts_smtp_password_file")
+
+
+def test_settings_from_the_command_line_reach_a_child_through_its_environment() -> None:
+    """child_env writes what our flags set so that the child's loader reads back the same
+    values, commas inside list items and booleans included; the metrics port stays ours."""
+    settings = config.load(None, env={}, search=False)
+    settings.kafka.topic = "lab, posts"
+    settings.kafka.deadletter_topic = False
+    settings.kafka.max_message_bytes = 3_000_000
+    settings.media.host_limits = ["pbs.twimg.com=8,0", "a.test=1,2.5"]
+    settings.metrics.port = 9108
+    for key in ("kafka.topic", "kafka.deadletter_topic", "kafka.max_message_bytes",
+                "media.host_limits", "metrics.port"):
+        settings.sources[key] = "flag --x"
+    env = config.child_env(settings, base={"SHOAL_FLOW_LATENESS": "60"})
+    child = config.load(None, env=env, search=False)
+    assert child.kafka.topic == "lab, posts"
+    assert child.kafka.deadletter_topic is False
+    assert child.kafka.max_message_bytes == 3_000_000
+    assert child.media.host_limits == ["pbs.twimg.com=8,0", "a.test=1,2.5"]
+    assert child.flow.lateness == 60  # the inherited environment stays
+    assert child.metrics.port == 0
+    assert child.flow.log_level == "info"  # not given as a flag: not written
+    assert "SHOAL_FLOW_LOG_LEVEL" not in env

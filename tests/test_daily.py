@@ -129,6 +129,34 @@ def test_up_runs_a_search_collector_beside_a_file(tmp_path: Path, fixtures: Path
         assert cells[1] == cells[2] == cells[3] and cells[4] == "0"  # both saw every post
 
 
+def test_up_hands_its_flags_to_its_collectors_and_keeps_its_metrics_port(
+        tmp_path: Path, fixtures: Path) -> None:
+    """The collectors `up` starts read the same file and environment, and must also get its
+    command line: with `--topic` they published to the default topic while the dataflow read
+    the other, and sealed nothing; and a metrics port in the environment made each of them
+    die on "address already in use"."""
+    lines = (fixtures / V2 / "withheld.jsonl").read_text().splitlines()
+    page = {k: v for k, v in json.loads(lines[0]).items() if k != "__twarc"}
+    ids = {t["id"] for t in page["data"]}  # type: ignore[union-attr]
+    api = SearchApi(page)
+    env = {**os.environ, "TWITTER_BEARER_TOKEN": "t0ken", "SHOAL_METRICS_PORT": str(free_port()),
+           "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "SHOAL_SPOOL_DIR": str(tmp_path / "spool")}
+    with LocalServer(api.app) as server:
+        env["SHOAL_COLLECTORS_TWITTER_API_URL"] = server.url
+        proc = subprocess.run(
+            [*SHOAL, "up", "--source", "lab=twitter-search:#withheld", "--topic", "lab.posts",
+             "--log-level", "warning", "--data-dir", str(tmp_path / "d"), "--idle-exit", "1",
+             "--no-media"], env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "already in use" not in proc.stderr
+    got = set()
+    for path in (tmp_path / "d" / "twitter").glob("*/*_IDs.txt.xz"):
+        got |= set(lzma.decompress(path.read_bytes()).decode().split())
+    assert got == ids
+    levels = {str(r.get("level")).lower() for r in log_records(proc.stderr)}
+    assert not levels & {"info", "debug"}, proc.stderr[-3000:]
+
+
 def test_an_unreachable_api_says_which_host_and_why(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "TWITTER_BEARER_TOKEN": "t0ken",

@@ -139,7 +139,8 @@ def _parse_sources(specs: Sequence[str]) -> list[Source]:
 
 def _start_live(source: Source, brokers: str, args: argparse.Namespace) -> subprocess.Popen[str]:
     """A live collector as a child process publishing into ``brokers``; it inherits the
-    environment (tokens), the configuration file and our stderr (its log lines)."""
+    environment (tokens), the configuration file, the settings of our command line
+    (:func:`shoal.app.config.child_env`) and our stderr (its log lines)."""
     how = LIVE_SOURCES[source.kind][0]
     given = [source.value] if how == "-" else [how, *source.value.split(",")] if how else []
     cmd = [sys.executable, "-m", "shoal", "collect", source.kind, *given, "--brokers", brokers,
@@ -148,7 +149,7 @@ def _start_live(source: Source, brokers: str, args: argparse.Namespace) -> subpr
         cmd += ["--config", str(args.config)]
     event(log, "collector started", kind=source.kind, collector=source.collector or source.kind)
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             errors="replace")
+                             errors="replace", env=shoal_config.child_env(args.settings))
 
     def forward() -> None:  # its log lines join ours, above the live display
         assert child.stderr is not None

@@ -488,6 +488,36 @@ def _option_of(dest: str, command: str | None) -> Option | None:
     return None
 
 
+def env_text(value: Any) -> str:
+    """A resolved value as ``_apply_env`` reads it back: lists as JSON (their items may hold
+    commas), booleans as true/false, no value as an empty string."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a shoal command this one starts (``up`` runs its live collectors as
+    ``shoal collect NAME``): ours, plus every setting we took from our own command line.
+
+    The child reads the same configuration file and inherits the environment, but not our
+    flags: ``up --topic T`` had its collectors publish to the default topic while the
+    dataflow read T, and sealed nothing. Flags become ``SHOAL_*`` variables, which beat the
+    file as the flag did. The metrics port stays ours: a child binding it too died on
+    "address already in use".
+    """
+    env = dict(os.environ if base is None else base)
+    for o in all_options():
+        if settings.source(o.section, o.key).startswith("flag"):
+            env[env_name(o.section, o.key)] = env_text(settings.get(o.section, o.key))
+    env[env_name("metrics", "port")] = "0"
+    return env
+
+
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     """Give every (sub)command ``--config PATH`` so it can stand anywhere on the line."""
     for p in _parsers(parser):
