@@ -18,8 +18,10 @@ between a setting and where it acts. (Wave 1 had one, and it silently missed all
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -452,3 +454,12 @@ def options(section: str) -> tuple[Option, ...]:
 @functools.cache
 def all_options() -> tuple[Option, ...]:
     return tuple(o for section in SECTIONS for o in options(section))
+
+
+def finite_float(text: str) -> float:
+    """The argparse type of every float flag: ``float`` takes ``nan`` and ``inf``, which turned
+    a throttle off, hung a run or overflowed a timeout."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -263,3 +264,25 @@ def test_settings_from_the_command_line_reach_a_child_through_its_environment() 
     assert child.metrics.port == 0
     assert child.flow.log_level == "info"  # not given as a flag: not written
     assert "SHOAL_FLOW_LOG_LEVEL" not in env
+
+
+@pytest.mark.parametrize("how", ["file", "env", "flag"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_number_that_is_not_finite_is_one_line_wherever_it_is_given(
+        tmp_path: Path, how: str, value: str) -> None:
+    """`float` reads nan and inf: a nan throttle turned politeness off, an inf lateness
+    crashed the stage and an inf timeout failed every URL with an OverflowError."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+    argv = [sys.executable, "-m", "shoal", "up", "--source", "demo:10", "--data-dir",
+            str(tmp_path / "d"), "--idle-exit", "1"]
+    if how == "file":
+        argv += ["--config", str(_write(tmp_path, f"[media]\nthrottle = {value}\n"))]
+    elif how == "env":
+        env["SHOAL_MEDIA_THROTTLE"] = value
+    else:
+        argv += [f"--throttle={value}"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert "finite" in line and "throttle" in line.lower(), line
+    assert not (tmp_path / "d").exists()

@@ -37,6 +37,7 @@ from shoal.formats._json_records import Record
 from shoal.logs import event
 from shoal.model import DeadLetter, RawPost
 from shoal.normalise.bluesky import POST_COLLECTION
+from shoal.options import finite_float
 
 log = logging.getLogger("shoal.collect")
 
@@ -178,9 +179,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--keyword", action="append", metavar="WORD",
                    help="only posts whose text contains this (repeatable; filtered here)")
     p.add_argument("--state", type=Path, default=None, help="JSON file keeping the cursor")
-    p.add_argument("--save-every", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--save-every", type=finite_float, default=5.0, metavar="SECONDS",
                    help="how often the cursor is saved (default 5)")
-    p.add_argument("--rewind", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--rewind", type=finite_float, default=5.0, metavar="SECONDS",
                    help="a reconnection resumes this long before the cursor (default 5)")
     add_common_options(p)
     p.set_defaults(live_run=run)

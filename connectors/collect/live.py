@@ -32,6 +32,7 @@ from shoal.batch import BatchProgress
 from shoal.errors import UserError, chain
 from shoal.logs import event
 from shoal.model import Control, DeadLetter, RawPost
+from shoal.options import finite_float
 
 if TYPE_CHECKING:  # only the websocket/SSE connectors need aiohttp, and they import it
     import aiohttp
@@ -81,9 +82,9 @@ def iso(ts: float) -> str:
 def add_common_options(p: argparse.ArgumentParser) -> None:
     """What every live collector takes besides the declared options (``--brokers``,
     ``--collector``, ``--metrics-port``..., which the CLI adds from ``shoal.options``)."""
-    p.add_argument("--backoff-base", type=float, default=1.0, metavar="SECONDS",
+    p.add_argument("--backoff-base", type=finite_float, default=1.0, metavar="SECONDS",
                    help="first reconnection delay, doubled per failure (default 1)")
-    p.add_argument("--backoff-max", type=float, default=120.0, metavar="SECONDS",
+    p.add_argument("--backoff-max", type=finite_float, default=120.0, metavar="SECONDS",
                    help="longest reconnection delay (default 120)")
 
 

@@ -39,6 +39,7 @@ from shoal.formats import mastodon
 from shoal.formats._json_records import Record
 from shoal.logs import event
 from shoal.model import Control, DeadLetter, RawPost
+from shoal.options import finite_float
 
 log = logging.getLogger("shoal.collect")
 
@@ -257,11 +258,11 @@ def add_parser(sub: Any) -> None:
                    help="base URL of the streaming server when it is not HOST")
     p.add_argument("--state", type=Path, default=None,
                    help="JSON file keeping the last status id, for backfill after a restart")
-    p.add_argument("--save-every", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--save-every", type=finite_float, default=5.0, metavar="SECONDS",
                    help="how often the last id is saved (default 5)")
     p.add_argument("--backfill-pages", type=int, default=25,
                    help=f"at most this many pages of {PAGE_LIMIT} per backfill (default 25)")
-    p.add_argument("--read-timeout", type=float, default=120.0, metavar="SECONDS",
+    p.add_argument("--read-timeout", type=finite_float, default=120.0, metavar="SECONDS",
                    help="reconnect when the stream is silent this long (it sends heartbeats)")
     add_common_options(p)
     p.set_defaults(live_run=run)

@@ -50,6 +50,7 @@ from shoal import __version__
 from shoal.formats import twitter_v2
 from shoal.logs import event
 from shoal.model import DeadLetter, RawPost
+from shoal.options import finite_float
 
 log = logging.getLogger("shoal.collect")
 
@@ -433,7 +434,7 @@ def _search(args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
 
 def _twitter_options(p: argparse.ArgumentParser) -> None:
     add_common_options(p)  # --api-url is [collectors] twitter_api_url (shoal.options)
-    p.add_argument("--max-rate-wait", type=float, default=900.0, metavar="SECONDS",
+    p.add_argument("--max-rate-wait", type=finite_float, default=900.0, metavar="SECONDS",
                    help="longest wait for a rate-limit reset (default 900)")
 
 
@@ -451,7 +452,7 @@ def add_parsers(sub: Any) -> None:
                    help="oldest time, ISO (default: 7 days ago for recent search)")
     p.add_argument("--until", type=parse_time, default=None, help="newest time, ISO (default now)")
     p.add_argument("--limit", type=int, default=0, help="stop after this many posts in total")
-    p.add_argument("--slice-hours", type=float, default=None,
+    p.add_argument("--slice-hours", type=finite_float, default=None,
                    help="split the time range into slices of this many hours (default 24; "
                         "0: one slice)")
     p.add_argument("--state", type=Path, default=None,

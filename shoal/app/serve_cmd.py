@@ -15,6 +15,7 @@ from typing import Any
 
 from shoal.app.report_cmd import data_dir_of, one_line_errors
 from shoal.errors import UserError
+from shoal.options import finite_float
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -61,8 +62,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8080, help="(default 8080; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--refresh", type=float, default=10.0,
+    p.add_argument("--refresh", type=finite_float, default=10.0,
                    help="seconds between refreshes in the browser (default 10; 0: on demand)")
-    p.add_argument("--query-timeout", type=float, default=10.0,
+    p.add_argument("--query-timeout", type=finite_float, default=10.0,
                    help="seconds a section's queries may take before its error box shows")
     p.set_defaults(func=cmd_serve)
