@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TypedDict
 
@@ -115,3 +116,24 @@ def test_crash_mid_fetch_loses_no_file_and_stores_none_twice(
     assert len(stored) == len({v[1] for v in after.values()})  # each content once
     for path in stored:
         assert hashlib.sha256(path.read_bytes()).hexdigest() == path.stem
+
+
+@pytest.mark.parametrize("pace", [["--throttle", "0.4", "--domain-parallelism", "1"],
+                                  ["--host-limit", "pbs.demo.shoal=1,0.4"]])
+def test_the_demo_fetches_at_the_pace_the_user_asks_for(tmp_path: Path, pace: list[str]) -> None:
+    """The demo's own server is fetched at full speed by default; a pace the user gives
+    (a throttle, or a limit for one host) holds there too: it used to be overridden."""
+    data = tmp_path / "d"
+    proc = subprocess.run([sys.executable, "-m", "shoal", "up", "--source", "demo:8",
+                           "--data-dir", str(data), "--idle-exit", "1", *pace],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    done: dict[str, str] = {}
+    for path in (data / "twitter").glob("*/*_media.csv.xz"):
+        for row in read_csv_xz(path):
+            if "pbs.demo.shoal" in row["url"] and row["http_status"] == "200":
+                done[row["url"]] = row["fetched_at"]
+    times = sorted(datetime.fromisoformat(t).timestamp() for t in done.values())
+    assert len(times) >= 4, done
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.3, gaps  # one at a time, 0.4 s apart (ends: a little jitter)

@@ -316,8 +316,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         from connectors.collect.demo_media import HOSTS, DemoMediaServer
 
         demo_media = DemoMediaServer().start()
+        # Our own server needs no politeness, so the demo fetches at full speed; unless the
+        # user asked for a pace, which the demo is a way to watch.
+        paced = any(settings.source("media", k) != "default"
+                    for k in ("throttle", "domain_parallelism"))
         fetch = media_fetch_config(settings, resolve=demo_media.resolve,
-                                   per_host=dict.fromkeys(HOSTS, (8, 0.0)))
+                                   per_host={} if paced else dict.fromkeys(HOSTS, (8, 0.0)))
     with writer_lock(args.data_dir), EmbeddedBroker(
             log=args.data_dir / "_work" / "broker.log" if _mkdir(args.data_dir / "_work")
             else None) as broker:

@@ -710,12 +710,13 @@ def host_limits(specs: Sequence[str]) -> dict[str, tuple[int, float]]:
 
 def fetch_config(media: Any, **extra: Any) -> FetchConfig:
     """The engine's configuration from the ``[media]`` settings (``shoal.options``), plus
-    what a command knows besides (``resolve``, extra ``per_host`` limits...).
+    what a command knows besides (``resolve``; ``per_host`` limits of its own, which the
+    user's ``host_limits`` override).
 
     Raises ValueError with a one-line reason for a bad value.
     """
     values = {k: v for k, v in asdict(media).items() if k not in FLOW_MEDIA_KEYS}
     values["filename_template"] = values.get("filename_template") or None
-    per_host = host_limits(media.host_limits)
-    per_host.update(extra.pop("per_host", {}))
+    # A command's own per-host limits are defaults: the user's overrides win over them.
+    per_host = {**extra.pop("per_host", {}), **host_limits(media.host_limits)}
     return FetchConfig(**values, per_host=per_host, **extra)
