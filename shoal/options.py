@@ -41,7 +41,7 @@ IG, TT, IM = "collect instagram", "collect tiktok", "collect images"
 def opt(default: Any, help: str, *, flag: str | None = None, commands: tuple[str, ...] = (),
         invert: bool = False, choices: tuple[str, ...] | None = None, metavar: str | None = None,
         path: bool = False, env_aliases: tuple[str, ...] = (), mask: str | None = None,
-        split: bool = True, per_command: dict[str, Any] | None = None,
+        split: bool | str = True, per_command: dict[str, Any] | None = None,
         required: tuple[str, ...] = (), secret: bool | None = None) -> Any:
     """One option.
 
@@ -50,7 +50,8 @@ def opt(default: Any, help: str, *, flag: str | None = None, commands: tuple[str
     sub-commands). ``invert`` makes a true default a ``--no-...`` switch. ``path`` gives the
     flag a ``Path`` value. ``per_command`` overrides the default for some commands, and
     ``required`` names the commands that need a value (from the flag, the file or the
-    environment). ``split`` (lists) says whether an environment value is split on commas.
+    environment). ``split`` (lists) says how an environment value is split: on commas (True), not at
+    all (False), or on whitespace (``" "``, for items that hold commas themselves).
     ``secret`` overrides the guess from the name (``*_token``, ``*_key``...): a secret is
     masked, never echoed, gets a ``--FLAG-file`` twin and a warning when given as a flag.
     A list default is given as a tuple and copied for each instance.
@@ -164,7 +165,7 @@ class MediaSettings:
                                        commands=(*FLOW_COMMANDS, FETCH))
     host_limits: list[str] = opt((), "per-host overrides HOST=P,T, e.g. pbs.twimg.com=8,0",
                                  flag="--host-limit", metavar="HOST=P,T",
-                                 commands=(*FLOW_COMMANDS, FETCH))
+                                 commands=(*FLOW_COMMANDS, FETCH), split=" ")
     folder_strategy: str = opt("content", "content (DIR/media/ab/cd/<sha256>.<ext>), flat, "
                                "hostname, or prefix-N (N hex digits of the content hash)",
                                flag="--folder-strategy", metavar="STRATEGY",

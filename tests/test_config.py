@@ -286,3 +286,43 @@ def test_a_number_that_is_not_finite_is_one_line_wherever_it_is_given(
     (line,) = proc.stderr.strip().splitlines()
     assert "finite" in line and "throttle" in line.lower(), line
     assert not (tmp_path / "d").exists()
+
+
+def test_a_repeatable_flag_replaces_the_files_list_and_an_empty_string_stays_empty(
+        tmp_path: Path) -> None:
+    """flag > environment > file holds for lists too (argparse appended `--hook X` to the
+    file's hooks, and `--host-limit` to its limits), and a text setting the file empties
+    stays empty (the declared default came back, credited to a flag never given)."""
+    path = _write(tmp_path, '[hooks]\ncommands = ["echo file {path}"]\n'
+                            '[media]\nhost_limits = ["a.test=1,1"]\nuser_agent = ""\n')
+
+    def resolved(argv: list[str], env: dict[str, str]) -> config.Settings:
+        parser = build_parser()
+        settings = config.prepare(parser, argv, env)
+        return config.resolve(parser.parse_args(argv), settings)
+
+    base = ["up", "--data-dir", str(tmp_path / "d"), "--config", str(path)]
+    kept = resolved(base, {})
+    assert kept.hooks.commands == ["echo file {path}"]
+    assert kept.media.host_limits == ["a.test=1,1"]
+    assert kept.media.user_agent == "" and kept.source("media", "user_agent") == "file"
+    given = resolved([*base, "--hook", "echo flag {path}", "--host-limit", "b.test=2,0",
+                      "--host-limit", "c.test=3,0"], {})
+    assert given.hooks.commands == ["echo flag {path}"]
+    assert given.media.host_limits == ["b.test=2,0", "c.test=3,0"]
+    from_env = resolved(base, {"SHOAL_MEDIA_HOST_LIMITS": '["e.test=4,0"]'})
+    assert from_env.media.host_limits == ["e.test=4,0"]
+    fetch = resolved(["fetch", "u", "-i", str(path), "--config", str(path),
+                      "--host-limit", "f.test=1,0"], {})
+    assert fetch.media.host_limits == ["f.test=1,0"]
+
+
+def test_host_limits_in_the_environment_take_the_form_the_flag_takes() -> None:
+    """`HOST=P,T` holds a comma: split on commas, the documented form was refused."""
+    one = config.load(None, env={"SHOAL_MEDIA_HOST_LIMITS": "pbs.twimg.com=8,0"}, search=False)
+    assert one.media.host_limits == ["pbs.twimg.com=8,0"]
+    two = config.load(None, env={"SHOAL_MEDIA_HOST_LIMITS": " a.test=1,1  b.test=2,0.5 "},
+                      search=False)
+    assert two.media.host_limits == ["a.test=1,1", "b.test=2,0.5"]
+    kinds = config.load(None, env={"SHOAL_MEDIA_MEDIA_TYPES": "photo,video"}, search=False)
+    assert kinds.media.media_types == ["photo", "video"]  # other lists still split on commas

@@ -102,8 +102,10 @@ def _coerce(raw: Any, typ: Any, fld: dataclasses.Field[Any], where: str, from_en
                     raw = orjson.loads(text)
                 except orjson.JSONDecodeError:
                     raise ConfigError(f"{where}: not a JSON list: {_shown(text, fld)}") from None
-            elif fld.metadata.get("split", True):
+            elif fld.metadata.get("split", True) is True:
                 raw = [p.strip() for p in text.split(",") if p.strip()]
+            elif fld.metadata.get("split") == " ":
+                raw = text.split()
             else:
                 raw = [text] if text else []
         elif kind in ("int", "float"):
@@ -418,7 +420,7 @@ def add_options(p: argparse.ArgumentParser, command: str) -> None:
                 kw["action"] = argparse.BooleanOptionalAction
                 kw["default"] = default
         elif o.kind == "list":
-            if o.meta["split"] and o.meta["flag"] != "--host-limit":
+            if o.meta["split"] is True:
                 kw["type"] = _comma_list
                 kw["default"] = default
                 kw["metavar"] = o.meta["metavar"] or "A,B,..."
@@ -539,13 +541,17 @@ def apply_defaults(parser: argparse.ArgumentParser, settings: Settings) -> None:
             o = _option_of(action.dest, command)
             if o is None or settings.source(o.section, o.key) == "default":
                 continue
+            if isinstance(action, argparse._AppendAction):
+                # argparse appends to a default list: `--hook X` ran the file's hooks and X.
+                # Left unset, :func:`resolve` keeps the file's list when the flag is absent.
+                continue
             value = settings.get(o.section, o.key)
             if o.meta["invert"]:
                 value = not value
-            elif isinstance(value, str) and not value:
-                continue
             elif o.meta["path"]:
-                value = Path(value)
+                value = Path(value) if value else None
+            # An empty string stays one: skipping it let the declared default come back
+            # (`user_agent = ""` sent shoal's User-Agent, credited to a flag never given).
             action.default = value
             action.required = False
 
@@ -564,7 +570,9 @@ def resolve(args: argparse.Namespace, settings: Settings) -> Settings:
         if o.meta["invert"]:
             value = not value
         elif o.kind == "list":
-            value = list(value or [])
+            if value is None:  # a repeatable flag not given (see apply_defaults)
+                continue
+            value = list(value)
         elif o.meta["path"]:
             value = "" if value is None else str(value)
         if o.required_on(command) and value in ("", None):
