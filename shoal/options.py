@@ -31,6 +31,7 @@ from shoal.templates import HOOK_KINDS
 # Command names as the CLI spells them; ``collect`` covers every ``collect NAME``.
 UP, PROCESS, REPLAY, QUERY, FETCH, COLLECT = "up", "process", "replay", "query", "fetch", "collect"
 FLOW_COMMANDS = (UP, PROCESS, REPLAY)
+READERS = (QUERY, "report", "serve")  # commands that read a data dir, never write one
 SERVICES = (UP, PROCESS)  # long-running dataflows: alerts, hooks
 LIVE = ("collect twitter-sample", "collect twitter-search", "collect bluesky", "collect mastodon",
         "collect instagram", "collect images", "collect tiktok")
@@ -87,8 +88,8 @@ class KafkaSettings:
 @dataclass
 class FlowSettings:
     data_dir: str = opt("", "where hourly files, the catalog and recovery state live",
-                        flag="--data-dir", commands=(*FLOW_COMMANDS, QUERY), path=True,
-                        required=(*FLOW_COMMANDS, QUERY))
+                        flag="--data-dir", commands=(*FLOW_COMMANDS, *READERS), path=True,
+                        required=(*FLOW_COMMANDS, *READERS))
     tz: str = opt("UTC", "zone naming days and hours (timestamps in the files stay UTC)",
                   flag="--tz", commands=FLOW_COMMANDS)
     partition_by: str = opt("created", "hour of a post: its creation or its retrieval time",

@@ -326,3 +326,22 @@ def test_host_limits_in_the_environment_take_the_form_the_flag_takes() -> None:
     assert two.media.host_limits == ["a.test=1,1", "b.test=2,0.5"]
     kinds = config.load(None, env={"SHOAL_MEDIA_MEDIA_TYPES": "photo,video"}, search=False)
     assert kinds.media.media_types == ["photo", "video"]  # other lists still split on commas
+
+
+@pytest.mark.parametrize("argv", [["report", "day", "2021-05-11"], ["report", "hashtags"],
+                                  ["report", "images"], ["serve"], ["query", "SELECT 1"]])
+def test_every_reader_of_a_data_dir_takes_it_from_the_file_or_the_environment(
+        tmp_path: Path, argv: list[str]) -> None:
+    """`shoal query` took `[flow] data_dir` and `SHOAL_FLOW_DATA_DIR`; report and serve
+    said "--data-dir required"."""
+    parser = build_parser()
+    config.prepare(parser, argv, {"SHOAL_FLOW_DATA_DIR": str(tmp_path / "env")})
+    assert parser.parse_args(argv).data_dir == tmp_path / "env"
+    path = _write(tmp_path, f'[flow]\ndata_dir = "{tmp_path / "file"}"\n')
+    parser = build_parser()
+    config.prepare(parser, [*argv, "--config", str(path)], {})
+    assert parser.parse_args([*argv, "--config", str(path)]).data_dir == tmp_path / "file"
+    parser = build_parser()
+    config.prepare(parser, argv, {})
+    with pytest.raises(SystemExit):  # still required when nothing gives it
+        parser.parse_args(argv)

@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import orjson
 
+from shoal.app.config import add_options
 from shoal.errors import UserError
 
 Command = Callable[[argparse.Namespace], int]
@@ -229,8 +230,8 @@ def cmd_images(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def _common(p: argparse.ArgumentParser, formats: bool = True) -> None:
-    p.add_argument("--data-dir", type=Path, required=True, help="the data dir to report on")
+def _common(p: argparse.ArgumentParser, command: str, formats: bool = True) -> None:
+    add_options(p, command)  # --data-dir, also from [flow] data_dir or SHOAL_FLOW_DATA_DIR
     if formats:
         p.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
@@ -247,7 +248,7 @@ def add_parser(sub: Any) -> None:
     kinds = report.add_subparsers(dest="report", metavar="REPORT", required=True)
 
     p = kinds.add_parser("hashtags", help="top co-occurring hashtags with their ratios")
-    _common(p)
+    _common(p, "report hashtags")
     p.add_argument("--top", type=int, default=20, help="hashtags listed (default 20)")
     p.add_argument("--platform", default=None, help="only this platform's posts")
     p.add_argument("--with-hashtag", metavar="TAG", default=None,
@@ -262,7 +263,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_hashtags)
 
     p = kinds.add_parser("day", help="posts per hour per collector, diff, late, dead letters")
-    _common(p)
+    _common(p, "report day")
     p.add_argument("day", metavar="DAY", help="YYYY-mm-dd, as the data dir names days")
     p.add_argument("--platform", default=None, help="only this platform")
     p.add_argument("--png", type=Path, default=None, help="write the chart here")
@@ -270,7 +271,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_day)
 
     p = kinds.add_parser("images", help="groups of near-identical fetched images")
-    _common(p)
+    _common(p, "report images")
     p.add_argument("--top", type=int, default=20, help="groups listed (default 20)")
     p.add_argument("--distance", type=int, default=8,
                    help="most differing bits of two 64-bit hashes in one group (default 8)")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 from typing import Any
 
+from shoal.app.config import add_options
 from shoal.app.report_cmd import data_dir_of, one_line_errors
 from shoal.errors import UserError
 from shoal.options import finite_float
@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="a read-only live web page over a data dir")
-    p.add_argument("--data-dir", type=Path, required=True)
+    add_options(p, "serve")  # --data-dir, also from [flow] data_dir or SHOAL_FLOW_DATA_DIR
     p.add_argument("--port", type=int, default=8080, help="(default 8080; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
