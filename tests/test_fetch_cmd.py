@@ -355,3 +355,26 @@ def test_row_fields_are_refused_where_there_is_no_input_row() -> None:
 def read_csv_header(path: Path) -> list[str]:
     with open(path, newline="", encoding="utf-8") as fh:
         return next(csv.reader(fh))
+
+
+# --- the input and the report -------------------------------------------------------------
+
+
+def test_a_report_that_is_the_input_is_refused_before_anything_is_touched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``-o`` naming the input (by another spelling too: a symlink) would empty the input
+    before its last read; refused in one line, the input intact and no -O folder made."""
+    source = tmp_path / "in.csv"
+    write_csv(source, [{"media_urls": "http://img1.test/x"}])
+    before = source.read_bytes()
+    (tmp_path / "link.csv").symlink_to(source)
+    for output in (source, tmp_path / "link.csv", tmp_path / "." / "in.csv"):
+        for resume in ([], ["--resume"]):
+            argv = ["media_urls", "-i", str(source), "-o", str(output), "-O",
+                    str(tmp_path / "dl"), "--silent", *resume]
+            assert fetch_cmd.run(parse(argv)) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "is the input file" in err, err
+            assert source.read_bytes() == before
+            assert not (tmp_path / "dl").exists()

@@ -304,8 +304,24 @@ def read_report(path: Path, fields: list[str]) -> tuple[set[Key], int]:
 # --- the run --------------------------------------------------------------------------------
 
 
+def check_not_input(output: Path | None, input_path: Path) -> None:
+    """Refuse a report that is the input file itself: opening it for writing would empty
+    the input before its last read (and ``--resume`` would append to it). Checked before
+    anything is opened or created."""
+    if output is None:
+        return
+    try:
+        same = os.path.samefile(output, input_path)
+    except (OSError, ValueError):
+        same = False  # one of them does not exist (yet): they cannot be one file
+    if same:
+        raise UserError(f"-o {output} is the input file (-i {input_path}): write the report "
+                        "to another file")
+
+
 def _run(args: argparse.Namespace) -> int:
     csv.field_size_limit(2**31 - 1)
+    check_not_input(args.output, args.input)
     config = config_from_args(args)
     if args.explode == "":
         raise UserError("--explode needs a non-empty separator")
