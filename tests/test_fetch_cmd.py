@@ -378,3 +378,28 @@ def test_a_report_that_is_the_input_is_refused_before_anything_is_touched(
             assert err.count("\n") == 1 and "is the input file" in err, err
             assert source.read_bytes() == before
             assert not (tmp_path / "dl").exists()
+
+
+def test_a_local_write_refused_stops_the_run_and_resume_fetches_the_url(
+    server: MediaServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Our disk refusing a file is not the URL's failure: one line naming -O, and the URL
+    gets no report line, so that --resume fetches it once the disk is fixed."""
+    url = server.url("img1.test", "/img/cmd-local-refused")
+    source, report, out = tmp_path / "in.csv", tmp_path / "report.csv", tmp_path / "dl"
+    write_csv(source, [{"media_urls": url}])
+    out.mkdir()
+    (out / "media").write_text("a file where the media folder goes")
+    argv = ["media_urls", "-i", str(source), "-O", str(out), "-o", str(report), "--silent",
+            "--throttle", "0", *RESOLVE]
+    assert fetch_cmd.run(parse(argv)) == 2  # a path the user can fix
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"-O {out}" in err and "Not a directory" in err, err
+    assert "--resume" in err
+    assert read_csv(report) == []  # the header only: no "failed" line
+
+    (out / "media").unlink()
+    assert fetch_cmd.run(parse([*argv, "--resume"])) == 0
+    [line] = read_csv(report)
+    assert line["fetch_url"] == url and line["fetch_error"] == ""
+    assert (out / line["fetch_path"]).is_file()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import gzip
 import http.client
@@ -449,3 +450,41 @@ def test_service_bounds_work_and_ledger_prevents_refetch(
     assert all(again[str(i)].attempts == 0 and again[str(i)].ok for i in range(5))
     assert again["5"].attempts == 1 and again["5"].error == "http 410"  # failures retried
     assert sum(1 for h in server.hits if "ledger" in h.path) == before + 1
+
+
+def test_a_local_write_refused_stops_the_service_and_leaves_the_job_pending(
+    server: MediaServer, tmp_path: Path
+) -> None:
+    """Our disk refusing the file (here ``media`` is a file, not a folder) is no fate of the
+    URL: the engine raises it instead of a "failed" result, the service hands it to its
+    caller, and the dataflow's operator stops with the job still pending in its snapshot
+    (fetched again at restart), no media row written."""
+    from connectors.fetch.store import LocalStorageError
+    from flows.media import FetchLogic, MediaJob, _to_tuple
+
+    (tmp_path / "media").write_text("not a folder")
+    url = server.url("img1.test", "/img/local-refused")
+    with pytest.raises(LocalStorageError) as info:
+        fetch_all(tmp_path, config(), [url])
+    assert info.value.errno == errno.ENOTDIR and "media" in str(info.value)
+
+    with FetchService(tmp_path, config()) as svc:
+        svc.submit("1", url, {})
+        with pytest.raises(LocalStorageError):
+            svc.drain(10)
+        assert svc.pending() == 0
+
+    data = tmp_path / "data"
+    row = {"post_id": "1", "platform": "twitter", "position": 0, "type": "photo", "url": url}
+    job = MediaJob("twitter", 0, row)
+    logic = FetchLogic(data, config(), None, lambda: FetchService(tmp_path, config()))
+    logic.on_batch([job])
+    deadline = time.monotonic() + 10
+    with pytest.raises(LocalStorageError):
+        while time.monotonic() < deadline:
+            logic.on_notify()
+            time.sleep(0.02)
+    assert [tuple(t) for t in logic.snapshot().window] == [tuple(_to_tuple(job))]
+    assert not any(p.is_file() for p in data.rglob("*"))  # no media row, failed or not
+    assert not list((tmp_path / ".tmp").iterdir())  # the temp file went too
+    logic.service.close()

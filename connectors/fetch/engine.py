@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ from connectors.fetch.ledger import FetchLedger
 from connectors.fetch.phash import image_phash
 from connectors.fetch.resolvers import Resolvers
 from connectors.fetch.safety import GuardedResolver, guarded_socket_factory, unsafe_reason
-from connectors.fetch.store import CHUNK, HEAD, Sink, place
+from connectors.fetch.store import CHUNK, HEAD, LocalStorageError, Sink, local_writes, place
 from shoal.fetch.data_url import DataUrlTooLarge, decode_data_url
 from shoal.fetch.policy import (
     FetchConfig,
@@ -77,6 +77,9 @@ class Fetcher:
     """Downloads URLs into ``root`` under ``config``; use as ``async with Fetcher(...)``.
 
     ``fetch`` never raises for a URL's sake: every fate ends in the returned FetchResult.
+    It raises :class:`LocalStorageError` when our own disk refuses a write (the file, its
+    folder, the ledger): that is no fate of the URL, and reporting it as one ("failed")
+    would keep ``--resume`` and restarts from ever fetching it again.
     """
 
     def __init__(
@@ -109,7 +112,8 @@ class Fetcher:
 
     async def start(self) -> None:
         cfg = self.config
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        with local_writes(self._tmp):
+            self._tmp.mkdir(parents=True, exist_ok=True)
         self._sched = Scheduler(cfg.max_connections)
         if cfg.resolve_media:
             self._resolvers = Resolvers(cfg)
@@ -161,7 +165,7 @@ class Fetcher:
         res = FetchResult(url=url, final_url=url)
         try:
             await self._fetch(url, meta or {}, res)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, LocalStorageError):
             raise
         except Exception as exc:  # a bug must not lose the URL's fate
             res.error = f"internal error: {exc!r}"
@@ -169,7 +173,8 @@ class Fetcher:
         if res.ok and not res.phash and res.path and res.mimetype.startswith("image/"):
             res.phash = await self._phash(res.path)
         if res.ok and res.attempts and self.ledger is not None:
-            self.ledger.record(res)
+            with local_writes(self.ledger.path):
+                self.ledger.record(res)
         return res
 
     async def _phash(self, rel: str) -> str:
@@ -183,7 +188,7 @@ class Fetcher:
 
     async def fetch_many(
         self, jobs: Iterable[Job], window: int = 10_000
-    ) -> AsyncIterator[tuple[str, Mapping[str, Any] | None, FetchResult]]:
+    ) -> AsyncGenerator[tuple[str, Mapping[str, Any] | None, FetchResult], None]:
         """Results in completion order, with at most ``window`` jobs taken from the iterator
         at once, so an input of any length costs bounded memory."""
         it = iter(jobs)
@@ -203,12 +208,20 @@ class Fetcher:
             while running:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 running.difference_update(done)
+                # Every finished task's exception is looked at (none is left "never
+                # retrieved"); the results come out first, then the first storage error.
+                errors = [e for t in done if (e := t.exception()) is not None]
                 for task in done:
-                    yield task.result()
+                    if task.exception() is None:
+                        yield task.result()
+                if errors:
+                    raise errors[0]
                 refill()
         finally:
             for task in running:
                 task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
 
     async def _fetch(self, url: str, meta: Mapping[str, Any], res: FetchResult) -> None:
         cfg = self.config
@@ -420,19 +433,24 @@ class Fetcher:
         if length is not None and length > cfg.max_bytes:
             raise _Refused(f"too large (Content-Length {length} > {cfg.max_bytes} bytes)")
         ctype = resp.headers.get("Content-Type", "")
-        sink = Sink(self._tmp, cfg.compress)
+        # Only our own writes are under local_writes: an error reading the response is the
+        # URL's (aiohttp's connection errors are OSErrors too).
+        with local_writes(self._tmp):
+            sink = Sink(self._tmp, cfg.compress)
         try:
             checked = False
             async for chunk in resp.content.iter_chunked(CHUNK):
                 if sink.size + len(chunk) > cfg.max_bytes:
                     raise _Refused(f"too large (> {cfg.max_bytes} bytes)")
-                sink.write(chunk)
+                with local_writes(sink.path):
+                    sink.write(chunk)
                 if not checked and len(sink.head) >= HEAD:
                     checked = True
                     self._check_type(sink.head, ctype)
             self._check_type(sink.head, ctype)
-            sink.close()
-            place(sink, self.root, self.config, ctype, url, meta, res)
+            with local_writes(self.root):
+                sink.close()
+                place(sink, self.root, self.config, ctype, url, meta, res)
         finally:
             sink.discard()
 
@@ -446,12 +464,14 @@ class Fetcher:
         except ValueError as exc:
             res.error = f"invalid data: URL ({exc})"
             return
-        sink = Sink(self._tmp, cfg.compress)
+        with local_writes(self._tmp):
+            sink = Sink(self._tmp, cfg.compress)
         try:
-            sink.write(data)
-            sink.close()
-            self._check_type(sink.head, ctype)
-            place(sink, self.root, self.config, ctype, url, meta, res)
+            with local_writes(self.root):
+                sink.write(data)
+                sink.close()
+                self._check_type(sink.head, ctype)
+                place(sink, self.root, self.config, ctype, url, meta, res)
         except _Refused as exc:
             res.error = str(exc)
         finally:
@@ -556,6 +576,10 @@ class FetchService:
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()  # touched only on the loop thread
         self._closed = False
+        # Our disk refused a write: raised to the caller at its next harvest, so that the
+        # dataflow stops with its disk-trouble line and the job stays pending (its snapshot
+        # still holds it) instead of becoming a failed media row.
+        self._storage_error: LocalStorageError | None = None
 
     def submit(self, job_id: str, url: str, meta: Mapping[str, Any] | None = None) -> None:
         with self._cond:
@@ -575,7 +599,11 @@ class FetchService:
             return max(0, self.max_pending - self._running - len(self._results))
 
     def harvest(self) -> list[tuple[str, FetchResult]]:
+        """The results finished since the last harvest; raises :class:`LocalStorageError`
+        once our disk refused a write (the jobs it hit have no result)."""
         with self._cond:
+            if self._storage_error is not None:
+                raise self._storage_error
             out = list(self._results)
             self._results.clear()
         return out
@@ -583,7 +611,8 @@ class FetchService:
     def drain(self, timeout: float | None = None) -> list[tuple[str, FetchResult]]:
         """Wait until every submitted job has finished (or ``timeout``), then harvest."""
         with self._cond:
-            self._cond.wait_for(lambda: self._running == 0, timeout)
+            self._cond.wait_for(
+                lambda: self._running == 0 or self._storage_error is not None, timeout)
         return self.harvest()
 
     def close(self) -> None:
@@ -637,6 +666,12 @@ class FetchService:
                 self._running -= 1
                 self._cond.notify_all()
             raise
+        except LocalStorageError as exc:
+            with self._cond:
+                self._storage_error = self._storage_error or exc
+                self._running -= 1
+                self._cond.notify_all()
+            return
         with self._cond:
             self._results.append((job_id, result))
             self._running -= 1

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
+import errno
 import io
 import os
 import sys
@@ -82,12 +84,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+# A local write refused for one of these is a path the user can fix (exit 2, like a bad
+# option); a full disk or an I/O error is not (exit 1).
+USER_PATH_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES,
+                              errno.EPERM, errno.EROFS})
+
+
 def run(args: argparse.Namespace) -> int:
+    from connectors.fetch.store import LocalStorageError
+
     try:
         return _run(args)
     except UserError as exc:
         print(f"shoal fetch: error: {exc}", file=sys.stderr)
         return 2
+    except LocalStorageError as exc:
+        # Not a URL's fate: the URL under way has no report line, so --resume fetches it.
+        again = "run again with --resume" if args.output else "run again"
+        print(f"shoal fetch: error: -O {args.output_dir}: {exc}; fix it and {again}",
+              file=sys.stderr)
+        return 2 if exc.errno in USER_PATH_ERRNOS else 1
 
 
 def config_from_args(args: argparse.Namespace) -> FetchConfig:
@@ -400,14 +416,16 @@ async def _fetch(
     try:
         with progress:
             async with Fetcher(config, args.output_dir, ledger) as fetcher:
-                async for _job_id, _meta, result in fetcher.fetch_many(jobs(), args.window):
-                    # The ledger holds a success before the report does: a run killed after
-                    # this line finds the file there, for the lines still to come.
-                    ledger.flush()
-                    lines = waiting.pop(result.url)
-                    failed += len(lines) * (not result.ok)
-                    for line in lines:
-                        write(line, result)
+                results = fetcher.fetch_many(jobs(), args.window)
+                async with contextlib.aclosing(results):
+                    async for _job_id, _meta, result in results:
+                        # The ledger holds a success before the report does: a run killed
+                        # after this line finds the file there, for the lines still to come.
+                        ledger.flush()
+                        lines = waiting.pop(result.url)
+                        failed += len(lines) * (not result.ok)
+                        for line in lines:
+                            write(line, result)
     finally:
         ledger.close()
     return 0
