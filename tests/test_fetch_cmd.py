@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -403,3 +405,54 @@ def test_a_local_write_refused_stops_the_run_and_resume_fetches_the_url(
     [line] = read_csv(report)
     assert line["fetch_url"] == url and line["fetch_error"] == ""
     assert (out / line["fetch_path"]).is_file()
+
+
+@pytest.mark.parametrize("how", ["-", "/dev/stdin", "fifo"])
+def test_an_input_read_once_is_spooled_and_fully_reported(
+    server: MediaServer, tmp_path: Path, how: str
+) -> None:
+    """``-i -``, ``-i /dev/stdin`` and a pipe (``<(...)``) are read once, into a temporary
+    file the run reads as often as it needs (removed at the end): every row is reported,
+    as from a file; --resume works the same, the input giving the same rows again."""
+    urls = [server.url("img1.test", f"/img/spool-{how.strip('/-')}-{i}") for i in range(2)]
+    data = f"media_urls,n\n{urls[0]},0\n,1\n{urls[1]},2\n".encode()
+    report, spool_dir = tmp_path / "report.csv", tmp_path / "tmp"
+    spool_dir.mkdir()
+
+    def run(*extra: str) -> subprocess.CompletedProcess[bytes]:
+        source = how
+        writer = None
+        if how == "fifo":
+            source = str(tmp_path / "fifo")
+            if not os.path.exists(source):
+                os.mkfifo(source)
+
+            def feed() -> None:
+                with open(source, "wb") as fh:
+                    fh.write(data)
+
+            writer = threading.Thread(target=feed, daemon=True)
+            writer.start()
+        proc = subprocess.run(
+            [sys.executable, "-m", "shoal", "fetch", "media_urls", "-i", source, "-o",
+             str(report), "-O", str(tmp_path / "dl"), "--throttle", "0", "--silent",
+             *RESOLVE, *extra],
+            input=None if how == "fifo" else data, capture_output=True, timeout=60,
+            env={**os.environ, "TMPDIR": str(spool_dir)})
+        if writer is not None:
+            writer.join(10)
+        return proc
+
+    proc = run()
+    assert proc.returncode == 0, proc.stderr.decode()
+    lines = keyed(report)
+    assert sorted(lines, key=str) == sorted([(0, 0), (1, None), (2, 0)], key=str)
+    assert all(lines[k]["fetch_error"] == "" for k in ((0, 0), (2, 0)))
+    assert list(spool_dir.iterdir()) == []  # the spooled copy is gone
+
+    whole = report.read_bytes()
+    report.write_bytes(whole[: whole.index(b"\n") + 1])  # the header only
+    proc = run("--resume")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert without_times(keyed(report)) == without_times(lines)
+    assert list(spool_dir.iterdir()) == []

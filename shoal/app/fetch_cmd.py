@@ -17,7 +17,9 @@ import csv
 import errno
 import io
 import os
+import stat
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,9 +146,13 @@ class Line:
 
 @dataclass(slots=True)
 class Input:
-    """What the run reads of ``FILE.csv``: checked once, before anything is downloaded."""
+    """What the run reads of ``FILE.csv``: checked once, before anything is downloaded.
+
+    ``path`` is the file read (a spooled copy of a pipe, see :func:`readable_input`),
+    ``name`` what the user called it, for messages."""
 
     path: Path
+    name: str
     header: list[str]
     column: int
     explode: str | None
@@ -162,7 +168,7 @@ class Input:
             for index, cells in enumerate(reader):
                 if len(cells) > width:
                     raise UserError(
-                        f"{self.path}: row {index} (line {reader.line_num}) has {len(cells)} "
+                        f"{self.name}: row {index} (line {reader.line_num}) has {len(cells)} "
                         f"cells, the header {width}"
                     )
                 cells += [""] * (width - len(cells))
@@ -175,13 +181,68 @@ class Input:
                     yield Line(index, position, url, cells, dict(row))
 
 
-def _open_input(path: Path) -> TextIO:
+def _open_input(path: Path, name: str | None = None) -> TextIO:
     try:
         return open(path, newline="", encoding="utf-8-sig")
     except FileNotFoundError:
-        raise UserError(f"input file not found: {path}") from None
+        raise UserError(f"input file not found: {name or path}") from None
     except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
+        raise UserError(f"cannot read {name or path}: {exc.strerror or exc}") from None
+
+
+STDIN = Path("-")
+
+
+def input_name(path: Path) -> str:
+    return "stdin (-i -)" if path == STDIN else str(path)
+
+
+def needs_spool(path: Path) -> bool:
+    """Is the input read only once (``-``, a pipe, ``<(...)``, a device)? The run reads it
+    three times (header, the check of every row, the fetch): such an input gave an empty
+    report on the second read."""
+    if path == STDIN:
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # opening it says why, in one line
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
+@contextlib.contextmanager
+def readable_input(path: Path) -> Iterator[Path]:
+    """A path the run may read as often as it needs: ``path`` itself for a regular file,
+    else a temporary copy of what ``path`` (or stdin) gives, removed at the end."""
+    if not needs_spool(path):
+        yield path
+        return
+    name = input_name(path)
+    fd, spool = tempfile.mkstemp(prefix="shoal-fetch-input-", suffix=".csv")
+    try:
+        try:
+            src = sys.stdin.buffer if path == STDIN else open(path, "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise UserError(f"cannot read {name}: {exc.strerror or exc}") from None
+        with src, os.fdopen(fd, "wb") as out:
+            while True:
+                try:
+                    block = src.read(1 << 20)
+                except OSError as exc:
+                    raise UserError(f"cannot read {name}: {exc.strerror or exc}") from None
+                if not block:
+                    break
+                try:
+                    out.write(block)
+                    out.flush()
+                except OSError as exc:
+                    raise UserError(f"cannot copy {name} to a temporary file in "
+                                    f"{tempfile.gettempdir()} ({exc.strerror}): set TMPDIR "
+                                    "to a folder with room") from None
+        yield Path(spool)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(spool)
 
 
 def _urls(cell: str, explode: str | None) -> list[tuple[int, str]]:
@@ -191,22 +252,26 @@ def _urls(cell: str, explode: str | None) -> list[tuple[int, str]]:
     return [(pos, v.strip()) for pos, v in enumerate(values) if v.strip()]
 
 
-def read_input(args: argparse.Namespace, template: str | None) -> Input:
+def read_input(args: argparse.Namespace, template: str | None, path: Path | None = None
+               ) -> Input:
     """The input's header and URL column, and the template's columns, all checked; every
-    error is one line, raised before the first request."""
+    error is one line, raised before the first request. ``path`` is the file to read when
+    it is not ``args.input`` (a spooled pipe)."""
+    name = input_name(args.input)
+    path = path or args.input
     try:
-        with _open_input(args.input) as fh:
+        with _open_input(path, name) as fh:
             header = next(csv.reader(fh), [])
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"cannot read {args.input}: {exc}") from None
+        raise UserError(f"cannot read {name}: {exc}") from None
     if args.column not in header:
         raise UserError(
-            f"no column {args.column!r} in {args.input} (columns: {', '.join(header)})"
+            f"no column {args.column!r} in {name} (columns: {', '.join(header)})"
         )
     clash = [c for c in header if c in FETCH_COLUMNS]
     if clash:
         raise UserError(
-            f"{args.input} has a column {clash[0]!r}, a name shoal fetch gives its own "
+            f"{name} has a column {clash[0]!r}, a name shoal fetch gives its own "
             "columns (fetch_*); rename it in the input"
         )
     fields: dict[str, str] = {}
@@ -215,7 +280,7 @@ def read_input(args: argparse.Namespace, template: str | None) -> Input:
             fields = row_fields(template, header)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    return Input(args.input, header, header.index(args.column), args.explode, fields)
+    return Input(path, name, header, header.index(args.column), args.explode, fields)
 
 
 def check_lines(source: Input, done: set[Key]) -> int:
@@ -228,10 +293,10 @@ def check_lines(source: Input, done: set[Key]) -> int:
                 try:
                     row_values(source.fields, line.template)
                 except ValueError as exc:
-                    raise UserError(f"{source.path}: row {line.index}: {exc}") from None
+                    raise UserError(f"{source.name}: row {line.index}: {exc}") from None
             total += line.key not in done
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"cannot read {source.path}: {exc}") from None
+        raise UserError(f"cannot read {source.name}: {exc}") from None
     return total
 
 
@@ -327,12 +392,15 @@ def check_not_input(output: Path | None, input_path: Path) -> None:
     if output is None:
         return
     try:
-        same = os.path.samefile(output, input_path)
+        if input_path == STDIN:  # ``-i - < REPORT.csv``
+            same = os.path.samestat(os.fstat(sys.stdin.fileno()), os.stat(output))
+        else:
+            same = os.path.samefile(output, input_path)
     except (OSError, ValueError):
         same = False  # one of them does not exist (yet): they cannot be one file
     if same:
-        raise UserError(f"-o {output} is the input file (-i {input_path}): write the report "
-                        "to another file")
+        raise UserError(f"-o {output} is the input file (-i {input_name(input_path)}): write "
+                        "the report to another file")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -345,7 +413,12 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--resume needs -o REPORT.csv")
     if args.window < 1:
         raise UserError("--window must be >= 1")
-    source = read_input(args, config.filename_template)
+    # A pipe is read once, into a temporary file that the run reads as often as it needs.
+    with readable_input(args.input) as path:
+        return _run_on(args, config, read_input(args, config.filename_template, path))
+
+
+def _run_on(args: argparse.Namespace, config: FetchConfig, source: Input) -> int:
     fields = source.header + list(FETCH_COLUMNS)
     done, keep = read_report(args.output, fields) if args.resume else (set(), 0)
     total = check_lines(source, done)
