@@ -113,6 +113,18 @@ def test_split_hosts_share_one_budget() -> None:
     assert cfg.limits("other.example") == (cfg.domain_parallelism, cfg.throttle)
 
 
+def test_host_limits_apply_under_domain_keying() -> None:
+    """``--host-limit`` names hosts; under ``--domain-key domain`` the budget is the
+    registered domain's, so the override is its limit, the strictest of several."""
+    per_host = {"pbs.twimg.com": (8, 0.0), "video.twimg.com": (4, 0.5), "a.example": (1, 2.0)}
+    dom = FetchConfig(domain_key="domain", per_host=per_host)
+    assert dom.limits("twimg.com") == (4, 0.5)  # least P, largest T
+    assert dom.limits("a.example") == (1, 2.0)
+    assert dom.limits("other.example") == (dom.domain_parallelism, dom.throttle)
+    host = FetchConfig(per_host=per_host)
+    assert host.limits("pbs.twimg.com") == (8, 0.0) and host.limits("twimg.com") == (2, 0.2)
+
+
 def test_politeness_bound() -> None:
     # P-bound: 10 URLs, 2 at a time, 1 s each -> 5 s; T-bound: 9 gaps of 0.1 s + 1 s.
     assert politeness_bound({"a": 10, "b": 1}, 2, 0.1, 1.0) == 5.0

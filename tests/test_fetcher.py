@@ -241,6 +241,23 @@ def test_parallelism_and_throttle_hold_together_at_the_server(
         assert concurrent == p  # latency 0.25 s >> T: the budget is used, not wasted
 
 
+def test_a_host_limit_holds_under_domain_keying(server: MediaServer, tmp_path: Path) -> None:
+    """``--host-limit a.shoal.test=1,T`` with ``--domain-key domain``: the budget is
+    shoal.test's, and the override is its limit, for every host of the domain (it was
+    looked up by host name and never found: no gap at all)."""
+    hosts = {"a.shoal.test": HOSTS["img1.test"], "b.shoal.test": HOSTS["img2.test"]}
+    cfg = config(resolve={**HOSTS, **hosts}, domain_key="domain", domain_parallelism=4,
+                 throttle=0.0, per_host={"a.shoal.test": (1, 0.2)})
+    urls = [server.url(h, f"/img/domain-limit-{h}-{i}") for h in hosts for i in range(3)]
+    results = fetch_all(tmp_path, cfg, urls)
+    assert all(r.ok for r in results), [r.error for r in results]
+    hits = sorted((h for h in server.hits if "domain-limit" in h.path), key=lambda h: h.start)
+    assert len(hits) == 6
+    gaps = [b.start - a.start for a, b in itertools.pairwise(hits)]
+    assert min(gaps) >= 0.2, gaps
+    assert all(a.end <= b.start for a, b in itertools.pairwise(hits))  # P = 1
+
+
 def test_429_retry_after_seconds_blocks_the_host(server: MediaServer, tmp_path: Path) -> None:
     cfg = config(domain_parallelism=2, throttle=0.0)
     first = server.url("img3.test", "/ra/s?after=1")

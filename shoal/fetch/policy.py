@@ -131,7 +131,8 @@ class FetchConfig:
 
     def limits(self, key: str) -> tuple[int, float]:
         """(parallelism, throttle) of a budget key."""
-        return self.per_host.get(key, (self.domain_parallelism, self.throttle))
+        return limits_for(key, self.per_host, self.domain_key,
+                          (self.domain_parallelism, self.throttle))
 
 
 @dataclass(slots=True)
@@ -365,6 +366,25 @@ def key_for(url: str, config: FetchConfig) -> str:
 
 def budget_key(key: str) -> str:
     return key.partition("#")[0]
+
+
+def limits_for(
+    key: str, per_host: Mapping[str, tuple[int, float]], domain_key: str,
+    default: tuple[int, float],
+) -> tuple[int, float]:
+    """(P, T) of a budget key given the ``HOST=P,T`` overrides.
+
+    Overrides name hosts, as users know them. Under domain keying the budget is the
+    registered domain's, so an override of ``pbs.twimg.com`` is the limit of
+    ``twimg.com`` (looked up by host it was never found); when several overrides fall
+    in one domain the strictest holds: the least P and the largest T.
+    """
+    if domain_key != "domain":
+        return per_host.get(key, default)
+    found = [pt for host, pt in per_host.items() if registered_domain(host) == key]
+    if not found:
+        return default
+    return min(p for p, _ in found), max(t for _, t in found)
 
 
 def politeness_bound(
