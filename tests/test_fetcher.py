@@ -289,6 +289,29 @@ def test_429_retry_after_http_date_is_honoured(server: MediaServer, tmp_path: Pa
     assert second.wall >= int(first.wall + 2)
 
 
+def test_url_deadline_holds_across_a_retry_after_block(
+    server: MediaServer, tmp_path: Path
+) -> None:
+    """A Retry-After past the URL's deadline gives the URL up at once (it waited the whole
+    block, up to an hour, then gave up); a URL of the blocked host waiting for its retry
+    waits no longer than its deadline leaves."""
+    cfg = config(url_deadline=1.5, retries=3, backoff_base=0.05, backoff_max=0.05)
+    blocked = server.url("img3.test", "/ra/deadline?after=30")
+    waiting = server.url("img3.test", "/flaky/deadline?fails=1&code=500&delay=0.3")
+
+    async def go() -> list[FetchResult]:
+        async with Fetcher(cfg, tmp_path) as f:
+            return list(await asyncio.gather(f.fetch(waiting), f.fetch(blocked)))
+
+    # Bounded well below the 30 s block: the old engine waited it out.
+    slow, ra = asyncio.run(asyncio.wait_for(go(), 10))
+    assert ra.attempts == 1 and ra.error == (
+        "http 429; gave up: Retry-After 30s would pass --url-deadline 1.5s after 1 attempt")
+    assert slow.attempts == 1 and slow.error == (
+        "http 500; gave up: --url-deadline 1.5s reached after 1 attempt"), slow.error
+    assert server.count("/ra/deadline?after=30") == 1
+
+
 def test_5xx_is_retried_then_succeeds(server: MediaServer, tmp_path: Path) -> None:
     url = server.url("img1.test", "/flaky/a?fails=2&code=500")
     (result,) = fetch_all(tmp_path, config(retries=3), [url])

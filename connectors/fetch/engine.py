@@ -299,7 +299,14 @@ class Fetcher:
         deadline = math.inf  # set by the first request: waiting for the host's turn is free
         while True:
             gate = self._gate(current)
-            ticket = await gate.acquire()
+            try:
+                # After the first request, the host's turn (a Retry-After block included)
+                # is waited for only as long as the URL's deadline leaves.
+                async with asyncio.timeout_at(None if deadline == math.inf else deadline):
+                    ticket = await gate.acquire()
+            except TimeoutError:
+                res.error = self._past_deadline(res)
+                return
             if deadline == math.inf and cfg.url_deadline:
                 deadline = clock() + cfg.url_deadline
             left = deadline - clock()
@@ -334,8 +341,15 @@ class Fetcher:
             failures += 1
             delay = backoff_delay(failures, cfg.backoff_base, cfg.backoff_max, self._rng.random())
             if outcome.retry_after is not None:
-                gate.block(min(outcome.retry_after, cfg.retry_after_max))
+                blocked = min(outcome.retry_after, cfg.retry_after_max)
+                gate.block(blocked)  # the host's block holds for every URL of it
                 delay = 0.0
+                if failures <= cfg.retries and clock() + blocked >= deadline:
+                    # Waiting out the block would pass the deadline: give up now, not
+                    # after the wait (up to an hour).
+                    res.error = self._past_deadline(
+                        res, f"Retry-After {outcome.retry_after:g}s would pass")
+                    return
             elif outcome.block_key:
                 gate.block(delay)
                 delay = 0.0
@@ -347,10 +361,13 @@ class Fetcher:
             if delay:
                 await asyncio.sleep(delay)
 
-    def _past_deadline(self, res: FetchResult) -> str:
-        """The error of a URL given up at its deadline, after what the last attempt said."""
+    def _past_deadline(self, res: FetchResult, why: str = "") -> str:
+        """The error of a URL given up at its deadline, after what the last attempt said;
+        ``why`` when it is given up before the deadline is reached."""
         last = f"{res.error}; " if res.error else ""
-        return (f"{last}gave up: --url-deadline {self.config.url_deadline:g}s reached after "
+        limit = f"--url-deadline {self.config.url_deadline:g}s"
+        what = f"{why} {limit}" if why else f"{limit} reached"
+        return (f"{last}gave up: {what} after "
                 f"{res.attempts} attempt{'s' if res.attempts != 1 else ''}")
 
     async def _request(
