@@ -118,6 +118,15 @@ def test_fetch_explodes_reports_every_url_and_resumes(
         (["media_urls", "-i", "{csv}", "--filename-template", "{evil.__class__}"],
          "bad filename template"),
         (["media_urls", "-i", "{csv}", "--resolve", "nonsense"], "--resolve wants HOST=IP"),
+        # NaN passed every check (--throttle nan: no throttle at all), inf hung the run.
+        *((["media_urls", "-i", "{csv}", f"{flag}={value}"], f"{flag}: must be a finite number")
+          for flag in ("--throttle", "--timeout", "--url-deadline", "--connect-timeout",
+                       "--read-timeout")
+          for value in ("nan", "inf", "-inf", "NaN")),
+        (["media_urls", "-i", "{csv}", "--host-limit", "img1.test=1,nan"],
+         "T must be a finite number"),
+        (["media_urls", "-i", "{csv}", "--host-limit", "img1.test=1,inf"],
+         "T must be a finite number"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(
@@ -342,6 +351,19 @@ def test_template_and_column_errors_come_before_any_request(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
     assert len(server.hits) == before and not report.exists() and not out.exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_seconds_are_refused_in_the_configuration(
+    tmp_path: Path, value: str
+) -> None:
+    """The [media] keys of the file and their SHOAL_MEDIA_* twins share the flags' check."""
+    toml = tmp_path / "shoal.toml"
+    toml.write_text(f"[media]\nthrottle = {value}\n")
+    with pytest.raises(ConfigError, match=r"\[media\] throttle: must be a finite number"):
+        config.load(toml, env={})
+    with pytest.raises(ConfigError, match="SHOAL_MEDIA_URL_DEADLINE.*must be a finite number"):
+        config.load(None, env={"SHOAL_MEDIA_URL_DEADLINE": value})
 
 
 def test_row_fields_are_refused_where_there_is_no_input_row() -> None:

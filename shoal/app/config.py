@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import sys
 import tomllib
@@ -231,6 +232,10 @@ def validate(settings: Settings, command: str = "") -> None:
                               f"unknown kind {_shown(odd[0], fld)} (known: {', '.join(choices)})")
             elif choices and value not in choices:
                 raise bad(section, key, f"{_shown(value, fld)} is not one of {', '.join(choices)}")
+            # NaN passes every comparison (--throttle nan turned throttling off) and inf
+            # waits forever (--throttle inf hung the run): no option means either.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise bad(section, key, f"must be a finite number, got {value}")
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise bad(section, key, f"must not be negative, got {value}")
     k, m, a, h = settings.kafka, settings.metrics, settings.alerts, settings.hooks

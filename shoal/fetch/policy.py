@@ -101,6 +101,13 @@ class FetchConfig:
     resolve_media: bool = True
 
     def __post_init__(self) -> None:
+        # NaN passes every comparison below and inf waits forever: neither is a duration.
+        seconds = [self.throttle, self.connect_timeout, self.read_timeout, self.total_timeout,
+                   self.url_deadline, self.backoff_base, self.backoff_max,
+                   self.retry_after_max, self.throttle_margin,
+                   *(t for _p, t in self.per_host.values())]
+        if not all(math.isfinite(x) for x in seconds):
+            raise ValueError("durations must be finite numbers of seconds, not nan or inf")
         if self.domain_parallelism < 1:
             raise ValueError("domain_parallelism must be >= 1")
         if self.throttle < 0:
@@ -721,10 +728,13 @@ def host_limits(specs: Sequence[str]) -> dict[str, tuple[int, float]]:
         host, _, limits = spec.partition("=")
         p, _, t = limits.partition(",")
         try:
-            out[host.strip().lower()] = (int(p), float(t or 0))
+            parallelism, throttle = int(p), float(t or 0)
         except ValueError:
             raise ValueError(
                 f"bad host limit {spec!r}: use HOST=P,T (e.g. pbs.twimg.com=8,0)") from None
+        if not math.isfinite(throttle) or throttle < 0:
+            raise ValueError(f"bad host limit {spec!r}: T must be a finite number >= 0")
+        out[host.strip().lower()] = (parallelism, throttle)
     return out
 
 
