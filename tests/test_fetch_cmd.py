@@ -478,3 +478,30 @@ def test_an_input_read_once_is_spooled_and_fully_reported(
     assert proc.returncode == 0, proc.stderr.decode()
     assert without_times(keyed(report)) == without_times(lines)
     assert list(spool_dir.iterdir()) == []
+
+
+def test_a_failed_url_found_again_later_is_not_fetched_again(
+    server: MediaServer, tmp_path: Path
+) -> None:
+    """A URL in several lines is fetched once, a failed one too: a line past the engine's
+    window (--window 1) gets the failure remembered for the run, not another round of
+    requests and retries."""
+    missing = server.url("img1.test", "/status/cmd-dup-fail?code=404")
+    flaky = server.url("img1.test", "/flaky/cmd-dup-fail?fails=9&code=500")
+    others = [server.url("img2.test", f"/img/cmd-dup-fail-{i}") for i in range(3)]
+    cells = [missing, flaky, *others, missing, flaky]
+    source, report = tmp_path / "in.csv", tmp_path / "report.csv"
+    write_csv(source, [{"media_urls": c} for c in cells])
+    argv = ["media_urls", "-i", str(source), "-O", str(tmp_path / "dl"), "-o", str(report),
+            "--silent", "--throttle", "0", "--retries", "1", "--window", "1", *RESOLVE]
+    assert fetch_cmd.run(parse(argv)) == 0
+    lines = keyed(report)
+    assert len(lines) == len(cells)
+    for first, again in ((0, 5), (1, 6)):
+        assert without_times({0: lines[(again, 0)]})[0] == {
+            **without_times({0: lines[(first, 0)]})[0],
+            "fetch_original_index": str(again)}
+    assert lines[(5, 0)]["fetch_error"] == "http 404"
+    assert lines[(6, 0)]["fetch_error"] == "http 500"
+    assert server.count("/status/cmd-dup-fail?code=404") == 1
+    assert server.count("/flaky/cmd-dup-fail?fails=9&code=500") == 2  # one try, one retry

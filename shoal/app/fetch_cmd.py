@@ -451,9 +451,12 @@ async def _fetch(
     out: TextIO,
 ) -> int:
     from connectors.fetch.engine import Fetcher, Job
-    from connectors.fetch.ledger import FetchLedger
+    from connectors.fetch.ledger import FetchLedger, RunFailures
 
     ledger = FetchLedger.in_root(args.output_dir)
+    # A URL that failed, found again in a later line (past the window): the same outcome,
+    # not a second round of requests and retries. Successes are the ledger's.
+    failures = RunFailures()
     progress = Progress(
         TextColumn("fetch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[bad]}"),
         TimeElapsedColumn(), console=Console(stderr=True), disable=args.silent,
@@ -473,6 +476,7 @@ async def _fetch(
         progress.update(task, advance=1, bad=f"{failed} failed" if failed else "")
 
     def jobs() -> Iterator[Job]:
+        nonlocal failed
         for line in source.lines():
             if line.key in done:
                 continue
@@ -481,6 +485,11 @@ async def _fetch(
                 continue
             if line.url in waiting:
                 waiting[line.url].append(line)
+                continue
+            known = failures.get(line.url)
+            if known is not None:
+                failed += 1
+                write(line, known)
                 continue
             waiting[line.url] = [line]
             meta = {"position": line.position, **row_values(source.fields, line.template)}
@@ -496,9 +505,11 @@ async def _fetch(
                         # after this line finds the file there, for the lines still to come.
                         ledger.flush()
                         lines = waiting.pop(result.url)
+                        failures.add(result)
                         failed += len(lines) * (not result.ok)
                         for line in lines:
                             write(line, result)
     finally:
+        failures.close()
         ledger.close()
     return 0
