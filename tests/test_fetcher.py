@@ -105,6 +105,12 @@ class MediaApp:
             return resp
         if kind == "big":
             return web.Response(body=b"\x00" * int(q["n"]), content_type="video/mp4")
+        if kind == "empty":  # a status without a body, or a 200 with an empty one
+            return web.Response(status=int(q.get("code", 200)), body=b"",
+                                content_type="image/jpeg")
+        if kind == "partial":
+            return web.Response(status=206, body=JPEG + b"partial", content_type="image/jpeg",
+                                headers={"Content-Range": "bytes 0-16/1000"})
         if kind == "text":
             return web.Response(text="<html>hello</html>", content_type="text/html")
         return web.Response(status=404)
@@ -350,6 +356,21 @@ def test_endless_body_is_cut_at_max_bytes(server: MediaServer, tmp_path: Path) -
     assert results[0].error == "too large (> 200000 bytes)"
     assert results[1].error.startswith("too large (Content-Length 300000")
     assert media_files(tmp_path) == [] and list((tmp_path / ".tmp").iterdir()) == []
+
+
+def test_responses_without_the_file_are_errors(server: MediaServer, tmp_path: Path) -> None:
+    """204, 205 and 206 (no range is ever asked for), and a 200 with an empty body, store
+    nothing: each is an error saying why, not a success with an empty or partial file."""
+    urls = {
+        "http 204 (no content)": server.url("img1.test", "/empty/a?code=204"),
+        "http 206 (partial content, though no range was asked for)":
+            server.url("img1.test", "/partial/a"),
+        "empty body": server.url("img1.test", "/empty/b?code=200"),
+    }
+    results = fetch_all(tmp_path, config(), [*urls.values(), "data:image/png;base64,"])
+    assert [r.error for r in results] == [*urls, "empty body"]
+    assert [r.attempts for r in results[:3]] == [1, 1, 1]  # not retried
+    assert not (tmp_path / "media").exists() or media_files(tmp_path) == []
 
 
 def test_too_many_redirects(server: MediaServer, tmp_path: Path) -> None:

@@ -69,6 +69,14 @@ class _Outcome:
 
 _DONE = _Outcome("done")
 
+# Successes that carry no file: storing their (empty or partial) body as the URL's content
+# would report a file that is not the media.
+NO_FILE = {
+    204: "no content",
+    205: "no content",
+    206: "partial content, though no range was asked for",
+}
+
 
 # --- the engine ---------------------------------------------------------------------------
 
@@ -403,6 +411,9 @@ class Fetcher:
                             res.error = f"invalid redirect location {location[:200]!r}"
                             return _DONE
                         return _Outcome("redirect", location=target)
+                    if resp.status in NO_FILE:
+                        res.error = f"http {resp.status} ({NO_FILE[resp.status]})"
+                        return _DONE
                     if kind != "ok":
                         res.error = f"http {resp.status}"
                         if kind == "permanent":
@@ -465,6 +476,8 @@ class Fetcher:
                     checked = True
                     self._check_type(sink.head, ctype)
             self._check_type(sink.head, ctype)
+            if not sink.size:
+                raise _Refused("empty body")
             with local_writes(self.root):
                 sink.close()
                 place(sink, self.root, self.config, ctype, url, meta, res)
@@ -487,6 +500,8 @@ class Fetcher:
             with local_writes(self.root):
                 sink.write(data)
                 sink.close()
+                if not sink.size:
+                    raise _Refused("empty body")
                 self._check_type(sink.head, ctype)
                 place(sink, self.root, self.config, ctype, url, meta, res)
         except _Refused as exc:
