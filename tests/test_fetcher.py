@@ -549,3 +549,25 @@ def test_a_local_write_refused_stops_the_service_and_leaves_the_job_pending(
     assert not any(p.is_file() for p in data.rglob("*"))  # no media row, failed or not
     assert not list((tmp_path / ".tmp").iterdir())  # the temp file went too
     logic.service.close()
+
+
+def test_a_ledger_hit_obeys_this_runs_type_and_size_limits(
+    server: MediaServer, tmp_path: Path
+) -> None:
+    """A URL stored by an earlier run is refused, as a fresh fetch would refuse it, when
+    this run's --mime-types or --max-bytes exclude it; without a request either way."""
+    url = server.url("img2.test", "/img/ledger-recheck")
+    ledger = FetchLedger.in_root(tmp_path)
+    (first,) = fetch_all(tmp_path, config(), [url], ledger)
+    assert first.ok and first.mimetype == "image/jpeg" and first.attempts == 1
+    cases = {
+        "unwanted media type image/jpeg": config(mime_types=frozenset({"video"})),
+        f"too large (> {first.bytes - 1} bytes)": config(max_bytes=first.bytes - 1),
+        "": config(mime_types=frozenset({"image"}), max_bytes=first.bytes),
+    }
+    for error, cfg in cases.items():
+        (hit,) = fetch_all(tmp_path, cfg, [url], ledger)
+        assert (hit.error, hit.attempts) == (error, 0)
+        assert (hit.path, hit.sha256) == (("", "") if error else (first.path, first.sha256))
+    assert server.count("/img/ledger-recheck") == 1
+    ledger.close()

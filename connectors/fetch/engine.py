@@ -43,6 +43,7 @@ from shoal.fetch.policy import (
     budget_key,
     check_url,
     key_for,
+    ledger_refusal,
     parse_retry_after,
     sniff_type,
     status_class,
@@ -242,6 +243,13 @@ class Fetcher:
                 for name in FetchResult.__dataclass_fields__:
                     setattr(res, name, getattr(prev, name))
                 res.attempts = 0
+                refusal = ledger_refusal(prev, cfg)
+                if refusal:
+                    # What fetching it again would give, without asking the server: the
+                    # earlier run's file stays, this run does not report it as its own.
+                    res.error, res.fetched_at = refusal, ""
+                    res.path = res.sha256 = res.mimetype = res.phash = ""
+                    res.bytes = 0
                 return
         if url[:5].lower() == "data:":
             self._fetch_data(url, meta, res)

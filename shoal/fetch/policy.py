@@ -525,6 +525,20 @@ def type_allowed(mimetype: str, wanted: frozenset[str]) -> bool:
     return not wanted or mimetype in wanted or mimetype.split("/", 1)[0] in wanted
 
 
+def ledger_refusal(stored: FetchResult, config: FetchConfig) -> str:
+    """Why this run would refuse a file fetched by an earlier one (the ledger's), in the
+    words a fresh fetch would use, or "": ``--mime-types`` and ``--max-bytes`` may have
+    changed since, and a ledger hit must not bypass them. (An empty file, stored before
+    empty bodies became errors, is refused too.)"""
+    if not type_allowed(stored.mimetype, config.mime_types):
+        return f"unwanted media type {stored.mimetype}"
+    if stored.bytes > config.max_bytes:
+        return f"too large (> {config.max_bytes} bytes)"
+    if not stored.bytes:
+        return "empty body"
+    return ""
+
+
 # --- storage paths ------------------------------------------------------------------------
 
 
