@@ -505,3 +505,17 @@ def test_a_failed_url_found_again_later_is_not_fetched_again(
     assert lines[(6, 0)]["fetch_error"] == "http 500"
     assert server.count("/status/cmd-dup-fail?code=404") == 1
     assert server.count("/flaky/cmd-dup-fail?fails=9&code=500") == 2  # one try, one retry
+
+
+def test_a_row_value_in_any_script_names_its_file(server: MediaServer, tmp_path: Path) -> None:
+    """``{row.name}`` = 猫 names the file 猫_0.jpg; it was called empty and ended the run."""
+    url = server.url("img1.test", "/img/cmd-unicode-name")
+    source, report, out = tmp_path / "in.csv", tmp_path / "report.csv", tmp_path / "dl"
+    write_csv(source, [{"name": "猫", "media_urls": url}])
+    argv = ["media_urls", "-i", str(source), "-O", str(out), "-o", str(report), "--silent",
+            "--throttle", "0", "--folder-strategy", "flat", *RESOLVE,
+            "--filename-template", "{row.name}_{position}.{ext}"]
+    assert fetch_cmd.run(parse(argv)) == 0
+    [line] = read_csv(report)
+    assert line["fetch_error"] == "" and line["fetch_path"] == "media/猫_0.jpg"
+    assert (out / "media" / "猫_0.jpg").is_file()

@@ -15,6 +15,7 @@ import random
 import re
 import socket
 import string
+import unicodedata
 import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -542,8 +543,53 @@ def ledger_refusal(stored: FetchResult, config: FetchConfig) -> str:
 # --- storage paths ------------------------------------------------------------------------
 
 
+# What a file name keeps of a value: ASCII letters, digits and ``._-`` (``=+`` too between
+# fields), and letters, digits and combining marks of any script, in NFC (a name typed on
+# another system then matches). Everything else becomes ``_``: path separators, controls,
+# blanks, the characters Windows, macOS or a shell treat specially (``<>:"|?*``...),
+# invisible format characters (a right-to-left override would disguise a name), symbols.
+_NAME_MARKS = frozenset({"Mn", "Mc"})
+# Names Windows reserves whatever their extension (``CON.jpg`` cannot be opened there).
+_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
+                       *(f"LPT{i}" for i in range(10))})
+# Bytes of UTF-8 in one component: most file systems take 255, and the store may add
+# ``_<12 hex digits>`` to a name that is taken.
+MAX_COMPONENT_BYTES = 240
+
+
+def _keeps(c: str, ascii_extra: str) -> bool:
+    if c.isascii():
+        return c.isalnum() or c in ascii_extra
+    category = unicodedata.category(c)
+    return category[0] in "LN" or category in _NAME_MARKS
+
+
+def _name_chars(text: str, ascii_extra: str) -> str:
+    """``text`` in NFC with every run of characters a file name must not keep as ``_``."""
+    out: list[str] = []
+    for c in unicodedata.normalize("NFC", text):
+        if _keeps(c, ascii_extra):
+            out.append(c)
+        elif not out or out[-1] != "_":
+            out.append("_")
+    return "".join(out)
+
+
+def _cut_bytes(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, at a character boundary."""
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
+
+
 def sanitize_value(value: object) -> str:
-    """A field value made safe to appear inside one file name component."""
+    """A field value made safe to appear inside one file name component (Unicode letters
+    and digits kept, see ``_keeps``)."""
+    text = _name_chars(str(value), "._-")
+    text = re.sub(r"\.{2,}", "_", text).lstrip(".")
+    return text[:MAX_VALUE]
+
+
+def _ascii_value(value: object) -> str:
     text = re.sub(r"[^A-Za-z0-9._-]+", "_", str(value))
     text = re.sub(r"\.{2,}", "_", text).lstrip(".")
     return text[:MAX_VALUE]
@@ -553,9 +599,10 @@ def query_value(query: object) -> str:
     """``{query}`` in a file name: the sanitised query, plus 8 hex digits of its hash when
     sanitising would lose what tells it from another query (letters outside ASCII, more
     than MAX_VALUE characters). ``bike lane`` stays ``bike_lane``; ``猫`` and ``犬`` become
-    ``_-`` and two different hashes, not one ``_`` folder holding both keywords' images."""
+    ``_-`` and two different hashes, not one ``_`` folder holding both keywords' images.
+    (ASCII as it always was: the dataflow's ``{query}`` folders keep their names.)"""
     text = str(query)
-    plain = sanitize_value(text)
+    plain = _ascii_value(text)
     if text.isascii() and len(text) <= MAX_VALUE:
         return plain
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
@@ -637,8 +684,11 @@ def row_values(fields: Mapping[str, str], row: Mapping[str, str]) -> dict[str, s
     """
     values = {name: row.get(column, "") for name, column in fields.items()}
     for name, value in values.items():
-        if not sanitize_value(value.strip()).strip("_"):
+        if not value.strip():
             raise ValueError(f"filename template field {{{name}}} is empty")
+        if not sanitize_value(value.strip()).strip("_"):
+            raise ValueError(f"filename template field {{{name}}} holds nothing a file name "
+                             f"can keep ({value.strip()[:40]!r})")
     return values
 
 
@@ -667,16 +717,20 @@ def folder_prefix(strategy: str) -> int:
 
 
 def _safe_component(part: str, keep_suffix: bool = False) -> str:
-    part = re.sub(r"[^A-Za-z0-9._=+-]+", "_", part)
-    part = part.lstrip(".-") or "_"
+    part = _name_chars(part, "._=+-")
+    part = part.lstrip(".-").rstrip(".") or "_"  # Windows drops a trailing dot
     if part in (".", ".."):
         part = "_"
-    if len(part) > MAX_COMPONENT:
+    if part.split(".", 1)[0].upper() in _RESERVED:
+        part = "_" + part
+    if len(part) > MAX_COMPONENT or len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
         stem, dot, suffix = part.rpartition(".")
         if keep_suffix and dot and len(suffix) <= 10:
-            part = stem[: MAX_COMPONENT - len(suffix) - 1] + "." + suffix
+            stem = _cut_bytes(stem[: MAX_COMPONENT - len(suffix) - 1],
+                              MAX_COMPONENT_BYTES - len(suffix) - 1)
+            part = stem + "." + suffix
         else:
-            part = part[:MAX_COMPONENT]
+            part = _cut_bytes(part[:MAX_COMPONENT], MAX_COMPONENT_BYTES)
     return part
 
 
