@@ -519,3 +519,20 @@ def test_a_row_value_in_any_script_names_its_file(server: MediaServer, tmp_path:
     [line] = read_csv(report)
     assert line["fetch_error"] == "" and line["fetch_path"] == "media/猫_0.jpg"
     assert (out / "media" / "猫_0.jpg").is_file()
+
+
+def test_blank_lines_are_no_rows(server: MediaServer, tmp_path: Path) -> None:
+    """A blank line of the input is skipped and not counted, as csv.DictReader and pandas
+    do: fetch_original_index is the row's number there, and no line is made up for it."""
+    urls = [server.url("img1.test", f"/img/cmd-blank-{i}") for i in range(2)]
+    source, report = tmp_path / "in.csv", tmp_path / "report.csv"
+    source.write_text(f"id,media_urls\n\na,{urls[0]}\n\n\nb,\nc,{urls[1]}\n\n", encoding="utf-8")
+    argv = ["media_urls", "-i", str(source), "-O", str(tmp_path / "dl"), "-o", str(report),
+            "--silent", "--throttle", "0", *RESOLVE]
+    assert fetch_cmd.run(parse(argv)) == 0
+    with open(source, newline="", encoding="utf-8") as fh:
+        ids = [r["id"] for r in csv.DictReader(fh)]
+    assert ids == ["a", "b", "c"]
+    lines = keyed(report)
+    assert sorted(lines, key=str) == sorted([(0, 0), (1, None), (2, 0)], key=str)
+    assert {k[0]: r["id"] for k, r in lines.items()} == dict(enumerate(ids))

@@ -165,7 +165,13 @@ class Input:
         with _open_input(self.path) as fh:
             reader = csv.reader(fh)
             next(reader, None)
-            for index, cells in enumerate(reader):
+            index = -1
+            for cells in reader:
+                if not cells:
+                    # A blank line is no row, as for csv.DictReader and pandas: not
+                    # counted, so that indices are the row numbers they give.
+                    continue
+                index += 1
                 if len(cells) > width:
                     raise UserError(
                         f"{self.name}: row {index} (line {reader.line_num}) has {len(cells)} "
