@@ -127,6 +127,10 @@ def test_fetch_explodes_reports_every_url_and_resumes(
          "T must be a finite number"),
         (["media_urls", "-i", "{csv}", "--host-limit", "img1.test=1,inf"],
          "T must be a finite number"),
+        # Every URL failed with an internal error (aiohttp refuses the header each time).
+        (["media_urls", "-i", "{csv}", "--user-agent", "a\nb"],
+         "--user-agent: 'a\\nb' holds the control character '\\n'"),
+        (["media_urls", "-i", "{csv}", "--user-agent", "a\rX-Evil: 1"], "--user-agent: "),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(
@@ -362,7 +366,7 @@ def test_non_finite_seconds_are_refused_in_the_configuration(
     toml.write_text(f"[media]\nthrottle = {value}\n")
     with pytest.raises(ConfigError, match=r"\[media\] throttle: must be a finite number"):
         config.load(toml, env={})
-    with pytest.raises(ConfigError, match="SHOAL_MEDIA_URL_DEADLINE.*must be a finite number"):
+    with pytest.raises(ConfigError, match=r"SHOAL_MEDIA_URL_DEADLINE.*must be a finite number"):
         config.load(None, env={"SHOAL_MEDIA_URL_DEADLINE": value})
 
 

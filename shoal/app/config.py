@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from shoal.errors import UserError
-from shoal.fetch.policy import folder_prefix, host_limits, validate_template
+from shoal.fetch.policy import check_header_value, folder_prefix, host_limits, validate_template
 from shoal.names import check_collector
 from shoal.options import (
     FETCH,
@@ -309,6 +309,7 @@ def _validate_media(settings: Settings, bad: Any, command: str) -> None:
     checks: list[tuple[str, Callable[[], object]]] = [
         ("host_limits", lambda: host_limits(media.host_limits)),
         ("folder_strategy", lambda: folder_prefix(media.folder_strategy)),
+        ("user_agent", lambda: check_header_value(media.user_agent)),
     ]
     if media.filename_template:
         columns = None if command == FETCH else ()

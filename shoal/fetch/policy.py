@@ -128,6 +128,7 @@ class FetchConfig:
         if self.url_deadline < 0:
             raise ValueError("url_deadline must be >= 0 (0: none)")
         folder_prefix(self.folder_strategy)  # raises on an unknown strategy
+        check_header_value(self.user_agent)
         if self.filename_template is not None:
             # {row.COLUMN}: the configuration cannot know the columns; shoal fetch checks
             # them against its input, and the dataflow's options refuse them.
@@ -191,6 +192,16 @@ class FetchResult:
     def from_dict(cls, data: Mapping[str, Any]) -> FetchResult:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def check_header_value(value: str) -> None:
+    """ValueError when ``value`` cannot be sent as an HTTP header value: a control character
+    (a line break would end the header, and the HTTP client refuses it at every request, so
+    every URL failed with an internal error)."""
+    bad = next((c for c in value if (ord(c) < 32 and c != "\t") or ord(c) == 127), None)
+    if bad is not None:
+        raise ValueError(f"{value[:40]!r} holds the control character {bad!r}; an HTTP "
+                         "header value must be on one line")
 
 
 def utc_now_iso() -> str:
