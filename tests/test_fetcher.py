@@ -355,7 +355,7 @@ def test_endless_body_is_cut_at_max_bytes(server: MediaServer, tmp_path: Path) -
     results = fetch_all(tmp_path, config(max_bytes=200_000), urls)
     assert results[0].error == "too large (> 200000 bytes)"
     assert results[1].error.startswith("too large (Content-Length 300000")
-    assert media_files(tmp_path) == [] and list((tmp_path / ".tmp").iterdir()) == []
+    assert media_files(tmp_path) == [] and list((tmp_path / ".tmp").glob("*.part")) == []
 
 
 def test_responses_without_the_file_are_errors(server: MediaServer, tmp_path: Path) -> None:
@@ -547,7 +547,7 @@ def test_a_local_write_refused_stops_the_service_and_leaves_the_job_pending(
             time.sleep(0.02)
     assert [tuple(t) for t in logic.snapshot().window] == [tuple(_to_tuple(job))]
     assert not any(p.is_file() for p in data.rglob("*"))  # no media row, failed or not
-    assert not list((tmp_path / ".tmp").iterdir())  # the temp file went too
+    assert not list((tmp_path / ".tmp").glob("*.part"))  # the temp file went too
     logic.service.close()
 
 
@@ -571,3 +571,29 @@ def test_a_ledger_hit_obeys_this_runs_type_and_size_limits(
         assert (hit.path, hit.sha256) == (("", "") if error else (first.path, first.sha256))
     assert server.count("/img/ledger-recheck") == 1
     ledger.close()
+
+
+def test_stale_partial_downloads_are_removed_at_start(tmp_path: Path) -> None:
+    """A kill leaves ``.tmp/<uuid>.part`` files: the next engine to start on the folder
+    removes them, and only them; never while another engine uses the folder (its parts
+    may be downloads under way)."""
+    tmp = tmp_path / ".tmp"
+    tmp.mkdir()
+    stale = tmp / f"{'a' * 32}.part"
+    stale.write_bytes(b"half a file")
+    others = [tmp / "notes.txt", tmp / "short.part", tmp_path / f"{'b' * 32}.part"]
+    for path in others:
+        path.write_text("not ours")
+
+    async def go() -> None:
+        async with Fetcher(config(), tmp_path):
+            assert not stale.exists() and all(p.exists() for p in others)
+            live = tmp / f"{'c' * 32}.part"
+            live.write_bytes(b"a download under way")
+            async with Fetcher(config(), tmp_path):  # another engine on the same folder
+                assert live.exists()
+        async with Fetcher(config(), tmp_path):  # alone again: what is there is stale
+            assert not live.exists()
+
+    asyncio.run(asyncio.wait_for(go(), 20))
+    assert all(p.exists() for p in others)

@@ -14,8 +14,12 @@ gate, and the file it names is then downloaded like any URL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import math
+import os
 import random
+import re
 import ssl
 import threading
 import time
@@ -81,6 +85,35 @@ NO_FILE = {
 
 # --- the engine ---------------------------------------------------------------------------
 
+PART = re.compile(r"[0-9a-f]{32}\.part")  # the temp files of Sink, and nothing else
+
+
+def hold_tmp_dir(tmp: Path) -> int:
+    """Take a shared lock on ``tmp`` for as long as the engine runs, removing first the
+    partial downloads a killed run left there when no other engine uses the folder.
+
+    Several engines may share one folder (two ``shoal fetch`` into one ``-O``, the processes
+    of a dataflow cluster): a ``.part`` is stale only when nobody holds the lock, which an
+    exclusive ``flock`` that does not wait tells. Only our own names go (``PART``).
+    Returns the lock's file descriptor; closing it lets the lock go.
+    """
+    fd = os.open(tmp / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # in use: its parts may be live; a later lone start removes stale ones
+        else:
+            for entry in os.scandir(tmp):
+                if PART.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
 
 class Fetcher:
     """Downloads URLs into ``root`` under ``config``; use as ``async with Fetcher(...)``.
@@ -111,6 +144,7 @@ class Fetcher:
         # event loop and off the dataflow's thread (Pillow releases the GIL while decoding).
         self._hasher: ThreadPoolExecutor | None = None
         self._resolvers: Resolvers | None = None
+        self._tmp_lock: int | None = None  # fd of the shared lock on .tmp (hold_tmp_dir)
 
     async def __aenter__(self) -> Fetcher:
         await self.start()
@@ -123,6 +157,7 @@ class Fetcher:
         cfg = self.config
         with local_writes(self._tmp):
             self._tmp.mkdir(parents=True, exist_ok=True)
+            self._tmp_lock = hold_tmp_dir(self._tmp)
         self._sched = Scheduler(cfg.max_connections)
         if cfg.resolve_media:
             self._resolvers = Resolvers(cfg)
@@ -157,6 +192,9 @@ class Fetcher:
             self._resolvers = None
         if self.ledger is not None:
             self.ledger.flush()
+        if self._tmp_lock is not None:
+            os.close(self._tmp_lock)  # which lets the lock go
+            self._tmp_lock = None
 
     def _gate(self, url: str) -> Gate:
         key = budget_key(key_for(url, self.config))
