@@ -540,3 +540,43 @@ def test_blank_lines_are_no_rows(server: MediaServer, tmp_path: Path) -> None:
     lines = keyed(report)
     assert sorted(lines, key=str) == sorted([(0, 0), (1, None), (2, 0)], key=str)
     assert {k[0]: r["id"] for k, r in lines.items()} == dict(enumerate(ids))
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "message"),
+    [
+        ("report on a full disk", 1,
+         "cannot write the report (-o /dev/full): No space left on device"),
+        ("ledger is a folder", 2, "cannot open the fetch ledger {dl}/fetch-ledger.sqlite"),
+        ("ledger is not SQLite", 2, "cannot open the fetch ledger {dl}/fetch-ledger.sqlite"),
+        ("report in a missing folder", 2, "-o {tmp}/nope/report.csv: the folder {tmp}/nope "
+         "does not exist"),
+        ("-O is a file", 2, "-O {dl} is a file: -O names the folder of the downloads"),
+        ("input not UTF-8", 2, "in.csv is not UTF-8 at line 3, byte 8 (invalid continuation byte)"),
+    ],
+)
+def test_output_and_input_troubles_are_one_line_naming_what_to_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, code: int, message: str
+) -> None:
+    source, dl, report = tmp_path / "in.csv", tmp_path / "dl", tmp_path / "report.csv"
+    source.write_bytes(b"media_urls\nhttp://img1.test/a\nhttp://\xe9.test/b\n")
+    if case == "report on a full disk":
+        report = Path("/dev/full")
+    elif case == "ledger is a folder":
+        (dl / "fetch-ledger.sqlite").mkdir(parents=True)
+    elif case == "ledger is not SQLite":
+        dl.mkdir()
+        (dl / "fetch-ledger.sqlite").write_text("media_urls\nnot a database\n")
+    elif case == "report in a missing folder":
+        report = tmp_path / "nope" / "report.csv"
+    elif case == "-O is a file":
+        dl.write_text("a file")
+    if case != "input not UTF-8":
+        source.write_text("media_urls\nhttp://img1.test/a\n", encoding="utf-8")
+    argv = ["media_urls", "-i", str(source), "-O", str(dl), "-o", str(report), "--silent"]
+    assert fetch_cmd.run(parse(argv)) == code
+    err = capsys.readouterr().err
+    expected = message.format(dl=dl, tmp=tmp_path)
+    assert err.count("\n") == 1 and expected in err and "sealed hours" not in err, err
+    if case in ("report in a missing folder", "input not UTF-8"):
+        assert not dl.exists()  # nothing made before the error

@@ -17,13 +17,14 @@ import csv
 import errno
 import io
 import os
+import sqlite3
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -32,6 +33,9 @@ from shoal.app.config import add_options, resolve
 from shoal.errors import UserError
 from shoal.fetch.policy import FetchConfig, FetchResult, fetch_config, row_fields, row_values
 from shoal.options import Settings
+
+if TYPE_CHECKING:
+    from connectors.fetch.ledger import FetchLedger
 
 # Every column the fetch adds starts with ``fetch_``: minet and twitwi exports have ``url``,
 # ``id``, ``position``... of their own, and the report must keep them untouched.
@@ -100,12 +104,34 @@ def run(args: argparse.Namespace) -> int:
     except UserError as exc:
         print(f"shoal fetch: error: {exc}", file=sys.stderr)
         return 2
+    except ReportError as exc:
+        print(f"shoal fetch: error: {exc}", file=sys.stderr)
+        return 1
     except LocalStorageError as exc:
         # Not a URL's fate: the URL under way has no report line, so --resume fetches it.
         again = "run again with --resume" if args.output else "run again"
         print(f"shoal fetch: error: -O {args.output_dir}: {exc}; fix it and {again}",
               file=sys.stderr)
         return 2 if exc.errno in USER_PATH_ERRNOS else 1
+
+
+class ReportError(Exception):
+    """The report could not be written (a full disk, a closed pipe): one line naming it."""
+
+
+def report_name(args: argparse.Namespace) -> str:
+    return f"-o {args.output}" if args.output else "stdout"
+
+
+def emit(out: TextIO, text: str, args: argparse.Namespace) -> None:
+    """Write ``text`` to the report and flush it: a kill leaves whole lines but the last."""
+    try:
+        out.write(text)
+        out.flush()
+    except OSError as exc:
+        again = "; free space and run again with --resume" if args.output else ""
+        raise ReportError(f"cannot write the report ({report_name(args)}): "
+                          f"{exc.strerror or exc}{again}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> FetchConfig:
@@ -268,7 +294,9 @@ def read_input(args: argparse.Namespace, template: str | None, path: Path | None
     try:
         with _open_input(path, name) as fh:
             header = next(csv.reader(fh), [])
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError:
+        raise UserError(not_utf8(path, name)) from None
+    except csv.Error as exc:
         raise UserError(f"cannot read {name}: {exc}") from None
     if args.column not in header:
         raise UserError(
@@ -301,9 +329,30 @@ def check_lines(source: Input, done: set[Key]) -> int:
                 except ValueError as exc:
                     raise UserError(f"{source.name}: row {line.index}: {exc}") from None
             total += line.key not in done
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError:
+        raise UserError(not_utf8(source.path, source.name)) from None
+    except csv.Error as exc:
         raise UserError(f"cannot read {source.name}: {exc}") from None
     return total
+
+
+def first_bad_utf8(lines: Iterable[bytes]) -> tuple[int, int, str] | None:
+    """(line number from 1, byte offset in the line from 1, reason) of the first line that
+    is not UTF-8, or None: the decoder reads blocks and cannot say which line it was."""
+    for number, raw in enumerate(lines, 1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return number, exc.start + 1, exc.reason
+    return None
+
+
+def not_utf8(path: Path, name: str) -> str:
+    """The one line for an input that is not UTF-8, naming the line where it stops being."""
+    with open(path, "rb") as fh:
+        bad = first_bad_utf8(fh)
+    where = f"line {bad[0]}, byte {bad[1]} ({bad[2]})" if bad else "an invalid byte"
+    return f"{name} is not UTF-8 at {where}: save it as UTF-8 (or convert it with iconv)"
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -424,32 +473,69 @@ def _run(args: argparse.Namespace) -> int:
         return _run_on(args, config, read_input(args, config.filename_template, path))
 
 
+def check_outputs(output: Path | None, output_dir: Path) -> None:
+    """What would stop the run at its first write to ``-o`` or ``-O``, said before either
+    is created (each error names its option)."""
+    if output is not None:
+        folder = output.parent
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise UserError(f"-o {output}: the folder {folder} {what}")
+        if output.is_dir():
+            raise UserError(f"-o {output} is a folder: name the report file")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"-O {output_dir} is a file: -O names the folder of the downloads")
+
+
+def open_report(args: argparse.Namespace, keep: int) -> TextIO:
+    """The report, opened to append after its first ``keep`` bytes (--resume), else new."""
+    if not args.output:
+        return sys.stdout
+    try:
+        if keep:
+            out: TextIO = open(args.output, "r+", newline="", encoding="utf-8")  # noqa: SIM115
+            out.truncate(keep)  # a half line left by a kill goes
+            out.seek(keep)
+            return out
+        return open(args.output, "w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"-o {args.output}: {exc.strerror or exc}") from None
+
+
 def _run_on(args: argparse.Namespace, config: FetchConfig, source: Input) -> int:
     fields = source.header + list(FETCH_COLUMNS)
     done, keep = read_report(args.output, fields) if args.resume else (set(), 0)
     total = check_lines(source, done)
+    check_outputs(args.output, args.output_dir)
     try:
         args.output_dir.mkdir(parents=True, exist_ok=True)
-        if args.output and keep:
-            out: TextIO = open(args.output, "r+", newline="", encoding="utf-8")  # noqa: SIM115
-            out.truncate(keep)  # a half line left by a kill goes
-            out.seek(keep)
-        elif args.output:
-            out = open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
-        else:
-            out = sys.stdout
     except OSError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"-O {args.output_dir}: {exc.strerror or exc}") from None
+    out = open_report(args, keep)
     try:
         if not keep:
-            out.write(_encode(fields))
-            out.flush()
+            emit(out, _encode(fields), args)
         # Ctrl-C and SIGTERM go up to the CLI, which says so in one line and exits 130 or
         # 143 like every command; the report keeps whole lines only, for --resume.
         return asyncio.run(_fetch(config, args, source, done, total, out))
     finally:
         if out is not sys.stdout:
-            out.close()
+            with contextlib.suppress(OSError):  # emit flushed every line: nothing is left
+                out.close()
+
+
+def open_ledger(output_dir: Path) -> FetchLedger:
+    """The ledger of ``-O``, or a one-line error naming its file and what to do."""
+    from connectors.fetch.ledger import LEDGER_NAME, FetchLedger
+
+    path = output_dir / LEDGER_NAME
+    try:
+        return FetchLedger(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise UserError(
+            f"cannot open the fetch ledger {path} ({exc}): it must be the SQLite file shoal "
+            "keeps of the URLs fetched; move it away (they are then fetched again) or use "
+            "another -O") from None
 
 
 async def _fetch(
@@ -457,9 +543,10 @@ async def _fetch(
     out: TextIO,
 ) -> int:
     from connectors.fetch.engine import Fetcher, Job
-    from connectors.fetch.ledger import FetchLedger, RunFailures
+    from connectors.fetch.ledger import RunFailures
+    from connectors.fetch.store import local_writes
 
-    ledger = FetchLedger.in_root(args.output_dir)
+    ledger = open_ledger(args.output_dir)
     # A URL that failed, found again in a later line (past the window): the same outcome,
     # not a second round of requests and retries. Successes are the ledger's.
     failures = RunFailures()
@@ -477,8 +564,7 @@ async def _fetch(
     def write(line: Line, result: FetchResult | None) -> None:
         # One write of a whole line: a kill leaves at most half of the last one, which
         # --resume cuts off.
-        out.write(_encode(line.cells + report_cells(line, result)))
-        out.flush()
+        emit(out, _encode(line.cells + report_cells(line, result)), args)
         progress.update(task, advance=1, bad=f"{failed} failed" if failed else "")
 
     def jobs() -> Iterator[Job]:
@@ -509,7 +595,8 @@ async def _fetch(
                     async for _job_id, _meta, result in results:
                         # The ledger holds a success before the report does: a run killed
                         # after this line finds the file there, for the lines still to come.
-                        ledger.flush()
+                        with local_writes(ledger.path):
+                            ledger.flush()
                         lines = waiting.pop(result.url)
                         failures.add(result)
                         failed += len(lines) * (not result.ok)
@@ -517,5 +604,6 @@ async def _fetch(
                             write(line, result)
     finally:
         failures.close()
-        ledger.close()
+        with contextlib.suppress(sqlite3.Error):  # what it loses is only fetched again
+            ledger.close()
     return 0
