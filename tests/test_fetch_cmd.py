@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -116,6 +118,19 @@ def test_fetch_explodes_reports_every_url_and_resumes(
         (["media_urls", "-i", "{csv}", "--filename-template", "{evil.__class__}"],
          "bad filename template"),
         (["media_urls", "-i", "{csv}", "--resolve", "nonsense"], "--resolve wants HOST=IP"),
+        # NaN passed every check (--throttle nan: no throttle at all), inf hung the run.
+        *((["media_urls", "-i", "{csv}", f"{flag}={value}"], f"{flag}: must be a finite number")
+          for flag in ("--throttle", "--timeout", "--url-deadline", "--connect-timeout",
+                       "--read-timeout")
+          for value in ("nan", "inf", "-inf", "NaN")),
+        (["media_urls", "-i", "{csv}", "--host-limit", "img1.test=1,nan"],
+         "T must be a finite number"),
+        (["media_urls", "-i", "{csv}", "--host-limit", "img1.test=1,inf"],
+         "T must be a finite number"),
+        # Every URL failed with an internal error (aiohttp refuses the header each time).
+        (["media_urls", "-i", "{csv}", "--user-agent", "a\nb"],
+         "--user-agent: 'a\\nb' holds the control character '\\n'"),
+        (["media_urls", "-i", "{csv}", "--user-agent", "a\rX-Evil: 1"], "--user-agent: "),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(
@@ -342,6 +357,19 @@ def test_template_and_column_errors_come_before_any_request(
     assert len(server.hits) == before and not report.exists() and not out.exists()
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_seconds_are_refused_in_the_configuration(
+    tmp_path: Path, value: str
+) -> None:
+    """The [media] keys of the file and their SHOAL_MEDIA_* twins share the flags' check."""
+    toml = tmp_path / "shoal.toml"
+    toml.write_text(f"[media]\nthrottle = {value}\n")
+    with pytest.raises(ConfigError, match=r"\[media\] throttle: must be a finite number"):
+        config.load(toml, env={})
+    with pytest.raises(ConfigError, match=r"SHOAL_MEDIA_URL_DEADLINE.*must be a finite number"):
+        config.load(None, env={"SHOAL_MEDIA_URL_DEADLINE": value})
+
+
 def test_row_fields_are_refused_where_there_is_no_input_row() -> None:
     """The dataflow's posts have no input row: ``{row.id}`` there is a one-line error naming
     the option, while ``shoal fetch`` accepts it (and checks it against its input)."""
@@ -355,3 +383,200 @@ def test_row_fields_are_refused_where_there_is_no_input_row() -> None:
 def read_csv_header(path: Path) -> list[str]:
     with open(path, newline="", encoding="utf-8") as fh:
         return next(csv.reader(fh))
+
+
+# --- the input and the report -------------------------------------------------------------
+
+
+def test_a_report_that_is_the_input_is_refused_before_anything_is_touched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``-o`` naming the input (by another spelling too: a symlink) would empty the input
+    before its last read; refused in one line, the input intact and no -O folder made."""
+    source = tmp_path / "in.csv"
+    write_csv(source, [{"media_urls": "http://img1.test/x"}])
+    before = source.read_bytes()
+    (tmp_path / "link.csv").symlink_to(source)
+    for output in (source, tmp_path / "link.csv", tmp_path / "." / "in.csv"):
+        for resume in ([], ["--resume"]):
+            argv = ["media_urls", "-i", str(source), "-o", str(output), "-O",
+                    str(tmp_path / "dl"), "--silent", *resume]
+            assert fetch_cmd.run(parse(argv)) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "is the input file" in err, err
+            assert source.read_bytes() == before
+            assert not (tmp_path / "dl").exists()
+
+
+def test_a_local_write_refused_stops_the_run_and_resume_fetches_the_url(
+    server: MediaServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Our disk refusing a file is not the URL's failure: one line naming -O, and the URL
+    gets no report line, so that --resume fetches it once the disk is fixed."""
+    url = server.url("img1.test", "/img/cmd-local-refused")
+    source, report, out = tmp_path / "in.csv", tmp_path / "report.csv", tmp_path / "dl"
+    write_csv(source, [{"media_urls": url}])
+    out.mkdir()
+    (out / "media").write_text("a file where the media folder goes")
+    argv = ["media_urls", "-i", str(source), "-O", str(out), "-o", str(report), "--silent",
+            "--throttle", "0", *RESOLVE]
+    assert fetch_cmd.run(parse(argv)) == 2  # a path the user can fix
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"-O {out}" in err and "Not a directory" in err, err
+    assert "--resume" in err
+    assert read_csv(report) == []  # the header only: no "failed" line
+
+    (out / "media").unlink()
+    assert fetch_cmd.run(parse([*argv, "--resume"])) == 0
+    [line] = read_csv(report)
+    assert line["fetch_url"] == url and line["fetch_error"] == ""
+    assert (out / line["fetch_path"]).is_file()
+
+
+@pytest.mark.parametrize("how", ["-", "/dev/stdin", "fifo"])
+def test_an_input_read_once_is_spooled_and_fully_reported(
+    server: MediaServer, tmp_path: Path, how: str
+) -> None:
+    """``-i -``, ``-i /dev/stdin`` and a pipe (``<(...)``) are read once, into a temporary
+    file the run reads as often as it needs (removed at the end): every row is reported,
+    as from a file; --resume works the same, the input giving the same rows again."""
+    urls = [server.url("img1.test", f"/img/spool-{how.strip('/-')}-{i}") for i in range(2)]
+    data = f"media_urls,n\n{urls[0]},0\n,1\n{urls[1]},2\n".encode()
+    report, spool_dir = tmp_path / "report.csv", tmp_path / "tmp"
+    spool_dir.mkdir()
+
+    def run(*extra: str) -> subprocess.CompletedProcess[bytes]:
+        source = how
+        writer = None
+        if how == "fifo":
+            source = str(tmp_path / "fifo")
+            if not os.path.exists(source):
+                os.mkfifo(source)
+
+            def feed() -> None:
+                with open(source, "wb") as fh:
+                    fh.write(data)
+
+            writer = threading.Thread(target=feed, daemon=True)
+            writer.start()
+        proc = subprocess.run(
+            [sys.executable, "-m", "shoal", "fetch", "media_urls", "-i", source, "-o",
+             str(report), "-O", str(tmp_path / "dl"), "--throttle", "0", "--silent",
+             *RESOLVE, *extra],
+            input=None if how == "fifo" else data, capture_output=True, timeout=60,
+            env={**os.environ, "TMPDIR": str(spool_dir)})
+        if writer is not None:
+            writer.join(10)
+        return proc
+
+    proc = run()
+    assert proc.returncode == 0, proc.stderr.decode()
+    lines = keyed(report)
+    assert sorted(lines, key=str) == sorted([(0, 0), (1, None), (2, 0)], key=str)
+    assert all(lines[k]["fetch_error"] == "" for k in ((0, 0), (2, 0)))
+    assert list(spool_dir.iterdir()) == []  # the spooled copy is gone
+
+    whole = report.read_bytes()
+    report.write_bytes(whole[: whole.index(b"\n") + 1])  # the header only
+    proc = run("--resume")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert without_times(keyed(report)) == without_times(lines)
+    assert list(spool_dir.iterdir()) == []
+
+
+def test_a_failed_url_found_again_later_is_not_fetched_again(
+    server: MediaServer, tmp_path: Path
+) -> None:
+    """A URL in several lines is fetched once, a failed one too: a line past the engine's
+    window (--window 1) gets the failure remembered for the run, not another round of
+    requests and retries."""
+    missing = server.url("img1.test", "/status/cmd-dup-fail?code=404")
+    flaky = server.url("img1.test", "/flaky/cmd-dup-fail?fails=9&code=500")
+    others = [server.url("img2.test", f"/img/cmd-dup-fail-{i}") for i in range(3)]
+    cells = [missing, flaky, *others, missing, flaky]
+    source, report = tmp_path / "in.csv", tmp_path / "report.csv"
+    write_csv(source, [{"media_urls": c} for c in cells])
+    argv = ["media_urls", "-i", str(source), "-O", str(tmp_path / "dl"), "-o", str(report),
+            "--silent", "--throttle", "0", "--retries", "1", "--window", "1", *RESOLVE]
+    assert fetch_cmd.run(parse(argv)) == 0
+    lines = keyed(report)
+    assert len(lines) == len(cells)
+    for first, again in ((0, 5), (1, 6)):
+        assert without_times({0: lines[(again, 0)]})[0] == {
+            **without_times({0: lines[(first, 0)]})[0],
+            "fetch_original_index": str(again)}
+    assert lines[(5, 0)]["fetch_error"] == "http 404"
+    assert lines[(6, 0)]["fetch_error"] == "http 500"
+    assert server.count("/status/cmd-dup-fail?code=404") == 1
+    assert server.count("/flaky/cmd-dup-fail?fails=9&code=500") == 2  # one try, one retry
+
+
+def test_a_row_value_in_any_script_names_its_file(server: MediaServer, tmp_path: Path) -> None:
+    """``{row.name}`` = 猫 names the file 猫_0.jpg; it was called empty and ended the run."""
+    url = server.url("img1.test", "/img/cmd-unicode-name")
+    source, report, out = tmp_path / "in.csv", tmp_path / "report.csv", tmp_path / "dl"
+    write_csv(source, [{"name": "猫", "media_urls": url}])
+    argv = ["media_urls", "-i", str(source), "-O", str(out), "-o", str(report), "--silent",
+            "--throttle", "0", "--folder-strategy", "flat", *RESOLVE,
+            "--filename-template", "{row.name}_{position}.{ext}"]
+    assert fetch_cmd.run(parse(argv)) == 0
+    [line] = read_csv(report)
+    assert line["fetch_error"] == "" and line["fetch_path"] == "media/猫_0.jpg"
+    assert (out / "media" / "猫_0.jpg").is_file()
+
+
+def test_blank_lines_are_no_rows(server: MediaServer, tmp_path: Path) -> None:
+    """A blank line of the input is skipped and not counted, as csv.DictReader and pandas
+    do: fetch_original_index is the row's number there, and no line is made up for it."""
+    urls = [server.url("img1.test", f"/img/cmd-blank-{i}") for i in range(2)]
+    source, report = tmp_path / "in.csv", tmp_path / "report.csv"
+    source.write_text(f"id,media_urls\n\na,{urls[0]}\n\n\nb,\nc,{urls[1]}\n\n", encoding="utf-8")
+    argv = ["media_urls", "-i", str(source), "-O", str(tmp_path / "dl"), "-o", str(report),
+            "--silent", "--throttle", "0", *RESOLVE]
+    assert fetch_cmd.run(parse(argv)) == 0
+    with open(source, newline="", encoding="utf-8") as fh:
+        ids = [r["id"] for r in csv.DictReader(fh)]
+    assert ids == ["a", "b", "c"]
+    lines = keyed(report)
+    assert sorted(lines, key=str) == sorted([(0, 0), (1, None), (2, 0)], key=str)
+    assert {k[0]: r["id"] for k, r in lines.items()} == dict(enumerate(ids))
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "message"),
+    [
+        ("report on a full disk", 1,
+         "cannot write the report (-o /dev/full): No space left on device"),
+        ("ledger is a folder", 2, "cannot open the fetch ledger {dl}/fetch-ledger.sqlite"),
+        ("ledger is not SQLite", 2, "cannot open the fetch ledger {dl}/fetch-ledger.sqlite"),
+        ("report in a missing folder", 2, "-o {tmp}/nope/report.csv: the folder {tmp}/nope "
+         "does not exist"),
+        ("-O is a file", 2, "-O {dl} is a file: -O names the folder of the downloads"),
+        ("input not UTF-8", 2, "in.csv is not UTF-8 at line 3, byte 8 (invalid continuation byte)"),
+    ],
+)
+def test_output_and_input_troubles_are_one_line_naming_what_to_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, code: int, message: str
+) -> None:
+    source, dl, report = tmp_path / "in.csv", tmp_path / "dl", tmp_path / "report.csv"
+    source.write_bytes(b"media_urls\nhttp://img1.test/a\nhttp://\xe9.test/b\n")
+    if case == "report on a full disk":
+        report = Path("/dev/full")
+    elif case == "ledger is a folder":
+        (dl / "fetch-ledger.sqlite").mkdir(parents=True)
+    elif case == "ledger is not SQLite":
+        dl.mkdir()
+        (dl / "fetch-ledger.sqlite").write_text("media_urls\nnot a database\n")
+    elif case == "report in a missing folder":
+        report = tmp_path / "nope" / "report.csv"
+    elif case == "-O is a file":
+        dl.write_text("a file")
+    if case != "input not UTF-8":
+        source.write_text("media_urls\nhttp://img1.test/a\n", encoding="utf-8")
+    argv = ["media_urls", "-i", str(source), "-O", str(dl), "-o", str(report), "--silent"]
+    assert fetch_cmd.run(parse(argv)) == code
+    err = capsys.readouterr().err
+    expected = message.format(dl=dl, tmp=tmp_path)
+    assert err.count("\n") == 1 and expected in err and "sealed hours" not in err, err
+    if case in ("report in a missing folder", "input not UTF-8"):
+        assert not dl.exists()  # nothing made before the error

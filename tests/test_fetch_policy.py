@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import random
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -113,6 +114,18 @@ def test_split_hosts_share_one_budget() -> None:
     assert cfg.limits("other.example") == (cfg.domain_parallelism, cfg.throttle)
 
 
+def test_host_limits_apply_under_domain_keying() -> None:
+    """``--host-limit`` names hosts; under ``--domain-key domain`` the budget is the
+    registered domain's, so the override is its limit, the strictest of several."""
+    per_host = {"pbs.twimg.com": (8, 0.0), "video.twimg.com": (4, 0.5), "a.example": (1, 2.0)}
+    dom = FetchConfig(domain_key="domain", per_host=per_host)
+    assert dom.limits("twimg.com") == (4, 0.5)  # least P, largest T
+    assert dom.limits("a.example") == (1, 2.0)
+    assert dom.limits("other.example") == (dom.domain_parallelism, dom.throttle)
+    host = FetchConfig(per_host=per_host)
+    assert host.limits("pbs.twimg.com") == (8, 0.0) and host.limits("twimg.com") == (2, 0.2)
+
+
 def test_politeness_bound() -> None:
     # P-bound: 10 URLs, 2 at a time, 1 s each -> 5 s; T-bound: 9 gaps of 0.1 s + 1 s.
     assert politeness_bound({"a": 10, "b": 1}, 2, 0.1, 1.0) == 5.0
@@ -205,11 +218,38 @@ def test_row_fields_name_input_columns_only_where_there_is_an_input() -> None:
         row_fields("{row[id]}.{ext}", header)  # no index access either
 
 
-@pytest.mark.parametrize("value", ["", "   ", ".", "..", "日本", "_"])
-def test_an_empty_row_value_is_an_error(value: str) -> None:
-    with pytest.raises(ValueError, match=r"\{row.id\} is empty"):
+@pytest.mark.parametrize(("value", "why"), [
+    ("", "is empty"), ("   ", "is empty"), (".", "holds nothing a file name can keep"),
+    ("..", "holds nothing"), ("_", "holds nothing"), ("/\u202e?", "holds nothing")])
+def test_an_empty_row_value_is_an_error(value: str, why: str) -> None:
+    with pytest.raises(ValueError, match=rf"\{{row.id\}} {why}"):
         row_values({"row.id": "id"}, {"id": value})
     assert row_values({"row.id": "id"}, {"id": f"7{value}"}) == {"row.id": f"7{value}"}
+
+
+def test_file_names_keep_letters_and_digits_of_every_script() -> None:
+    """A value in another script names its file (NFC); separators, controls, blanks,
+    reserved names and characters unsafe somewhere become ``_``; a component stays within
+    what file systems take (255 bytes), however many bytes its letters need."""
+    cfg = FetchConfig(filename_template="{row.name}_{position}.{ext}", folder_strategy="flat")
+
+    def name(value: str) -> str:
+        path = storage_path(cfg, SHA, "jpg", {"row.name": value, "position": 0})
+        assert path.startswith("media/") and path.count("/") == 1
+        return path.split("/")[1]
+
+    assert row_values({"row.name": "name"}, {"name": "猫"}) == {"row.name": "猫"}
+    assert name("猫") == "猫_0.jpg"
+    assert name("Москва 2024") == "Москва_2024_0.jpg"
+    assert name("cafe\u0301") == "café_0.jpg"  # NFD in, NFC out
+    assert name("हिन्दी") == "हिन्दी_0.jpg"  # combining marks stay
+    assert name("a/b\\c<d>:e|f?g*h\"i\x00j\u202ek 😀") == "a_b_c_d_e_f_g_h_i_j_k__0.jpg"
+    assert name("CON") == "CON_0.jpg" and name("../x.") == "__x._0.jpg"
+    bare = FetchConfig(filename_template="{row.name}.{ext}", folder_strategy="flat")
+    assert storage_path(bare, SHA, "jpg", {"row.name": "con"}) == "media/_con.jpg"  # Windows
+    long = name("猫" * 200)
+    assert long.endswith("_0.jpg") or long.endswith(".jpg")
+    assert len(long.encode()) <= 240 and long.startswith("猫" * 20)
 
 
 def test_row_values_render_by_whole_name_and_stay_under_the_root() -> None:
@@ -229,7 +269,8 @@ def test_bad_configs_are_refused() -> None:
 
 
 nasty = st.lists(
-    st.sampled_from(["..", ".", "/", "\\", "\x00", "\n", "~", "a", "é", ":", " ", "%", "-"]),
+    st.sampled_from(["..", ".", "/", "\\", "\x00", "\n", "~", "a", "é", ":", " ", "%", "-",
+                     "猫", "\u202e", "e\u0301", "／", "CON", "😀"]),
     max_size=150,
 ).map("".join)
 
@@ -253,8 +294,18 @@ def test_generated_names_never_escape_the_root(
     assert parts[0] == "media" and not path.startswith("/")
     assert posixpath.normpath(path) == path
     assert all(p not in ("", ".", "..") and not p.startswith(".") for p in parts)
-    assert all(c.isascii() and (c.isalnum() or c in "._=+-") for p in parts for c in p)
-    assert all(len(p) <= 120 for p in parts) and len(parts) <= 10
+    assert all(kept(c) for p in parts for c in p), path
+    assert all(unicodedata.is_normalized("NFC", p) for p in parts)
+    assert all(p.split(".", 1)[0].upper() not in ("CON", "NUL", "AUX", "PRN") for p in parts)
+    assert all(len(p) <= 120 and len(p.encode()) <= 240 for p in parts) and len(parts) <= 10
+
+
+def kept(c: str) -> bool:
+    """May a file name hold ``c``: ASCII letters, digits and ``._=+-``, and the letters,
+    digits and combining marks of every script."""
+    if c.isascii():
+        return c.isalnum() or c in "._=+-"
+    return unicodedata.category(c)[0] in "LN" or unicodedata.category(c) in ("Mn", "Mc")
 
 
 def test_result_round_trips() -> None:

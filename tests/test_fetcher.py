@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import gzip
 import http.client
@@ -104,6 +105,12 @@ class MediaApp:
             return resp
         if kind == "big":
             return web.Response(body=b"\x00" * int(q["n"]), content_type="video/mp4")
+        if kind == "empty":  # a status without a body, or a 200 with an empty one
+            return web.Response(status=int(q.get("code", 200)), body=b"",
+                                content_type="image/jpeg")
+        if kind == "partial":
+            return web.Response(status=206, body=JPEG + b"partial", content_type="image/jpeg",
+                                headers={"Content-Range": "bytes 0-16/1000"})
         if kind == "text":
             return web.Response(text="<html>hello</html>", content_type="text/html")
         return web.Response(status=404)
@@ -240,6 +247,23 @@ def test_parallelism_and_throttle_hold_together_at_the_server(
         assert concurrent == p  # latency 0.25 s >> T: the budget is used, not wasted
 
 
+def test_a_host_limit_holds_under_domain_keying(server: MediaServer, tmp_path: Path) -> None:
+    """``--host-limit a.shoal.test=1,T`` with ``--domain-key domain``: the budget is
+    shoal.test's, and the override is its limit, for every host of the domain (it was
+    looked up by host name and never found: no gap at all)."""
+    hosts = {"a.shoal.test": HOSTS["img1.test"], "b.shoal.test": HOSTS["img2.test"]}
+    cfg = config(resolve={**HOSTS, **hosts}, domain_key="domain", domain_parallelism=4,
+                 throttle=0.0, per_host={"a.shoal.test": (1, 0.2)})
+    urls = [server.url(h, f"/img/domain-limit-{h}-{i}") for h in hosts for i in range(3)]
+    results = fetch_all(tmp_path, cfg, urls)
+    assert all(r.ok for r in results), [r.error for r in results]
+    hits = sorted((h for h in server.hits if "domain-limit" in h.path), key=lambda h: h.start)
+    assert len(hits) == 6
+    gaps = [b.start - a.start for a, b in itertools.pairwise(hits)]
+    assert min(gaps) >= 0.2, gaps
+    assert all(a.end <= b.start for a, b in itertools.pairwise(hits))  # P = 1
+
+
 def test_429_retry_after_seconds_blocks_the_host(server: MediaServer, tmp_path: Path) -> None:
     cfg = config(domain_parallelism=2, throttle=0.0)
     first = server.url("img3.test", "/ra/s?after=1")
@@ -269,6 +293,29 @@ def test_429_retry_after_http_date_is_honoured(server: MediaServer, tmp_path: Pa
     first, second = [h for h in server.hits_for("img3.test") if h.path == "/ra/d?after=date"]
     # The date said first.wall + 2 s, truncated to the second.
     assert second.wall >= int(first.wall + 2)
+
+
+def test_url_deadline_holds_across_a_retry_after_block(
+    server: MediaServer, tmp_path: Path
+) -> None:
+    """A Retry-After past the URL's deadline gives the URL up at once (it waited the whole
+    block, up to an hour, then gave up); a URL of the blocked host waiting for its retry
+    waits no longer than its deadline leaves."""
+    cfg = config(url_deadline=1.5, retries=3, backoff_base=0.05, backoff_max=0.05)
+    blocked = server.url("img3.test", "/ra/deadline?after=30")
+    waiting = server.url("img3.test", "/flaky/deadline?fails=1&code=500&delay=0.3")
+
+    async def go() -> list[FetchResult]:
+        async with Fetcher(cfg, tmp_path) as f:
+            return list(await asyncio.gather(f.fetch(waiting), f.fetch(blocked)))
+
+    # Bounded well below the 30 s block: the old engine waited it out.
+    slow, ra = asyncio.run(asyncio.wait_for(go(), 10))
+    assert ra.attempts == 1 and ra.error == (
+        "http 429; gave up: Retry-After 30s would pass --url-deadline 1.5s after 1 attempt")
+    assert slow.attempts == 1 and slow.error == (
+        "http 500; gave up: --url-deadline 1.5s reached after 1 attempt"), slow.error
+    assert server.count("/ra/deadline?after=30") == 1
 
 
 def test_5xx_is_retried_then_succeeds(server: MediaServer, tmp_path: Path) -> None:
@@ -308,7 +355,22 @@ def test_endless_body_is_cut_at_max_bytes(server: MediaServer, tmp_path: Path) -
     results = fetch_all(tmp_path, config(max_bytes=200_000), urls)
     assert results[0].error == "too large (> 200000 bytes)"
     assert results[1].error.startswith("too large (Content-Length 300000")
-    assert media_files(tmp_path) == [] and list((tmp_path / ".tmp").iterdir()) == []
+    assert media_files(tmp_path) == [] and list((tmp_path / ".tmp").glob("*.part")) == []
+
+
+def test_responses_without_the_file_are_errors(server: MediaServer, tmp_path: Path) -> None:
+    """204, 205 and 206 (no range is ever asked for), and a 200 with an empty body, store
+    nothing: each is an error saying why, not a success with an empty or partial file."""
+    urls = {
+        "http 204 (no content)": server.url("img1.test", "/empty/a?code=204"),
+        "http 206 (partial content, though no range was asked for)":
+            server.url("img1.test", "/partial/a"),
+        "empty body": server.url("img1.test", "/empty/b?code=200"),
+    }
+    results = fetch_all(tmp_path, config(), [*urls.values(), "data:image/png;base64,"])
+    assert [r.error for r in results] == [*urls, "empty body"]
+    assert [r.attempts for r in results[:3]] == [1, 1, 1]  # not retried
+    assert not (tmp_path / "media").exists() or media_files(tmp_path) == []
 
 
 def test_too_many_redirects(server: MediaServer, tmp_path: Path) -> None:
@@ -449,3 +511,89 @@ def test_service_bounds_work_and_ledger_prevents_refetch(
     assert all(again[str(i)].attempts == 0 and again[str(i)].ok for i in range(5))
     assert again["5"].attempts == 1 and again["5"].error == "http 410"  # failures retried
     assert sum(1 for h in server.hits if "ledger" in h.path) == before + 1
+
+
+def test_a_local_write_refused_stops_the_service_and_leaves_the_job_pending(
+    server: MediaServer, tmp_path: Path
+) -> None:
+    """Our disk refusing the file (here ``media`` is a file, not a folder) is no fate of the
+    URL: the engine raises it instead of a "failed" result, the service hands it to its
+    caller, and the dataflow's operator stops with the job still pending in its snapshot
+    (fetched again at restart), no media row written."""
+    from connectors.fetch.store import LocalStorageError
+    from flows.media import FetchLogic, MediaJob, _to_tuple
+
+    (tmp_path / "media").write_text("not a folder")
+    url = server.url("img1.test", "/img/local-refused")
+    with pytest.raises(LocalStorageError) as info:
+        fetch_all(tmp_path, config(), [url])
+    assert info.value.errno == errno.ENOTDIR and "media" in str(info.value)
+
+    with FetchService(tmp_path, config()) as svc:
+        svc.submit("1", url, {})
+        with pytest.raises(LocalStorageError):
+            svc.drain(10)
+        assert svc.pending() == 0
+
+    data = tmp_path / "data"
+    row = {"post_id": "1", "platform": "twitter", "position": 0, "type": "photo", "url": url}
+    job = MediaJob("twitter", 0, row)
+    logic = FetchLogic(data, config(), None, lambda: FetchService(tmp_path, config()))
+    logic.on_batch([job])
+    deadline = time.monotonic() + 10
+    with pytest.raises(LocalStorageError):
+        while time.monotonic() < deadline:
+            logic.on_notify()
+            time.sleep(0.02)
+    assert [tuple(t) for t in logic.snapshot().window] == [tuple(_to_tuple(job))]
+    assert not any(p.is_file() for p in data.rglob("*"))  # no media row, failed or not
+    assert not list((tmp_path / ".tmp").glob("*.part"))  # the temp file went too
+    logic.service.close()
+
+
+def test_a_ledger_hit_obeys_this_runs_type_and_size_limits(
+    server: MediaServer, tmp_path: Path
+) -> None:
+    """A URL stored by an earlier run is refused, as a fresh fetch would refuse it, when
+    this run's --mime-types or --max-bytes exclude it; without a request either way."""
+    url = server.url("img2.test", "/img/ledger-recheck")
+    ledger = FetchLedger.in_root(tmp_path)
+    (first,) = fetch_all(tmp_path, config(), [url], ledger)
+    assert first.ok and first.mimetype == "image/jpeg" and first.attempts == 1
+    cases = {
+        "unwanted media type image/jpeg": config(mime_types=frozenset({"video"})),
+        f"too large (> {first.bytes - 1} bytes)": config(max_bytes=first.bytes - 1),
+        "": config(mime_types=frozenset({"image"}), max_bytes=first.bytes),
+    }
+    for error, cfg in cases.items():
+        (hit,) = fetch_all(tmp_path, cfg, [url], ledger)
+        assert (hit.error, hit.attempts) == (error, 0)
+        assert (hit.path, hit.sha256) == (("", "") if error else (first.path, first.sha256))
+    assert server.count("/img/ledger-recheck") == 1
+    ledger.close()
+
+
+def test_stale_partial_downloads_are_removed_at_start(tmp_path: Path) -> None:
+    """A kill leaves ``.tmp/<uuid>.part`` files: the next engine to start on the folder
+    removes them, and only them; never while another engine uses the folder (its parts
+    may be downloads under way)."""
+    tmp = tmp_path / ".tmp"
+    tmp.mkdir()
+    stale = tmp / f"{'a' * 32}.part"
+    stale.write_bytes(b"half a file")
+    others = [tmp / "notes.txt", tmp / "short.part", tmp_path / f"{'b' * 32}.part"]
+    for path in others:
+        path.write_text("not ours")
+
+    async def go() -> None:
+        async with Fetcher(config(), tmp_path):
+            assert not stale.exists() and all(p.exists() for p in others)
+            live = tmp / f"{'c' * 32}.part"
+            live.write_bytes(b"a download under way")
+            async with Fetcher(config(), tmp_path):  # another engine on the same folder
+                assert live.exists()
+        async with Fetcher(config(), tmp_path):  # alone again: what is there is stale
+            assert not live.exists()
+
+    asyncio.run(asyncio.wait_for(go(), 20))
+    assert all(p.exists() for p in others)

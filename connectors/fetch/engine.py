@@ -14,13 +14,17 @@ gate, and the file it names is then downloaded like any URL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import math
+import os
 import random
+import re
 import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +38,7 @@ from connectors.fetch.ledger import FetchLedger
 from connectors.fetch.phash import image_phash
 from connectors.fetch.resolvers import Resolvers
 from connectors.fetch.safety import GuardedResolver, guarded_socket_factory, unsafe_reason
-from connectors.fetch.store import CHUNK, HEAD, Sink, place
+from connectors.fetch.store import CHUNK, HEAD, LocalStorageError, Sink, local_writes, place
 from shoal.fetch.data_url import DataUrlTooLarge, decode_data_url
 from shoal.fetch.policy import (
     FetchConfig,
@@ -43,6 +47,7 @@ from shoal.fetch.policy import (
     budget_key,
     check_url,
     key_for,
+    ledger_refusal,
     parse_retry_after,
     sniff_type,
     status_class,
@@ -69,14 +74,54 @@ class _Outcome:
 
 _DONE = _Outcome("done")
 
+# Successes that carry no file: storing their (empty or partial) body as the URL's content
+# would report a file that is not the media.
+NO_FILE = {
+    204: "no content",
+    205: "no content",
+    206: "partial content, though no range was asked for",
+}
+
 
 # --- the engine ---------------------------------------------------------------------------
+
+PART = re.compile(r"[0-9a-f]{32}\.part")  # the temp files of Sink, and nothing else
+
+
+def hold_tmp_dir(tmp: Path) -> int:
+    """Take a shared lock on ``tmp`` for as long as the engine runs, removing first the
+    partial downloads a killed run left there when no other engine uses the folder.
+
+    Several engines may share one folder (two ``shoal fetch`` into one ``-O``, the processes
+    of a dataflow cluster): a ``.part`` is stale only when nobody holds the lock, which an
+    exclusive ``flock`` that does not wait tells. Only our own names go (``PART``).
+    Returns the lock's file descriptor; closing it lets the lock go.
+    """
+    fd = os.open(tmp / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # in use: its parts may be live; a later lone start removes stale ones
+        else:
+            for entry in os.scandir(tmp):
+                if PART.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class Fetcher:
     """Downloads URLs into ``root`` under ``config``; use as ``async with Fetcher(...)``.
 
     ``fetch`` never raises for a URL's sake: every fate ends in the returned FetchResult.
+    It raises :class:`LocalStorageError` when our own disk refuses a write (the file, its
+    folder, the ledger): that is no fate of the URL, and reporting it as one ("failed")
+    would keep ``--resume`` and restarts from ever fetching it again.
     """
 
     def __init__(
@@ -99,6 +144,7 @@ class Fetcher:
         # event loop and off the dataflow's thread (Pillow releases the GIL while decoding).
         self._hasher: ThreadPoolExecutor | None = None
         self._resolvers: Resolvers | None = None
+        self._tmp_lock: int | None = None  # fd of the shared lock on .tmp (hold_tmp_dir)
 
     async def __aenter__(self) -> Fetcher:
         await self.start()
@@ -109,7 +155,9 @@ class Fetcher:
 
     async def start(self) -> None:
         cfg = self.config
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        with local_writes(self._tmp):
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            self._tmp_lock = hold_tmp_dir(self._tmp)
         self._sched = Scheduler(cfg.max_connections)
         if cfg.resolve_media:
             self._resolvers = Resolvers(cfg)
@@ -144,6 +192,9 @@ class Fetcher:
             self._resolvers = None
         if self.ledger is not None:
             self.ledger.flush()
+        if self._tmp_lock is not None:
+            os.close(self._tmp_lock)  # which lets the lock go
+            self._tmp_lock = None
 
     def _gate(self, url: str) -> Gate:
         key = budget_key(key_for(url, self.config))
@@ -161,7 +212,7 @@ class Fetcher:
         res = FetchResult(url=url, final_url=url)
         try:
             await self._fetch(url, meta or {}, res)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, LocalStorageError):
             raise
         except Exception as exc:  # a bug must not lose the URL's fate
             res.error = f"internal error: {exc!r}"
@@ -169,7 +220,8 @@ class Fetcher:
         if res.ok and not res.phash and res.path and res.mimetype.startswith("image/"):
             res.phash = await self._phash(res.path)
         if res.ok and res.attempts and self.ledger is not None:
-            self.ledger.record(res)
+            with local_writes(self.ledger.path):
+                self.ledger.record(res)
         return res
 
     async def _phash(self, rel: str) -> str:
@@ -183,7 +235,7 @@ class Fetcher:
 
     async def fetch_many(
         self, jobs: Iterable[Job], window: int = 10_000
-    ) -> AsyncIterator[tuple[str, Mapping[str, Any] | None, FetchResult]]:
+    ) -> AsyncGenerator[tuple[str, Mapping[str, Any] | None, FetchResult], None]:
         """Results in completion order, with at most ``window`` jobs taken from the iterator
         at once, so an input of any length costs bounded memory."""
         it = iter(jobs)
@@ -203,12 +255,20 @@ class Fetcher:
             while running:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 running.difference_update(done)
+                # Every finished task's exception is looked at (none is left "never
+                # retrieved"); the results come out first, then the first storage error.
+                errors = [e for t in done if (e := t.exception()) is not None]
                 for task in done:
-                    yield task.result()
+                    if task.exception() is None:
+                        yield task.result()
+                if errors:
+                    raise errors[0]
                 refill()
         finally:
             for task in running:
                 task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
 
     async def _fetch(self, url: str, meta: Mapping[str, Any], res: FetchResult) -> None:
         cfg = self.config
@@ -221,6 +281,13 @@ class Fetcher:
                 for name in FetchResult.__dataclass_fields__:
                     setattr(res, name, getattr(prev, name))
                 res.attempts = 0
+                refusal = ledger_refusal(prev, cfg)
+                if refusal:
+                    # What fetching it again would give, without asking the server: the
+                    # earlier run's file stays, this run does not report it as its own.
+                    res.error, res.fetched_at = refusal, ""
+                    res.path = res.sha256 = res.mimetype = res.phash = ""
+                    res.bytes = 0
                 return
         if url[:5].lower() == "data:":
             self._fetch_data(url, meta, res)
@@ -286,7 +353,14 @@ class Fetcher:
         deadline = math.inf  # set by the first request: waiting for the host's turn is free
         while True:
             gate = self._gate(current)
-            ticket = await gate.acquire()
+            try:
+                # After the first request, the host's turn (a Retry-After block included)
+                # is waited for only as long as the URL's deadline leaves.
+                async with asyncio.timeout_at(None if deadline == math.inf else deadline):
+                    ticket = await gate.acquire()
+            except TimeoutError:
+                res.error = self._past_deadline(res)
+                return
             if deadline == math.inf and cfg.url_deadline:
                 deadline = clock() + cfg.url_deadline
             left = deadline - clock()
@@ -321,8 +395,15 @@ class Fetcher:
             failures += 1
             delay = backoff_delay(failures, cfg.backoff_base, cfg.backoff_max, self._rng.random())
             if outcome.retry_after is not None:
-                gate.block(min(outcome.retry_after, cfg.retry_after_max))
+                blocked = min(outcome.retry_after, cfg.retry_after_max)
+                gate.block(blocked)  # the host's block holds for every URL of it
                 delay = 0.0
+                if failures <= cfg.retries and clock() + blocked >= deadline:
+                    # Waiting out the block would pass the deadline: give up now, not
+                    # after the wait (up to an hour).
+                    res.error = self._past_deadline(
+                        res, f"Retry-After {outcome.retry_after:g}s would pass")
+                    return
             elif outcome.block_key:
                 gate.block(delay)
                 delay = 0.0
@@ -334,10 +415,13 @@ class Fetcher:
             if delay:
                 await asyncio.sleep(delay)
 
-    def _past_deadline(self, res: FetchResult) -> str:
-        """The error of a URL given up at its deadline, after what the last attempt said."""
+    def _past_deadline(self, res: FetchResult, why: str = "") -> str:
+        """The error of a URL given up at its deadline, after what the last attempt said;
+        ``why`` when it is given up before the deadline is reached."""
         last = f"{res.error}; " if res.error else ""
-        return (f"{last}gave up: --url-deadline {self.config.url_deadline:g}s reached after "
+        limit = f"--url-deadline {self.config.url_deadline:g}s"
+        what = f"{why} {limit}" if why else f"{limit} reached"
+        return (f"{last}gave up: {what} after "
                 f"{res.attempts} attempt{'s' if res.attempts != 1 else ''}")
 
     async def _request(
@@ -373,6 +457,9 @@ class Fetcher:
                             res.error = f"invalid redirect location {location[:200]!r}"
                             return _DONE
                         return _Outcome("redirect", location=target)
+                    if resp.status in NO_FILE:
+                        res.error = f"http {resp.status} ({NO_FILE[resp.status]})"
+                        return _DONE
                     if kind != "ok":
                         res.error = f"http {resp.status}"
                         if kind == "permanent":
@@ -420,19 +507,26 @@ class Fetcher:
         if length is not None and length > cfg.max_bytes:
             raise _Refused(f"too large (Content-Length {length} > {cfg.max_bytes} bytes)")
         ctype = resp.headers.get("Content-Type", "")
-        sink = Sink(self._tmp, cfg.compress)
+        # Only our own writes are under local_writes: an error reading the response is the
+        # URL's (aiohttp's connection errors are OSErrors too).
+        with local_writes(self._tmp):
+            sink = Sink(self._tmp, cfg.compress)
         try:
             checked = False
             async for chunk in resp.content.iter_chunked(CHUNK):
                 if sink.size + len(chunk) > cfg.max_bytes:
                     raise _Refused(f"too large (> {cfg.max_bytes} bytes)")
-                sink.write(chunk)
+                with local_writes(sink.path):
+                    sink.write(chunk)
                 if not checked and len(sink.head) >= HEAD:
                     checked = True
                     self._check_type(sink.head, ctype)
             self._check_type(sink.head, ctype)
-            sink.close()
-            place(sink, self.root, self.config, ctype, url, meta, res)
+            if not sink.size:
+                raise _Refused("empty body")
+            with local_writes(self.root):
+                sink.close()
+                place(sink, self.root, self.config, ctype, url, meta, res)
         finally:
             sink.discard()
 
@@ -446,12 +540,16 @@ class Fetcher:
         except ValueError as exc:
             res.error = f"invalid data: URL ({exc})"
             return
-        sink = Sink(self._tmp, cfg.compress)
+        with local_writes(self._tmp):
+            sink = Sink(self._tmp, cfg.compress)
         try:
-            sink.write(data)
-            sink.close()
-            self._check_type(sink.head, ctype)
-            place(sink, self.root, self.config, ctype, url, meta, res)
+            with local_writes(self.root):
+                sink.write(data)
+                sink.close()
+                if not sink.size:
+                    raise _Refused("empty body")
+                self._check_type(sink.head, ctype)
+                place(sink, self.root, self.config, ctype, url, meta, res)
         except _Refused as exc:
             res.error = str(exc)
         finally:
@@ -556,6 +654,10 @@ class FetchService:
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()  # touched only on the loop thread
         self._closed = False
+        # Our disk refused a write: raised to the caller at its next harvest, so that the
+        # dataflow stops with its disk-trouble line and the job stays pending (its snapshot
+        # still holds it) instead of becoming a failed media row.
+        self._storage_error: LocalStorageError | None = None
 
     def submit(self, job_id: str, url: str, meta: Mapping[str, Any] | None = None) -> None:
         with self._cond:
@@ -575,7 +677,11 @@ class FetchService:
             return max(0, self.max_pending - self._running - len(self._results))
 
     def harvest(self) -> list[tuple[str, FetchResult]]:
+        """The results finished since the last harvest; raises :class:`LocalStorageError`
+        once our disk refused a write (the jobs it hit have no result)."""
         with self._cond:
+            if self._storage_error is not None:
+                raise self._storage_error
             out = list(self._results)
             self._results.clear()
         return out
@@ -583,7 +689,8 @@ class FetchService:
     def drain(self, timeout: float | None = None) -> list[tuple[str, FetchResult]]:
         """Wait until every submitted job has finished (or ``timeout``), then harvest."""
         with self._cond:
-            self._cond.wait_for(lambda: self._running == 0, timeout)
+            self._cond.wait_for(
+                lambda: self._running == 0 or self._storage_error is not None, timeout)
         return self.harvest()
 
     def close(self) -> None:
@@ -637,6 +744,12 @@ class FetchService:
                 self._running -= 1
                 self._cond.notify_all()
             raise
+        except LocalStorageError as exc:
+            with self._cond:
+                self._storage_error = self._storage_error or exc
+                self._running -= 1
+                self._cond.notify_all()
+            return
         with self._cond:
             self._results.append((job_id, result))
             self._running -= 1

@@ -84,3 +84,31 @@ class FetchLedger:
         with self._lock:
             self._commit()
             self._db.close()
+
+
+class RunFailures:
+    """``url -> FetchResult`` of the URLs that failed in this run, so that a URL found again
+    in a later line (past the engine's window) gets the same outcome instead of being
+    fetched again with all its retries.
+
+    A private temporary SQLite database (SQLite's ``""``: a file in the temp folder,
+    removed when closed): memory stays flat however many URLs fail. Nothing of it outlives
+    the run: a new run tries failed URLs again.
+    """
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", isolation_level=None)
+        self._db.execute("CREATE TABLE failed (url TEXT PRIMARY KEY, result BLOB NOT NULL)")
+
+    def get(self, url: str) -> FetchResult | None:
+        row = self._db.execute("SELECT result FROM failed WHERE url = ?", (url,)).fetchone()
+        return FetchResult.from_dict(orjson.loads(row[0])) if row else None
+
+    def add(self, result: FetchResult) -> None:
+        if result.ok:
+            return
+        self._db.execute("INSERT OR REPLACE INTO failed (url, result) VALUES (?, ?)",
+                         (result.url, orjson.dumps(result.as_dict())))
+
+    def close(self) -> None:
+        self._db.close()

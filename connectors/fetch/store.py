@@ -6,11 +6,13 @@ the last byte is in, and a reader of the store never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
+import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,6 +27,35 @@ from shoal.fetch.policy import (
 
 CHUNK = 64 * 1024
 HEAD = 512  # bytes kept for type sniffing
+
+
+class LocalStorageError(OSError):
+    """Our own disk refused a write (full, read-only, not a folder, denied): not the URL's
+    fate, so the engine never reports it as the URL's error. It stops the caller instead,
+    and the URL stays to be fetched again once the disk is fixed (``shoal fetch --resume``,
+    the dataflow's restart). An ``OSError`` with the original errno and file name, so that
+    the dataflow's disk-trouble handling (``connectors.store.disk``) recognises it."""
+
+    def __init__(self, errno_: int | None, reason: str, filename: str) -> None:
+        super().__init__(errno_, reason, filename)
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
+
+
+@contextlib.contextmanager
+def local_writes(where: Path | str) -> Iterator[None]:
+    """Turn an ``OSError`` of a local write (or SQLite's word for one) into
+    :class:`LocalStorageError`; ``where`` names the place when the error does not."""
+    try:
+        yield
+    except LocalStorageError:
+        raise
+    except OSError as exc:
+        raise LocalStorageError(exc.errno, exc.strerror or str(exc),
+                                str(exc.filename or where)) from exc
+    except sqlite3.Error as exc:  # the ledger: "database or disk is full", "readonly"...
+        raise LocalStorageError(None, str(exc), str(where)) from exc
 
 
 class Sink:
@@ -56,10 +87,16 @@ class Sink:
         self._fh.close()
 
     def discard(self) -> None:
-        if not self._fh.closed:
-            self.close()
+        # After a refused write, closing may be refused again (the buffer's flush): the
+        # first error is the one that counts, and the temp file goes all the same.
+        with contextlib.suppress(OSError):
+            if not self._fh.closed:
+                self.close()
+        with contextlib.suppress(OSError):
+            self._fh.close()  # when the gzip layer's close was the one refused
         if not self.kept:
-            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.path.unlink(missing_ok=True)
 
 
 def place(

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from shoal.errors import UserError
-from shoal.fetch.policy import folder_prefix, host_limits, validate_template
+from shoal.fetch.policy import check_header_value, folder_prefix, host_limits, validate_template
 from shoal.names import check_collector
 from shoal.options import (
     FETCH,
@@ -237,6 +237,10 @@ def validate(settings: Settings, command: str = "") -> None:
                               f"unknown kind {_shown(odd[0], fld)} (known: {', '.join(choices)})")
             elif choices and value not in choices:
                 raise bad(section, key, f"{_shown(value, fld)} is not one of {', '.join(choices)}")
+            # NaN passes every comparison (--throttle nan turned throttling off) and inf
+            # waits forever (--throttle inf hung the run): no option means either.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise bad(section, key, f"must be a finite number, got {value}")
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise bad(section, key, f"must not be negative, got {value}")
     k, m, a, h = settings.kafka, settings.metrics, settings.alerts, settings.hooks
@@ -310,6 +314,7 @@ def _validate_media(settings: Settings, bad: Any, command: str) -> None:
     checks: list[tuple[str, Callable[[], object]]] = [
         ("host_limits", lambda: host_limits(media.host_limits)),
         ("folder_strategy", lambda: folder_prefix(media.folder_strategy)),
+        ("user_agent", lambda: check_header_value(media.user_agent)),
     ]
     if media.filename_template:
         columns = None if command == FETCH else ()

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
+import errno
 import io
 import os
+import sqlite3
+import stat
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -28,6 +33,9 @@ from shoal.app.config import add_options, resolve
 from shoal.errors import UserError
 from shoal.fetch.policy import FetchConfig, FetchResult, fetch_config, row_fields, row_values
 from shoal.options import Settings
+
+if TYPE_CHECKING:
+    from connectors.fetch.ledger import FetchLedger
 
 # Every column the fetch adds starts with ``fetch_``: minet and twitwi exports have ``url``,
 # ``id``, ``position``... of their own, and the report must keep them untouched.
@@ -82,12 +90,48 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+# A local write refused for one of these is a path the user can fix (exit 2, like a bad
+# option); a full disk or an I/O error is not (exit 1).
+USER_PATH_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES,
+                              errno.EPERM, errno.EROFS})
+
+
 def run(args: argparse.Namespace) -> int:
+    from connectors.fetch.store import LocalStorageError
+
     try:
         return _run(args)
     except UserError as exc:
         print(f"shoal fetch: error: {exc}", file=sys.stderr)
         return 2
+    except ReportError as exc:
+        print(f"shoal fetch: error: {exc}", file=sys.stderr)
+        return 1
+    except LocalStorageError as exc:
+        # Not a URL's fate: the URL under way has no report line, so --resume fetches it.
+        again = "run again with --resume" if args.output else "run again"
+        print(f"shoal fetch: error: -O {args.output_dir}: {exc}; fix it and {again}",
+              file=sys.stderr)
+        return 2 if exc.errno in USER_PATH_ERRNOS else 1
+
+
+class ReportError(Exception):
+    """The report could not be written (a full disk, a closed pipe): one line naming it."""
+
+
+def report_name(args: argparse.Namespace) -> str:
+    return f"-o {args.output}" if args.output else "stdout"
+
+
+def emit(out: TextIO, text: str, args: argparse.Namespace) -> None:
+    """Write ``text`` to the report and flush it: a kill leaves whole lines but the last."""
+    try:
+        out.write(text)
+        out.flush()
+    except OSError as exc:
+        again = "; free space and run again with --resume" if args.output else ""
+        raise ReportError(f"cannot write the report ({report_name(args)}): "
+                          f"{exc.strerror or exc}{again}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> FetchConfig:
@@ -128,9 +172,13 @@ class Line:
 
 @dataclass(slots=True)
 class Input:
-    """What the run reads of ``FILE.csv``: checked once, before anything is downloaded."""
+    """What the run reads of ``FILE.csv``: checked once, before anything is downloaded.
+
+    ``path`` is the file read (a spooled copy of a pipe, see :func:`readable_input`),
+    ``name`` what the user called it, for messages."""
 
     path: Path
+    name: str
     header: list[str]
     column: int
     explode: str | None
@@ -143,10 +191,16 @@ class Input:
         with _open_input(self.path) as fh:
             reader = csv.reader(fh)
             next(reader, None)
-            for index, cells in enumerate(reader):
+            index = -1
+            for cells in reader:
+                if not cells:
+                    # A blank line is no row, as for csv.DictReader and pandas: not
+                    # counted, so that indices are the row numbers they give.
+                    continue
+                index += 1
                 if len(cells) > width:
                     raise UserError(
-                        f"{self.path}: row {index} (line {reader.line_num}) has {len(cells)} "
+                        f"{self.name}: row {index} (line {reader.line_num}) has {len(cells)} "
                         f"cells, the header {width}"
                     )
                 cells += [""] * (width - len(cells))
@@ -159,13 +213,68 @@ class Input:
                     yield Line(index, position, url, cells, dict(row))
 
 
-def _open_input(path: Path) -> TextIO:
+def _open_input(path: Path, name: str | None = None) -> TextIO:
     try:
         return open(path, newline="", encoding="utf-8-sig")
     except FileNotFoundError:
-        raise UserError(f"input file not found: {path}") from None
+        raise UserError(f"input file not found: {name or path}") from None
     except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
+        raise UserError(f"cannot read {name or path}: {exc.strerror or exc}") from None
+
+
+STDIN = Path("-")
+
+
+def input_name(path: Path) -> str:
+    return "stdin (-i -)" if path == STDIN else str(path)
+
+
+def needs_spool(path: Path) -> bool:
+    """Is the input read only once (``-``, a pipe, ``<(...)``, a device)? The run reads it
+    three times (header, the check of every row, the fetch): such an input gave an empty
+    report on the second read."""
+    if path == STDIN:
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # opening it says why, in one line
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
+@contextlib.contextmanager
+def readable_input(path: Path) -> Iterator[Path]:
+    """A path the run may read as often as it needs: ``path`` itself for a regular file,
+    else a temporary copy of what ``path`` (or stdin) gives, removed at the end."""
+    if not needs_spool(path):
+        yield path
+        return
+    name = input_name(path)
+    fd, spool = tempfile.mkstemp(prefix="shoal-fetch-input-", suffix=".csv")
+    try:
+        try:
+            src = sys.stdin.buffer if path == STDIN else open(path, "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise UserError(f"cannot read {name}: {exc.strerror or exc}") from None
+        with src, os.fdopen(fd, "wb") as out:
+            while True:
+                try:
+                    block = src.read(1 << 20)
+                except OSError as exc:
+                    raise UserError(f"cannot read {name}: {exc.strerror or exc}") from None
+                if not block:
+                    break
+                try:
+                    out.write(block)
+                    out.flush()
+                except OSError as exc:
+                    raise UserError(f"cannot copy {name} to a temporary file in "
+                                    f"{tempfile.gettempdir()} ({exc.strerror}): set TMPDIR "
+                                    "to a folder with room") from None
+        yield Path(spool)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(spool)
 
 
 def _urls(cell: str, explode: str | None) -> list[tuple[int, str]]:
@@ -175,22 +284,28 @@ def _urls(cell: str, explode: str | None) -> list[tuple[int, str]]:
     return [(pos, v.strip()) for pos, v in enumerate(values) if v.strip()]
 
 
-def read_input(args: argparse.Namespace, template: str | None) -> Input:
+def read_input(args: argparse.Namespace, template: str | None, path: Path | None = None
+               ) -> Input:
     """The input's header and URL column, and the template's columns, all checked; every
-    error is one line, raised before the first request."""
+    error is one line, raised before the first request. ``path`` is the file to read when
+    it is not ``args.input`` (a spooled pipe)."""
+    name = input_name(args.input)
+    path = path or args.input
     try:
-        with _open_input(args.input) as fh:
+        with _open_input(path, name) as fh:
             header = next(csv.reader(fh), [])
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"cannot read {args.input}: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(not_utf8(path, name)) from None
+    except csv.Error as exc:
+        raise UserError(f"cannot read {name}: {exc}") from None
     if args.column not in header:
         raise UserError(
-            f"no column {args.column!r} in {args.input} (columns: {', '.join(header)})"
+            f"no column {args.column!r} in {name} (columns: {', '.join(header)})"
         )
     clash = [c for c in header if c in FETCH_COLUMNS]
     if clash:
         raise UserError(
-            f"{args.input} has a column {clash[0]!r}, a name shoal fetch gives its own "
+            f"{name} has a column {clash[0]!r}, a name shoal fetch gives its own "
             "columns (fetch_*); rename it in the input"
         )
     fields: dict[str, str] = {}
@@ -199,7 +314,7 @@ def read_input(args: argparse.Namespace, template: str | None) -> Input:
             fields = row_fields(template, header)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    return Input(args.input, header, header.index(args.column), args.explode, fields)
+    return Input(path, name, header, header.index(args.column), args.explode, fields)
 
 
 def check_lines(source: Input, done: set[Key]) -> int:
@@ -212,11 +327,32 @@ def check_lines(source: Input, done: set[Key]) -> int:
                 try:
                     row_values(source.fields, line.template)
                 except ValueError as exc:
-                    raise UserError(f"{source.path}: row {line.index}: {exc}") from None
+                    raise UserError(f"{source.name}: row {line.index}: {exc}") from None
             total += line.key not in done
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"cannot read {source.path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(not_utf8(source.path, source.name)) from None
+    except csv.Error as exc:
+        raise UserError(f"cannot read {source.name}: {exc}") from None
     return total
+
+
+def first_bad_utf8(lines: Iterable[bytes]) -> tuple[int, int, str] | None:
+    """(line number from 1, byte offset in the line from 1, reason) of the first line that
+    is not UTF-8, or None: the decoder reads blocks and cannot say which line it was."""
+    for number, raw in enumerate(lines, 1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return number, exc.start + 1, exc.reason
+    return None
+
+
+def not_utf8(path: Path, name: str) -> str:
+    """The one line for an input that is not UTF-8, naming the line where it stops being."""
+    with open(path, "rb") as fh:
+        bad = first_bad_utf8(fh)
+    where = f"line {bad[0]}, byte {bad[1]} ({bad[2]})" if bad else "an invalid byte"
+    return f"{name} is not UTF-8 at {where}: save it as UTF-8 (or convert it with iconv)"
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -304,8 +440,27 @@ def read_report(path: Path, fields: list[str]) -> tuple[set[Key], int]:
 # --- the run --------------------------------------------------------------------------------
 
 
+def check_not_input(output: Path | None, input_path: Path) -> None:
+    """Refuse a report that is the input file itself: opening it for writing would empty
+    the input before its last read (and ``--resume`` would append to it). Checked before
+    anything is opened or created."""
+    if output is None:
+        return
+    try:
+        if input_path == STDIN:  # ``-i - < REPORT.csv``
+            same = os.path.samestat(os.fstat(sys.stdin.fileno()), os.stat(output))
+        else:
+            same = os.path.samefile(output, input_path)
+    except (OSError, ValueError):
+        same = False  # one of them does not exist (yet): they cannot be one file
+    if same:
+        raise UserError(f"-o {output} is the input file (-i {input_name(input_path)}): write "
+                        "the report to another file")
+
+
 def _run(args: argparse.Namespace) -> int:
     csv.field_size_limit(2**31 - 1)
+    check_not_input(args.output, args.input)
     config = config_from_args(args)
     if args.explode == "":
         raise UserError("--explode needs a non-empty separator")
@@ -313,32 +468,74 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--resume needs -o REPORT.csv")
     if args.window < 1:
         raise UserError("--window must be >= 1")
-    source = read_input(args, config.filename_template)
-    fields = source.header + list(FETCH_COLUMNS)
-    done, keep = read_report(args.output, fields) if args.resume else (set(), 0)
-    total = check_lines(source, done)
+    # A pipe is read once, into a temporary file that the run reads as often as it needs.
+    with readable_input(args.input) as path:
+        return _run_on(args, config, read_input(args, config.filename_template, path))
+
+
+def check_outputs(output: Path | None, output_dir: Path) -> None:
+    """What would stop the run at its first write to ``-o`` or ``-O``, said before either
+    is created (each error names its option)."""
+    if output is not None:
+        folder = output.parent
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise UserError(f"-o {output}: the folder {folder} {what}")
+        if output.is_dir():
+            raise UserError(f"-o {output} is a folder: name the report file")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"-O {output_dir} is a file: -O names the folder of the downloads")
+
+
+def open_report(args: argparse.Namespace, keep: int) -> TextIO:
+    """The report, opened to append after its first ``keep`` bytes (--resume), else new."""
+    if not args.output:
+        return sys.stdout
     try:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        if args.output and keep:
+        if keep:
             out: TextIO = open(args.output, "r+", newline="", encoding="utf-8")  # noqa: SIM115
             out.truncate(keep)  # a half line left by a kill goes
             out.seek(keep)
-        elif args.output:
-            out = open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
-        else:
-            out = sys.stdout
+            return out
+        return open(args.output, "w", newline="", encoding="utf-8")
     except OSError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"-o {args.output}: {exc.strerror or exc}") from None
+
+
+def _run_on(args: argparse.Namespace, config: FetchConfig, source: Input) -> int:
+    fields = source.header + list(FETCH_COLUMNS)
+    done, keep = read_report(args.output, fields) if args.resume else (set(), 0)
+    total = check_lines(source, done)
+    check_outputs(args.output, args.output_dir)
+    try:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"-O {args.output_dir}: {exc.strerror or exc}") from None
+    out = open_report(args, keep)
     try:
         if not keep:
-            out.write(_encode(fields))
-            out.flush()
+            emit(out, _encode(fields), args)
         # Ctrl-C and SIGTERM go up to the CLI, which says so in one line and exits 130 or
         # 143 like every command; the report keeps whole lines only, for --resume.
         return asyncio.run(_fetch(config, args, source, done, total, out))
     finally:
         if out is not sys.stdout:
-            out.close()
+            with contextlib.suppress(OSError):  # emit flushed every line: nothing is left
+                out.close()
+
+
+def open_ledger(output_dir: Path) -> FetchLedger:
+    """The ledger of ``-O``, or a one-line error naming its file and what to do."""
+    from connectors.fetch.ledger import LEDGER_NAME, FetchLedger
+
+    path = output_dir / LEDGER_NAME
+    try:
+        return FetchLedger(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise UserError(
+            f"cannot open the fetch ledger {path} ({exc}): it must be the SQLite file shoal "
+            "keeps of the URLs fetched; move it away (they are then fetched again) or use "
+            "another -O") from None
 
 
 async def _fetch(
@@ -346,9 +543,13 @@ async def _fetch(
     out: TextIO,
 ) -> int:
     from connectors.fetch.engine import Fetcher, Job
-    from connectors.fetch.ledger import FetchLedger
+    from connectors.fetch.ledger import RunFailures
+    from connectors.fetch.store import local_writes
 
-    ledger = FetchLedger.in_root(args.output_dir)
+    ledger = open_ledger(args.output_dir)
+    # A URL that failed, found again in a later line (past the window): the same outcome,
+    # not a second round of requests and retries. Successes are the ledger's.
+    failures = RunFailures()
     progress = Progress(
         TextColumn("fetch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[bad]}"),
         TimeElapsedColumn(), console=Console(stderr=True), disable=args.silent,
@@ -363,11 +564,11 @@ async def _fetch(
     def write(line: Line, result: FetchResult | None) -> None:
         # One write of a whole line: a kill leaves at most half of the last one, which
         # --resume cuts off.
-        out.write(_encode(line.cells + report_cells(line, result)))
-        out.flush()
+        emit(out, _encode(line.cells + report_cells(line, result)), args)
         progress.update(task, advance=1, bad=f"{failed} failed" if failed else "")
 
     def jobs() -> Iterator[Job]:
+        nonlocal failed
         for line in source.lines():
             if line.key in done:
                 continue
@@ -377,6 +578,11 @@ async def _fetch(
             if line.url in waiting:
                 waiting[line.url].append(line)
                 continue
+            known = failures.get(line.url)
+            if known is not None:
+                failed += 1
+                write(line, known)
+                continue
             waiting[line.url] = [line]
             meta = {"position": line.position, **row_values(source.fields, line.template)}
             yield f"{line.index}:{line.position}", line.url, meta
@@ -384,14 +590,20 @@ async def _fetch(
     try:
         with progress:
             async with Fetcher(config, args.output_dir, ledger) as fetcher:
-                async for _job_id, _meta, result in fetcher.fetch_many(jobs(), args.window):
-                    # The ledger holds a success before the report does: a run killed after
-                    # this line finds the file there, for the lines still to come.
-                    ledger.flush()
-                    lines = waiting.pop(result.url)
-                    failed += len(lines) * (not result.ok)
-                    for line in lines:
-                        write(line, result)
+                results = fetcher.fetch_many(jobs(), args.window)
+                async with contextlib.aclosing(results):
+                    async for _job_id, _meta, result in results:
+                        # The ledger holds a success before the report does: a run killed
+                        # after this line finds the file there, for the lines still to come.
+                        with local_writes(ledger.path):
+                            ledger.flush()
+                        lines = waiting.pop(result.url)
+                        failures.add(result)
+                        failed += len(lines) * (not result.ok)
+                        for line in lines:
+                            write(line, result)
     finally:
-        ledger.close()
+        failures.close()
+        with contextlib.suppress(sqlite3.Error):  # what it loses is only fetched again
+            ledger.close()
     return 0

@@ -15,6 +15,7 @@ import random
 import re
 import socket
 import string
+import unicodedata
 import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -101,6 +102,13 @@ class FetchConfig:
     resolve_media: bool = True
 
     def __post_init__(self) -> None:
+        # NaN passes every comparison below and inf waits forever: neither is a duration.
+        seconds = [self.throttle, self.connect_timeout, self.read_timeout, self.total_timeout,
+                   self.url_deadline, self.backoff_base, self.backoff_max,
+                   self.retry_after_max, self.throttle_margin,
+                   *(t for _p, t in self.per_host.values())]
+        if not all(math.isfinite(x) for x in seconds):
+            raise ValueError("durations must be finite numbers of seconds, not nan or inf")
         if self.domain_parallelism < 1:
             raise ValueError("domain_parallelism must be >= 1")
         if self.throttle < 0:
@@ -120,6 +128,7 @@ class FetchConfig:
         if self.url_deadline < 0:
             raise ValueError("url_deadline must be >= 0 (0: none)")
         folder_prefix(self.folder_strategy)  # raises on an unknown strategy
+        check_header_value(self.user_agent)
         if self.filename_template is not None:
             # {row.COLUMN}: the configuration cannot know the columns; shoal fetch checks
             # them against its input, and the dataflow's options refuse them.
@@ -131,7 +140,8 @@ class FetchConfig:
 
     def limits(self, key: str) -> tuple[int, float]:
         """(parallelism, throttle) of a budget key."""
-        return self.per_host.get(key, (self.domain_parallelism, self.throttle))
+        return limits_for(key, self.per_host, self.domain_key,
+                          (self.domain_parallelism, self.throttle))
 
 
 @dataclass(slots=True)
@@ -182,6 +192,16 @@ class FetchResult:
     def from_dict(cls, data: Mapping[str, Any]) -> FetchResult:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def check_header_value(value: str) -> None:
+    """ValueError when ``value`` cannot be sent as an HTTP header value: a control character
+    (a line break would end the header, and the HTTP client refuses it at every request, so
+    every URL failed with an internal error)."""
+    bad = next((c for c in value if (ord(c) < 32 and c != "\t") or ord(c) == 127), None)
+    if bad is not None:
+        raise ValueError(f"{value[:40]!r} holds the control character {bad!r}; an HTTP "
+                         "header value must be on one line")
 
 
 def utc_now_iso() -> str:
@@ -367,6 +387,25 @@ def budget_key(key: str) -> str:
     return key.partition("#")[0]
 
 
+def limits_for(
+    key: str, per_host: Mapping[str, tuple[int, float]], domain_key: str,
+    default: tuple[int, float],
+) -> tuple[int, float]:
+    """(P, T) of a budget key given the ``HOST=P,T`` overrides.
+
+    Overrides name hosts, as users know them. Under domain keying the budget is the
+    registered domain's, so an override of ``pbs.twimg.com`` is the limit of
+    ``twimg.com`` (looked up by host it was never found); when several overrides fall
+    in one domain the strictest holds: the least P and the largest T.
+    """
+    if domain_key != "domain":
+        return per_host.get(key, default)
+    found = [pt for host, pt in per_host.items() if registered_domain(host) == key]
+    if not found:
+        return default
+    return min(p for p, _ in found), max(t for _, t in found)
+
+
 def politeness_bound(
     urls_per_key: Mapping[str, int], parallelism: int, throttle: float, latency: float
 ) -> float:
@@ -498,11 +537,70 @@ def type_allowed(mimetype: str, wanted: frozenset[str]) -> bool:
     return not wanted or mimetype in wanted or mimetype.split("/", 1)[0] in wanted
 
 
+def ledger_refusal(stored: FetchResult, config: FetchConfig) -> str:
+    """Why this run would refuse a file fetched by an earlier one (the ledger's), in the
+    words a fresh fetch would use, or "": ``--mime-types`` and ``--max-bytes`` may have
+    changed since, and a ledger hit must not bypass them. (An empty file, stored before
+    empty bodies became errors, is refused too.)"""
+    if not type_allowed(stored.mimetype, config.mime_types):
+        return f"unwanted media type {stored.mimetype}"
+    if stored.bytes > config.max_bytes:
+        return f"too large (> {config.max_bytes} bytes)"
+    if not stored.bytes:
+        return "empty body"
+    return ""
+
+
 # --- storage paths ------------------------------------------------------------------------
 
 
+# What a file name keeps of a value: ASCII letters, digits and ``._-`` (``=+`` too between
+# fields), and letters, digits and combining marks of any script, in NFC (a name typed on
+# another system then matches). Everything else becomes ``_``: path separators, controls,
+# blanks, the characters Windows, macOS or a shell treat specially (``<>:"|?*``...),
+# invisible format characters (a right-to-left override would disguise a name), symbols.
+_NAME_MARKS = frozenset({"Mn", "Mc"})
+# Names Windows reserves whatever their extension (``CON.jpg`` cannot be opened there).
+_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
+                       *(f"LPT{i}" for i in range(10))})
+# Bytes of UTF-8 in one component: most file systems take 255, and the store may add
+# ``_<12 hex digits>`` to a name that is taken.
+MAX_COMPONENT_BYTES = 240
+
+
+def _keeps(c: str, ascii_extra: str) -> bool:
+    if c.isascii():
+        return c.isalnum() or c in ascii_extra
+    category = unicodedata.category(c)
+    return category[0] in "LN" or category in _NAME_MARKS
+
+
+def _name_chars(text: str, ascii_extra: str) -> str:
+    """``text`` in NFC with every run of characters a file name must not keep as ``_``."""
+    out: list[str] = []
+    for c in unicodedata.normalize("NFC", text):
+        if _keeps(c, ascii_extra):
+            out.append(c)
+        elif not out or out[-1] != "_":
+            out.append("_")
+    return "".join(out)
+
+
+def _cut_bytes(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, at a character boundary."""
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
+
+
 def sanitize_value(value: object) -> str:
-    """A field value made safe to appear inside one file name component."""
+    """A field value made safe to appear inside one file name component (Unicode letters
+    and digits kept, see ``_keeps``)."""
+    text = _name_chars(str(value), "._-")
+    text = re.sub(r"\.{2,}", "_", text).lstrip(".")
+    return text[:MAX_VALUE]
+
+
+def _ascii_value(value: object) -> str:
     text = re.sub(r"[^A-Za-z0-9._-]+", "_", str(value))
     text = re.sub(r"\.{2,}", "_", text).lstrip(".")
     return text[:MAX_VALUE]
@@ -512,9 +610,10 @@ def query_value(query: object) -> str:
     """``{query}`` in a file name: the sanitised query, plus 8 hex digits of its hash when
     sanitising would lose what tells it from another query (letters outside ASCII, more
     than MAX_VALUE characters). ``bike lane`` stays ``bike_lane``; ``猫`` and ``犬`` become
-    ``_-`` and two different hashes, not one ``_`` folder holding both keywords' images."""
+    ``_-`` and two different hashes, not one ``_`` folder holding both keywords' images.
+    (ASCII as it always was: the dataflow's ``{query}`` folders keep their names.)"""
     text = str(query)
-    plain = sanitize_value(text)
+    plain = _ascii_value(text)
     if text.isascii() and len(text) <= MAX_VALUE:
         return plain
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
@@ -596,8 +695,11 @@ def row_values(fields: Mapping[str, str], row: Mapping[str, str]) -> dict[str, s
     """
     values = {name: row.get(column, "") for name, column in fields.items()}
     for name, value in values.items():
-        if not sanitize_value(value.strip()).strip("_"):
+        if not value.strip():
             raise ValueError(f"filename template field {{{name}}} is empty")
+        if not sanitize_value(value.strip()).strip("_"):
+            raise ValueError(f"filename template field {{{name}}} holds nothing a file name "
+                             f"can keep ({value.strip()[:40]!r})")
     return values
 
 
@@ -626,16 +728,20 @@ def folder_prefix(strategy: str) -> int:
 
 
 def _safe_component(part: str, keep_suffix: bool = False) -> str:
-    part = re.sub(r"[^A-Za-z0-9._=+-]+", "_", part)
-    part = part.lstrip(".-") or "_"
+    part = _name_chars(part, "._=+-")
+    part = part.lstrip(".-").rstrip(".") or "_"  # Windows drops a trailing dot
     if part in (".", ".."):
         part = "_"
-    if len(part) > MAX_COMPONENT:
+    if part.split(".", 1)[0].upper() in _RESERVED:
+        part = "_" + part
+    if len(part) > MAX_COMPONENT or len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
         stem, dot, suffix = part.rpartition(".")
         if keep_suffix and dot and len(suffix) <= 10:
-            part = stem[: MAX_COMPONENT - len(suffix) - 1] + "." + suffix
+            stem = _cut_bytes(stem[: MAX_COMPONENT - len(suffix) - 1],
+                              MAX_COMPONENT_BYTES - len(suffix) - 1)
+            part = stem + "." + suffix
         else:
-            part = part[:MAX_COMPONENT]
+            part = _cut_bytes(part[:MAX_COMPONENT], MAX_COMPONENT_BYTES)
     return part
 
 
@@ -701,10 +807,13 @@ def host_limits(specs: Sequence[str]) -> dict[str, tuple[int, float]]:
         host, _, limits = spec.partition("=")
         p, _, t = limits.partition(",")
         try:
-            out[host.strip().lower()] = (int(p), float(t or 0))
+            parallelism, throttle = int(p), float(t or 0)
         except ValueError:
             raise ValueError(
                 f"bad host limit {spec!r}: use HOST=P,T (e.g. pbs.twimg.com=8,0)") from None
+        if not math.isfinite(throttle) or throttle < 0:
+            raise ValueError(f"bad host limit {spec!r}: T must be a finite number >= 0")
+        out[host.strip().lower()] = (parallelism, throttle)
     return out
 
 
