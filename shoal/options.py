@@ -459,9 +459,10 @@ def all_options() -> tuple[Option, ...]:
 
 
 def finite_float(text: str) -> float:
-    """The argparse type of every float flag: ``float`` takes ``nan`` and ``inf``, which turned
-    a throttle off, hung a run or overflowed a timeout."""
+    """The argparse type of a float flag not declared here (declared ones are checked by
+    ``shoal.app.config.validate``): ``float`` takes ``nan`` and ``inf``, which turned a
+    throttle off, hung a run or overflowed a timeout."""
     value = float(text)
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
