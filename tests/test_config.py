@@ -345,3 +345,21 @@ def test_every_reader_of_a_data_dir_takes_it_from_the_file_or_the_environment(
     config.prepare(parser, argv, {})
     with pytest.raises(SystemExit):  # still required when nothing gives it
         parser.parse_args(argv)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("SHOAL_MEDIA_TOTAL_TIMEOUT", "0", "total_timeout"),
+    ("SHOAL_MEDIA_CONNECT_TIMEOUT", "0", "connect_timeout"),
+    ("SHOAL_MEDIA_MAX_BYTES", "0", "max_bytes"),
+    ("SHOAL_MEDIA_HOST_LIMITS", "a.test=0,1", "P must be at least 1"),
+    ("SHOAL_MEDIA_HOST_LIMITS", "=2,1", "no host"),
+])
+def test_what_the_fetch_engine_refuses_is_refused_by_config_check(
+        key: str, value: str, message: str) -> None:
+    """`config check` passed values every run then refused, with a message naming no key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+    proc = subprocess.run([sys.executable, "-m", "shoal", "config", "check"],
+                          env={**env, key: value}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout[-500:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert message in line and key in line, line

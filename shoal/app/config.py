@@ -308,6 +308,13 @@ def _validate_media(settings: Settings, bad: Any, command: str) -> None:
     media = settings.media
     if media.domain_parallelism < 1:
         raise bad("media", "domain_parallelism", "must be at least 1")
+    # Checked by the engine as well, which only says "timeouts must be > 0" and only when
+    # it is built: `config check` passed them, and a run with media off still failed.
+    for key in ("connect_timeout", "read_timeout", "total_timeout"):
+        if getattr(media, key) <= 0:
+            raise bad("media", key, "must be more than 0 seconds")
+    if media.max_bytes < 1:
+        raise bad("media", "max_bytes", "must be at least 1")
     checks: list[tuple[str, Callable[[], object]]] = [
         ("host_limits", lambda: host_limits(media.host_limits)),
         ("folder_strategy", lambda: folder_prefix(media.folder_strategy)),

@@ -813,6 +813,10 @@ def host_limits(specs: Sequence[str]) -> dict[str, tuple[int, float]]:
                 f"bad host limit {spec!r}: use HOST=P,T (e.g. pbs.twimg.com=8,0)") from None
         if not math.isfinite(throttle) or throttle < 0:
             raise ValueError(f"bad host limit {spec!r}: T must be a finite number >= 0")
+        if parallelism < 1:
+            raise ValueError(f"bad host limit {spec!r}: P must be at least 1")
+        if not host.strip():
+            raise ValueError(f"bad host limit {spec!r}: no host before '='")
         out[host.strip().lower()] = (parallelism, throttle)
     return out
 
