@@ -113,11 +113,13 @@ class FlowSettings:
                                flag="--epoch-seconds", commands=FLOW_COMMANDS)
     recovery: bool = opt(True, "keep Bytewax recovery state (DIR/_recovery by default)",
                          flag="--no-recovery", invert=True, commands=(PROCESS,))
+    # Not on `up`: its broker keeps nothing across runs, so it keeps no recovery state.
     recovery_dir: str = opt("", "Bytewax recovery partitions (bytewax -r; default "
-                            "DIR/_recovery)", flag="--recovery-dir", commands=FLOW_COMMANDS,
+                            "DIR/_recovery)", flag="--recovery-dir", commands=(PROCESS, REPLAY),
                             path=True)
     backup_seconds: float = opt(0.0, "keep superseded snapshots this long, for backups "
-                                "(bytewax -b)", flag="--backup-seconds", commands=FLOW_COMMANDS)
+                                "(bytewax -b)", flag="--backup-seconds",
+                                commands=(PROCESS, REPLAY))
     progress_seconds: float = opt(30.0, "how often a progress line is logged when stderr is "
                                   "not a terminal (a terminal gets a live display)",
                                   flag="--progress-seconds", commands=FLOW_COMMANDS,

@@ -123,3 +123,39 @@ def test_a_data_dir_rebuilt_from_its_raw_archive_is_byte_identical(
     assert any(name.endswith("_report.csv") or "report" in name for name in before)
     assert len(before) > 20
     assert before == after
+
+
+def test_a_replay_serves_its_metrics_and_logs_its_progress(tmp_path: Path) -> None:
+    """`replay --metrics-port` and `--progress-seconds` were taken and ignored (Kafka replay
+    had no metrics server; the archive rebuild had neither)."""
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from connectors.kafka.broker import free_port
+
+    shoal = [sys.executable, "-m", "shoal"]
+    original = tmp_path / "original"
+    subprocess.run([*shoal, "up", "--source", "demo:3000", "--data-dir", str(original),
+                    "--idle-exit", "1", "--no-media"], check=True, capture_output=True,
+                   timeout=180)
+    port = free_port()
+    proc = subprocess.Popen([*shoal, "replay", "--from-archive", str(original), "--data-dir",
+                             str(tmp_path / "rebuilt"), "--no-media", "--metrics-port",
+                             str(port), "--progress-seconds", "0.2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    scraped = ""
+    deadline = time.monotonic() + 150
+    while proc.poll() is None and time.monotonic() < deadline and not scraped:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                scraped = r.read().decode()
+        except OSError:
+            time.sleep(0.1)
+    _out, err = proc.communicate(timeout=150)
+    assert proc.returncode == 0, err[-2000:]
+    assert "shoal_" in scraped
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(r["msg"] == "progress" for r in records), err[-2000:]

@@ -580,3 +580,20 @@ def test_output_and_input_troubles_are_one_line_naming_what_to_fix(
     assert err.count("\n") == 1 and expected in err and "sealed hours" not in err, err
     if case in ("report in a missing folder", "input not UTF-8"):
         assert not dl.exists()  # nothing made before the error
+
+
+def test_mime_types_take_types_and_the_dataflows_kinds_and_refuse_a_typo() -> None:
+    """`--media-types photo` (the dataflow's word, on a flag both commands take) refused
+    every download as "unwanted media type image/jpeg"; `imgae` did the same, silently."""
+    from shoal.app.fetch_cmd import mime_types
+    from shoal.errors import UserError
+    from shoal.fetch.policy import type_allowed
+
+    assert mime_types("image, video/MP4,") == {"image", "video/mp4"}
+    photo = mime_types("photo")
+    assert type_allowed("image/jpeg", photo) and not type_allowed("video/mp4", photo)
+    assert type_allowed("video/mp4", mime_types("gif"))
+    assert type_allowed("image/gif", mime_types("gif"))
+    for typo in ("imgae", "image/", "jpg"):
+        with pytest.raises(UserError, match="not a MIME type"):
+            mime_types(typo)

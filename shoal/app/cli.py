@@ -7,12 +7,13 @@ line on stderr and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -494,6 +495,21 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+@contextlib.contextmanager
+def _metrics_only(args: argparse.Namespace) -> Iterator[None]:
+    """/metrics and /healthz while a replay runs, when ``--metrics-port`` asks for them (a
+    replay of months is watched like a service; alerts and hooks are for live ones)."""
+    from connectors.ops import metrics
+
+    server = metrics.start_server(args.metrics_port, args.metrics_host) \
+        if args.metrics_port else None
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.close()
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from connectors.kafka.offsets import OffsetFinder, parse_offsets
     from flows.ingest import run
@@ -540,7 +556,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     event(log, "replay", start=start, end=end)
     cfg = _flow_config(args, args.brokers, start_offsets=start, end_offsets=end)
     cfg.flow = replace(cfg.flow, recovery=True)
-    with (writer_lock(args.data_dir, process_id),
+    with (writer_lock(args.data_dir, process_id), _metrics_only(args),
           ProgressDisplay(every=args.settings.flow.progress_seconds)):
         run(cfg, process_id=process_id, addresses=addresses)
     return 0
@@ -625,7 +641,8 @@ def _replay_archive(args: argparse.Namespace) -> int:
         event(log, "replay", archive=str(root), files=len(files), end=end)
         cfg = _flow_config(args, broker.bootstrap, start_offsets=start, end_offsets=end)
         cfg.flow = replace(cfg.flow, recovery=False)
-        run(cfg)
+        with _metrics_only(args), ProgressDisplay(every=settings.flow.progress_seconds):
+            run(cfg)
     return 0
 
 

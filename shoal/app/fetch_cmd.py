@@ -54,6 +54,33 @@ LINE_END = "\n"  # minet's and twitwi's: the input cells of a report line keep t
 Key = tuple[int, int | None]  # (input row, position); position None: a row without URL
 
 
+# The top-level MIME types (RFC 6838), which --mime-types takes alone ("image": every image).
+TOP_TYPES = frozenset({"application", "audio", "example", "font", "haptics", "image", "message",
+                       "model", "multipart", "text", "video"})
+# The dataflow's media kinds, which its --media-types takes: the same words mean the files
+# they are here, so that the flag both commands share does not refuse every download.
+# (Twitter's GIFs are MP4 videos; elsewhere a GIF is image/gif.)
+KIND_TYPES = {"photo": ("image",), "video": ("video",), "gif": ("video", "image/gif")}
+
+
+def mime_types(text: str) -> frozenset[str]:
+    """``--mime-types``: comma-separated ``type/subtype`` or ``type``; a typo (``imgae``)
+    refused every download, so an unknown word is a one-line error."""
+    out: set[str] = set()
+    for item in (t.strip().lower() for t in text.split(",")):
+        if not item:
+            continue
+        if item in KIND_TYPES:
+            out.update(KIND_TYPES[item])
+            continue
+        top, slash, sub = item.partition("/")
+        if top not in TOP_TYPES or (slash and not sub):
+            raise UserError(f"--mime-types: {item!r} is not a MIME type (e.g. image, video/mp4; "
+                            f"known top-level types: {', '.join(sorted(TOP_TYPES))})")
+        out.add(item)
+    return frozenset(out)
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "fetch",
@@ -75,7 +102,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "of the original content")
     p.add_argument("--mime-types", "--media-types", dest="mime_types", metavar="TYPES",
                    help="comma-separated MIME types to keep, e.g. image,video/mp4 (default: "
-                   "all)")
+                   "all); photo, video and gif, the dataflow's media kinds, mean image, "
+                   "video, and video or image/gif")
     p.add_argument("--resume", action="store_true",
                    help="skip the (row, position) pairs already in the -o report and append "
                    "to it")
@@ -141,7 +169,7 @@ def config_from_args(args: argparse.Namespace) -> FetchConfig:
         if not sep or not host or not ip:
             raise UserError(f"--resolve wants HOST=IP, not {item!r}")
         resolve_map[host.lower().rstrip(".")] = ip.strip("[]")
-    types = frozenset(t.strip() for t in (args.mime_types or "").split(",") if t.strip())
+    types = mime_types(args.mime_types or "")
     # From the full CLI the settings are resolved already; called on its own (tests, other
     # programs) the flags are read over the defaults here, with the same checks.
     settings = getattr(args, "settings", None) or resolve(args, Settings())
