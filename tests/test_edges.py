@@ -241,3 +241,41 @@ def test_a_dead_letter_over_the_message_limit_reaches_the_disk_whole_and_the_top
     pages = [big, *map(json.loads, lines[1:])]
     others = {t["id"] for page in pages for t in page["data"]} - {big["data"][0]["id"]}
     assert set(all_ids(tmp_path / "p")) == others  # every other post was written
+
+
+def test_compressed_exports_are_read_and_a_truncated_one_keeps_what_it_holds(
+        tmp_path: Path, fixtures: Path) -> None:
+    """A `.jsonl.xz` (or gzip) export was read as its compressed bytes: every line a binary
+    dead letter. A cut-short one stopped the whole run, other sources included."""
+    import gzip
+
+    plain = fixtures / V2 / "withheld.jsonl"
+    data = plain.read_bytes()
+    (tmp_path / "w.jsonl.xz").write_bytes(lzma.compress(data))
+    (tmp_path / "w.json.gz").write_bytes(gzip.compress(data))
+    shoal("up", "--source", f"file:{plain}", "--data-dir", str(tmp_path / "plain"),
+          "--idle-exit", "1", "--no-media")
+    expected = set(all_ids(tmp_path / "plain"))
+    for name in ("w.jsonl.xz", "w.json.gz"):
+        out = tmp_path / name.replace(".", "_")
+        shoal("up", "--source", f"file:{tmp_path / name}", "--data-dir", str(out),
+              "--idle-exit", "1", "--no-media")
+        assert set(all_ids(out)) == expected and not dead_letters(out)
+
+    xz = lzma.compress(data)
+    cut = tmp_path / "cut.jsonl.xz"
+    cut.write_bytes(xz[: len(xz) * 2 // 3])
+    other = fixtures / V2 / "kpop.jsonl"
+    out = tmp_path / "cut"
+    proc = shoal("up", "--source", f"a=file:{cut}", "--source", f"b=file:{other}",
+                 "--data-dir", str(out), "--idle-exit", "1", "--no-media")
+    assert proc.returncode == 0
+    shoal("up", "--source", f"file:{other}", "--data-dir", str(tmp_path / "kpop"),
+          "--idle-exit", "1", "--no-media")
+    got = set(all_ids(out))
+    assert set(all_ids(tmp_path / "kpop")) <= got  # the other source was collected whole
+    from_cut = got & expected
+    assert from_cut and from_cut != expected  # what was read before the cut stands
+    (letter,) = dead_letters(out)
+    assert str(letter["reason"]).startswith("file unreadable after ")
+    assert letter["source"] == str(cut)

@@ -233,6 +233,10 @@ def _collect_into(brokers: str, sources: list[Source], collector: str, kafka: An
             pub = Publisher.for_settings(brokers, name, kafka)
             try:
                 collect_files([path], pub, fmt, on_record=partial(progress.advance, task))
+            except (OSError, ValueError) as exc:  # the file, not Kafka (KafkaError is neither)
+                log.warning("unreadable source", extra={"fields": {"source": str(path),
+                                                                    "error": repr(exc)}})
+                done.unreadable.append(f"{path}: {exc}")
             finally:
                 pub.close()
             done.counts[name] = done.counts.get(name, 0) + pub.counts.posts

@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
+from shoal.formats._open import TRUNCATED
 from shoal.model import Control, DeadLetter, RawPost
 
 
@@ -55,4 +56,13 @@ def read_file(path: Path, fmt: str | None = None) -> Iterator[RawPost | DeadLett
     name = fmt or detect_format(path)
     if name not in all_readers:
         raise UnknownFormat(f"unknown format {name!r}; known: {', '.join(sorted(all_readers))}")
-    yield from all_readers[name].read(path)
+    records = 0
+    try:
+        for rec in all_readers[name].read(path):
+            records += 1
+            yield rec
+    except TRUNCATED as exc:
+        # A compressed file cut short (or a disk that failed under it): what was read stands,
+        # the rest is one dead letter saying where it stopped, and the other files go on.
+        yield DeadLetter(f"file unreadable after {records} records: {exc}", str(path), b"",
+                         name)

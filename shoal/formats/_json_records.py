@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from shoal.formats._open import open_input
 from shoal.model import Control, DeadLetter, RawPost
 
 _BLANK = b"\xef\xbb\xbf \t\r\n"
@@ -58,7 +59,7 @@ def raw_bytes(record: Record) -> bytes:
 
 
 def iter_records(path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         head = fh.read(4096).lstrip(_BLANK)
         fh.seek(0)
         if head.startswith(b"["):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-import lzma
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from shoal.formats._open import TRUNCATED, open_input, read_head, read_input
 
 HEAD_BYTES = 1 << 20
 
@@ -42,7 +43,7 @@ def first_json_line(path: Path, limit: int = SCAN_LINES) -> dict[str, Any] | Non
     several megabytes) is still JSON lines: its bad lines become dead letters, the others
     posts. Lines are read one by one, so a huge line does not hide the ones after it.
     """
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         for n, line in enumerate(fh):
             if n >= limit:
                 break
@@ -72,15 +73,10 @@ def _json_ish(line: bytes) -> bool:
 
 
 def first_value(path: Path) -> JsonHead | CsvHead | TextHead:
-    if path.name.endswith(".xz"):  # shoal's own raw archive (shoal.formats.shoal_archive)
-        try:
-            with lzma.open(path, "rb") as xz:
-                head = xz.read(HEAD_BYTES)
-        except lzma.LZMAError as exc:
-            return TextHead(f"not an xz file: {exc}")
-    else:
-        with open(path, "rb") as fh:
-            head = fh.read(HEAD_BYTES)
+    try:
+        head = read_head(path, HEAD_BYTES)  # compressed or not (shoal.formats._open)
+    except TRUNCATED as exc:
+        return TextHead(f"not a readable compressed file: {exc}")
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if not stripped.startswith((b"{", b"[")) and _json_ish(stripped.split(b"\n", 1)[0]):
         later = first_json_line(path)
@@ -99,12 +95,12 @@ def first_value(path: Path) -> JsonHead | CsvHead | TextHead:
             return JsonHead("lines" if rest else "object", value)
         if stripped.startswith(b"["):
             try:
-                whole = orjson.loads(path.read_bytes().lstrip(b"\xef\xbb\xbf"))
+                whole = orjson.loads(read_input(path).lstrip(b"\xef\xbb\xbf"))
             except orjson.JSONDecodeError:
                 return TextHead(head.decode("utf-8", "replace"))
             return JsonHead("array", whole[0] if whole else None)
         try:
-            return JsonHead("object", orjson.loads(path.read_bytes()))
+            return JsonHead("object", orjson.loads(read_input(path)))
         except orjson.JSONDecodeError:
             # A JSON-lines file whose first line is broken: look at the first good line.
             later = first_json_line(path)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from shoal.formats._open import open_input
 from shoal.formats._sniff import CsvHead
 from shoal.ids import id_problem, valid_id
 from shoal.model import DeadLetter, RawPost
@@ -96,7 +97,7 @@ class _Lines:
 
 
 def read(path: Path) -> Iterator[RawPost | DeadLetter]:
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         lines = _Lines(fh)
         reader = csv.reader(lines)
         try:

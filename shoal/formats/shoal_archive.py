@@ -25,13 +25,13 @@ with the line's format and retrieval time and the payload's exact bytes.
 
 from __future__ import annotations
 
-import lzma
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from shoal.formats._open import open_input
 from shoal.formats._sniff import JsonHead
 from shoal.model import Control, DeadLetter, RawPost
 
@@ -79,9 +79,7 @@ def sniff(first: object) -> bool:
 
 def open_archive(path: Path) -> IO[bytes]:
     """An archive file, compressed (as the sealer writes it) or not."""
-    if path.name.endswith(".xz"):
-        return lzma.open(path, "rb")
-    return open(path, "rb")
+    return open_input(path)
 
 
 def read(path: Path) -> Iterator[RawPost | DeadLetter | Control]:

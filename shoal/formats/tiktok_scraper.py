@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from shoal.formats._json_records import iter_records, raw_bytes
+from shoal.formats._open import open_input, read_input
 from shoal.formats._sniff import CsvHead, JsonHead, TextHead
 from shoal.model import Control, DeadLetter, RawPost
 from shoal.normalise._platform_rows import iso_or_empty
@@ -45,7 +46,7 @@ def sniff(first: object) -> bool:
 
 
 def read(path: Path) -> Iterator[RawPost | DeadLetter | Control]:
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith((b"[", b"{")):
         yield from _read_json(path)
@@ -73,7 +74,7 @@ def _read_json(path: Path) -> Iterator[RawPost | DeadLetter]:
 
 
 def _read_page(path: Path) -> Iterator[RawPost | DeadLetter]:
-    page = path.read_bytes()
+    page = read_input(path)
     match = _NEXT_DATA.search(page)
     if match is None:
         yield DeadLetter("no __NEXT_DATA__ script in page", str(path), page[:4096], NAME)

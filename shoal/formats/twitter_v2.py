@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from shoal.formats._open import open_input, read_input
 from shoal.formats._sniff import JsonHead
 from shoal.ids import id_problem, valid_id
 from shoal.model import Control, DeadLetter, RawPost
@@ -67,7 +68,7 @@ def iter_json(path: Path, fmt: str) -> Iterator[tuple[Any, str] | DeadLetter]:
     memory); otherwise it is one (pretty-printed) document parsed whole, unless that fails
     too, in which case it is JSON Lines with a broken first line.
     """
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         first_no = 0
         first = b""
         for first_no, first in enumerate(fh, 1):  # noqa: B007 - kept after the loop
@@ -81,7 +82,7 @@ def iter_json(path: Path, fmt: str) -> Iterator[tuple[Any, str] | DeadLetter]:
         except orjson.JSONDecodeError as exc:
             if path.stat().st_size <= MAX_DOCUMENT_BYTES:
                 try:
-                    whole = orjson.loads(path.read_bytes().lstrip(b"\xef\xbb\xbf"))
+                    whole = orjson.loads(read_input(path).lstrip(b"\xef\xbb\xbf"))
                 except orjson.JSONDecodeError:
                     pass
                 else:
