@@ -44,6 +44,30 @@ def test_up_demo_then_query(tmp_path: Path) -> None:
     assert csv_out.splitlines() == ["t", "600"]
 
 
+def test_a_copied_or_moved_data_dir_is_queried_where_it_is(tmp_path: Path) -> None:
+    """The views were read from shoal.duckdb, which names the folder it was written in: a
+    copy answered with the original's rows, and a moved folder with an error."""
+    import shutil
+
+    data = tmp_path / "d"
+    shoal("up", "--source", "demo:300", "--data-dir", str(data), "--idle-exit", "1",
+          "--no-media")
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    day = sorted((copy / "_parquet" / "posts").glob("platform=twitter/day=*"))[0]
+    kept = shoal("query", "--data-dir", str(copy), "--format", "csv",
+                 f"SELECT count(*) FROM posts WHERE day <> '{day.name[4:]}'").stdout
+    shutil.rmtree(day)
+    copied = shoal("query", "--data-dir", str(copy), "--format", "csv",
+                   "SELECT count(*) FROM posts").stdout
+    assert copied == kept != "count_star()\n300\n"
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    res = shoal("query", "--data-dir", str(moved), "--format", "csv",
+                "SELECT count(*) FROM posts")
+    assert res.stdout.splitlines() == ["count_star()", "300"]
+
+
 def test_errors_are_one_line(tmp_path: Path) -> None:
     cases = [
         ("up", "--source", "file:/no/such/file.jsonl", "--data-dir", str(tmp_path)),

@@ -212,11 +212,13 @@ def write_views(data_dir: Path) -> None:
 
 
 def connect_readonly(data_dir: Path) -> duckdb.DuckDBPyConnection:
-    """A query connection over the catalog that never takes the writer's lock."""
-    path = data_dir / CATALOG
-    if path.exists():
-        with contextlib.suppress(duckdb.IOException):
-            return duckdb.connect(str(path), read_only=True)
+    """A query connection over ``data_dir`` that never takes the writer's lock.
+
+    Its views are made here, in memory, over the folder named, rather than read from
+    ``shoal.duckdb``: that file names the folder it was written in (DuckDB resolves a
+    relative path against the working directory, not the file), so over a copy it read the
+    original, and over a moved folder nothing at all.
+    """
     con = duckdb.connect()
     made = set()
     for table in TABLES:
