@@ -26,6 +26,7 @@ Pure: bytes in, bytes out.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -36,11 +37,16 @@ from shoal.merge import HourState
 POST, SEEN, USER, MEDIA = "p", "s", "u", "m"
 
 
+# The escape of a NUL, not preceded by a backslash escaping the backslash itself: text that
+# reads "\u0000" (six characters) is encoded "\\u0000" and must stay what it says.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
 def encode(record: Mapping[str, Any]) -> bytes:
-    """One line. NUL bytes become U+FFFD: they break CSV readers downstream."""
+    """One line. NUL characters become U+FFFD: they break CSV readers downstream."""
     data = orjson.dumps(record)
     if b"\\u0000" in data:
-        data = data.replace(b"\\u0000", b"\\ufffd")
+        data = _NUL_ESCAPE.sub(rb"\1\\ufffd", data)
     return data + b"\n"
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hypothesis import given, settings
+import orjson
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from connectors.store.chunks import apply_chunk, write_chunk
@@ -72,3 +73,13 @@ def test_raw_payloads_come_out_byte_for_byte(tmp_path: Path) -> None:
     assert {pid: copy[2] for pid, copy in state.raw.items()} == {"1": raws[0], "2": raws[1],
                                                                   "3": raws[2]}
     assert state.posts["1"]["text"] == ',"j":'
+
+
+@given(st.lists(st.sampled_from(["\\", "\\u0000", "u", "0", "\x00", "a", "\ufffd"]),
+                max_size=12).map("".join))
+@example("write '\\u0000' for NUL")
+def test_a_chunk_line_changes_nul_characters_only(text: str) -> None:
+    """NUL becomes U+FFFD (it breaks CSV readers); text that merely reads \\u0000 (backslash,
+    u, zeros) used to be changed too, as its escape holds the same six bytes."""
+    out = orjson.loads(chunks.encode({"t": text}))["t"]
+    assert out == text.replace("\x00", "\ufffd")
