@@ -87,6 +87,26 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in proc.stderr
 
 
+def test_problems_the_user_can_fix_are_exit_2_before_anything_starts(tmp_path: Path) -> None:
+    """An unknown --format ran the whole pipeline over nothing and exited 0; a data dir that
+    is a file (or under one) was exit 1 with a bare FileExistsError."""
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    cases = [
+        (("up", "--source", "demo:10", "--format", "nope", "--data-dir", str(tmp_path / "a")),
+         "unknown --format 'nope'"),
+        (("collect", "file", str(a_file), "--brokers", "127.0.0.1:1", "--collector", "c",
+          "--format", "nope"), "unknown --format 'nope'"),
+        (("up", "--source", "demo:10", "--data-dir", str(a_file)), "is a file"),
+        (("up", "--source", "demo:10", "--data-dir", str(a_file / "sub")), "is a file"),
+    ]
+    for args, message in cases:
+        proc = shoal(*args, check=False)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (args, lines)
+    assert not (tmp_path / "a").exists()
+
+
 def test_separate_services_resume_and_read_while_writing(fixtures: Path, tmp_path: Path) -> None:
     port = free_port()
     broker = subprocess.Popen([*SHOAL, "broker", "--port", str(port)],

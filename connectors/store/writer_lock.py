@@ -51,10 +51,23 @@ def _flock(path: Path, mode: int) -> int | None:
     return fd
 
 
+def make_data_dir(data_dir: Path) -> None:
+    """Create ``data_dir`` (and its parents), or say in one line why it cannot be one: a
+    file of that name, a file on its path, no permission (exit 2, something to fix)."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"cannot use {data_dir} as the data dir: it, or a folder on its "
+                        "path, is a file") from None
+    except PermissionError:
+        raise UserError(f"cannot create the data dir {data_dir}: permission denied") from None
+
+
 @contextlib.contextmanager
 def writer_lock(data_dir: Path, process_id: int | None = None) -> Iterator[None]:
     """Hold the data dir for writing, or raise :class:`DataDirBusy` naming the holder."""
     lock = data_dir / LOCK
+    make_data_dir(data_dir)
     with disk_writes(lock):
         lock.parent.mkdir(parents=True, exist_ok=True)
     held: list[int] = []

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from connectors.store.writer_lock import writer_lock
+from connectors.store.writer_lock import make_data_dir, writer_lock
 from shoal import __version__
 from shoal.app import config as shoal_config
 from shoal.app import fetch_cmd
@@ -302,14 +302,25 @@ class _Services:
                 part.close()
 
 
+def _check_format(fmt: str | None) -> None:
+    """``--format``: a reader's name, checked before a broker starts (it was a warning per
+    file, after the whole pipeline had run over nothing, and exit 0)."""
+    from shoal.formats import readers
+
+    if fmt is not None and fmt not in readers():
+        raise UserError(f"unknown --format {fmt!r}; known: {', '.join(sorted(readers()))}")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from connectors.kafka.broker import EmbeddedBroker
     from connectors.kafka.publisher import ensure_topics
     from flows.ingest import run
 
+    _check_format(args.format)
+
     settings: Settings = args.settings
     sources = _parse_sources(args.source or ["demo"])
-    args.data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(args.data_dir)
     done = threading.Event()
     failure: list[BaseException] = []
     collected: list[Collected] = []
@@ -394,6 +405,7 @@ def _mkdir(path: Path) -> bool:
 def cmd_collect(args: argparse.Namespace) -> int:
     from connectors.kafka.publisher import ensure_topics
 
+    _check_format(args.format)
     for p in args.paths:
         if not Path(p).exists():
             raise UserError(f"no such file or directory: {p}")
@@ -607,7 +619,7 @@ def _replay_archive(args: argparse.Namespace) -> int:
     if not files:
         raise UserError(f"no raw archive in {root} (no */*/*_raw.jsonl.xz)")
     settings: Settings = args.settings
-    args.data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(args.data_dir)
     work = args.data_dir / "_work"
     work.mkdir(exist_ok=True)
     with writer_lock(args.data_dir), EmbeddedBroker(log=work / "broker.log") as broker:
