@@ -190,7 +190,8 @@ class StageLogic(StatefulBatchLogic[list[Message], Any, StageSnapshot]):
         metrics.dead()
         at = datetime.fromtimestamp(max(msg.timestamp_ms, 0) / 1000, UTC).replace(microsecond=0)
         self.out.append(DeadLetter(reason, _origin(msg, self.cfg.topic), msg.value or b"", fmt,
-                                   collector, at.isoformat()))
+                                   collector, at.isoformat(),
+                                   input=_headers(msg).get("source", "")))
 
     def _relayed(self, msg: Message, collector: str) -> None:
         """A dead letter a collector found: filed on disk like the flow's own."""

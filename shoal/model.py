@@ -179,6 +179,9 @@ class DeadLetter:
     # Set when the collector published it to shoal.deadletter already.
     published: bool = False
     raw_bytes: int = 0  # the record's size, when ``raw`` keeps only its head
+    # Where the record came from before Kafka (the file and line a collector read it at),
+    # for a letter the dataflow writes: its ``source`` is the message's topic/partition/offset.
+    input: str = ""
 
     def as_json(self) -> dict[str, Any]:
         raw: str
@@ -197,6 +200,7 @@ class DeadLetter:
             "at": self.at,
             "raw": raw,
             **({"raw_bytes": self.raw_bytes} if self.raw_bytes else {}),
+            **({"input": self.input} if self.input else {}),
         }
 
     def as_message(self) -> dict[str, Any]:

@@ -233,6 +233,8 @@ def test_a_dead_letter_over_the_message_limit_reaches_the_disk_whole_and_the_top
         consumer.close()
     (letter,) = dead_letters(tmp_path / "p")
     assert str(letter["reason"]).startswith("text too long")
+    assert letter["input"] == f"{path}:1"  # where the dataflow's letter came from, before Kafka
+    assert str(letter["source"]).startswith("shoal.posts/")
     assert json.loads(str(letter["raw"]))["text"] == "x" * 1_500_000  # whole, on disk
     (message,) = sent
     assert message["reason"] == letter["reason"] and message["source"] == letter["source"]
