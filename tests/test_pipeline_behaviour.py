@@ -191,3 +191,25 @@ def test_bad_messages_become_dead_letters(fixtures: Path, tmp_path: Path) -> Non
     assert table["total"] == "4"
     assert table["invalid JSON"] == str(sum(r["reason"].startswith("invalid JSON")
                                             for r in letters)) != "0"
+
+
+def test_a_post_created_after_its_retrieval_is_a_dead_letter_not_a_clock(
+        tmp_path: Path) -> None:
+    """One post dated 2090 (years up to 2099 pass) moved the partition's event time there:
+    every post after it counted as late, and an hour of 2090 was opened."""
+    posts = [_tweet(100 + i, f"2021-05-11T{10 + i // 12:02d}:{i % 12 * 5:02d}:00.000Z")
+             for i in range(40)]
+    posts.insert(3, _tweet(99, "2090-01-01T00:00:00.000Z"))
+    out = tmp_path / "out"
+    with EmbeddedBroker() as b:
+        ensure_topics(b.bootstrap, 1)
+        _send(b.bootstrap, "c", posts)  # retrieved 2021-10-31
+        run_flow(b.bootstrap, out, lateness=60)
+    assert sorted(map(int, all_ids(out))) == list(range(100, 140))
+    report = report_lines(out / "twitter/2021-05-11/2021-05-11_report.txt")
+    assert [r.split("\t")[-1] for r in report[1:]] == ["0"] * 4  # nothing late
+    assert not (out / "twitter" / "2090-01-01").exists()
+    letters = [r for f in (out / "_deadletter").rglob("*_deadletter.jsonl.xz")
+               for r in read_deadletters(f)]
+    (letter,) = letters
+    assert str(letter["reason"]).startswith("created after it was retrieved")
