@@ -156,3 +156,22 @@ def test_impossible_values_are_dead_letters_and_odd_text_reads_back(tmp_path: Pa
                          capture_output=True, timeout=120, check=True).stdout.decode("utf-8")
     queried = list(csv.DictReader(io.StringIO(out, newline="")))
     assert {r["id"]: r["text"] for r in queried} == {r["id"]: r["text"] for r in rows}
+
+
+def test_an_impossible_count_is_an_empty_cell_in_every_format() -> None:
+    """A JSON count of -5 was kept while the CSV readers blanked "-7"; digits of another
+    script ("١٢") were kept as they came, and no reader of the CSV takes them for a number."""
+    from shoal.normalise import normalise
+
+    def v2(metrics: dict[str, Any]) -> dict[str, str]:
+        payload = {"id": "1", "text": "t", "created_at": "2021-05-11T10:00:00.000Z",
+                   "author_id": "2", "public_metrics": metrics}
+        return normalise("twitter-v2", payload, "2021-05-11T11:00:00+00:00").post
+
+    row = v2({"retweet_count": -5, "like_count": -1.0, "reply_count": "١٢",
+              "quote_count": 3, "impression_count": "40"})
+    assert row["public_metrics.retweet_count"] == ""
+    assert row["public_metrics.like_count"] == ""
+    assert row["public_metrics.reply_count"] == ""
+    assert row["public_metrics.quote_count"] == "3"
+    assert row["public_metrics.impression_count"] == "40"

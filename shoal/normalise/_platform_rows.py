@@ -269,15 +269,16 @@ def count(value: Any) -> str:
     """An engagement count as a column: a whole number, else empty (never a guess).
 
     Payloads give counts as numbers or numeric strings (TikTok's ``statsV2``); anything else
-    (a missing field, ``null``, a boolean) is unknown, which an empty cell says.
+    (a missing field, ``null``, a boolean, a negative number, digits of another script) is
+    unknown, which an empty cell says, as the CSV readers already did with ``"-7"``.
     """
     if isinstance(value, bool) or value is None:
         return ""
     if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
+        return str(value) if value >= 0 else ""
+    if isinstance(value, float) and value.is_integer() and value >= 0:
         return str(int(value))
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return value
     return ""
 
