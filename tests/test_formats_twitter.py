@@ -387,3 +387,18 @@ def test_hostile_csv(tmp_path: Path, production_csv_limit: None) -> None:
     assert reasons[5] == "row too large: over 1048576 bytes"
     assert len(dead[5].raw) <= 64 << 10
     assert len(dead) == 6
+
+
+def test_an_array_per_line_is_json_lines(fixtures: Path, tmp_path: Path) -> None:
+    """A v1.1 timeline page per line was refused as a whole file ("no reader recognises"),
+    though the reader takes it apart when told the format."""
+    src = fixtures / "twitter-v1/bear__python-twitter/testdata/get_home_timeline.json"
+    tweets = orjson.loads(src.read_bytes())
+    pages = tmp_path / "pages.jsonl"
+    pages.write_bytes(orjson.dumps(tweets[:7]) + b"\n" + orjson.dumps(tweets[7:]) + b"\n")
+    assert detect_format(pages) == "twitter-v1"
+    got = [r.id for r in read_file(pages) if isinstance(r, RawPost)]
+    assert got == [str(t["id_str"]) for t in tweets]
+    whole = tmp_path / "one.json"  # one array on one line is still an array
+    whole.write_bytes(orjson.dumps(tweets) + b"\n")
+    assert first_value(whole).layout == "array"  # type: ignore[union-attr]

@@ -93,6 +93,11 @@ def first_value(path: Path) -> JsonHead | CsvHead | TextHead:
             # One object per line, or one object in the whole file.
             rest = stripped[len(first_line) :].strip()
             return JsonHead("lines" if rest else "object", value)
+        if (one_per_line and isinstance(value, list) and value and isinstance(value[0], dict)
+                and stripped[len(first_line) :].strip()):
+            # An array per line (an API page per line): JSON lines, which the readers
+            # take apart; parsed whole, the file was no JSON at all and refused.
+            return JsonHead("lines", value[0])
         if stripped.startswith(b"["):
             try:
                 whole = orjson.loads(read_input(path).lstrip(b"\xef\xbb\xbf"))
