@@ -402,3 +402,15 @@ def test_an_array_per_line_is_json_lines(fixtures: Path, tmp_path: Path) -> None
     whole = tmp_path / "one.json"  # one array on one line is still an array
     whole.write_bytes(orjson.dumps(tweets) + b"\n")
     assert first_value(whole).layout == "array"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("encoding", "named"), [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16LE"),
+                                                 ("utf-16-be", "UTF-16BE"), ("utf-32", "UTF-32")])
+def test_a_wide_encoding_is_named_when_the_file_is_refused(
+        fixtures: Path, tmp_path: Path, encoding: str, named: str) -> None:
+    """A UTF-16 export was refused as "no reader recognises this file (CsvHead at start)"."""
+    text = (fixtures / "twitter-v2/DocNow__twarc-csv/test-data/two_tweets.jsonl").read_text()
+    path = tmp_path / "wide.jsonl"
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(UnknownFormat, match=f"is {named} encoded; shoal reads UTF-8"):
+        detect_format(path)

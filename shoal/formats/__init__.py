@@ -48,7 +48,32 @@ def detect_format(path: Path) -> str:
     for name, mod in readers().items():
         if mod.sniff(first):
             return name
+    encoding = _wide_encoding(path)
+    if encoding:
+        raise UnknownFormat(f"{path}: the file is {encoding} encoded; shoal reads UTF-8 "
+                            f"(convert it: iconv -f {encoding} -t UTF-8)")
     raise UnknownFormat(f"{path}: no reader recognises this file ({type(first).__name__} at start)")
+
+
+def _wide_encoding(path: Path) -> str:
+    """``UTF-16``/``UTF-32`` when the start of ``path`` says so (a byte-order mark, or a NUL
+    beside every ASCII character), else "": such a file is no reader's, and said why."""
+    from shoal.formats._open import read_head
+
+    try:
+        head = read_head(path, 4096)
+    except OSError:
+        return ""
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "UTF-32"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16"
+    pairs = head[: len(head) // 2 * 2]
+    if len(pairs) >= 8 and pairs[1::2].count(0) > len(pairs) * 0.4:
+        return "UTF-16LE"  # "a\0": the low byte first
+    if len(pairs) >= 8 and pairs[0::2].count(0) > len(pairs) * 0.4:
+        return "UTF-16BE"
+    return ""
 
 
 def read_file(path: Path, fmt: str | None = None) -> Iterator[RawPost | DeadLetter | Control]:
