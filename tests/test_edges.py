@@ -281,3 +281,32 @@ def test_compressed_exports_are_read_and_a_truncated_one_keeps_what_it_holds(
     (letter,) = dead_letters(out)
     assert str(letter["reason"]).startswith("file unreadable after ")
     assert letter["source"] == str(cut)
+
+
+def test_an_input_collected_again_later_files_its_dead_letters_once(
+        tmp_path: Path, fixtures: Path) -> None:
+    """Letters are filed by the hour they reached Kafka: `shoal up` run again over the same
+    file an hour later filed them all again; and one file read under two collector names
+    counted the dataflow's letters (a bad date) twice but the collectors' once."""
+    path, _ = bad_file(tmp_path, fixtures)
+    lines = path.read_bytes().splitlines(keepends=True)
+    page = json.loads(lines[0])
+    page["data"][0]["created_at"] = "9999-12-31T23:59:59.000Z"  # the dataflow's letter
+    path.write_bytes(json.dumps(page).encode() + b"\n" + b"".join(lines[1:]))
+    data = tmp_path / "d"
+    up = ("--data-dir", str(data), "--idle-exit", "1", "--no-media")
+    shoal("up", "--source", f"file:{path}", *up)
+    first = dead_letters(data)
+    assert len(first) == 5 and dead_report_total(data) == 5
+    # As if the first run had been an hour earlier: its letters in another hour's file.
+    for old in (data / "_deadletter").glob("*/*_deadletter.jsonl.xz"):
+        earlier = data / "_deadletter" / "2020-01-01" / "2020-01-01_00_deadletter.jsonl.xz"
+        earlier.parent.mkdir(exist_ok=True)
+        old.rename(earlier)
+    shoal("up", "--source", f"file:{path}", *up)
+    assert len(dead_letters(data)) == 5  # none filed twice
+    both = tmp_path / "both"
+    shoal("up", "--source", f"a=file:{path}", "--source", f"b=file:{path}", "--data-dir",
+          str(both), "--idle-exit", "1", "--no-media")
+    letters = dead_letters(both)
+    assert sorted(str(d["reason"]) for d in letters) == sorted(str(d["reason"]) for d in first)

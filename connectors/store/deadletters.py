@@ -8,6 +8,7 @@ list the same bad message twice. Dead letters are rare; rewriting is cheap enoug
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import lzma
 from collections import defaultdict
@@ -46,8 +47,22 @@ def read_deadletters(path: Path) -> list[dict[str, Any]]:
 def _identity(rec: dict[str, Any]) -> tuple[Any, ...]:
     """What makes a dead letter itself: its origin, reason and content. The same message
     replayed is the same letter; two bad records of one input line (two tweets of a page
-    without an id) are two."""
-    return (rec.get("source"), rec.get("reason"), rec.get("raw"))
+    without an id) are two. The origin is the input's ``file:line`` when the dataflow knows
+    it (``input``): the same file read again, or under two collector names, comes back
+    under other offsets, and is still the same bad record."""
+    return (rec.get("input") or rec.get("source"), rec.get("reason"), rec.get("raw"))
+
+
+def _digest(rec: dict[str, Any]) -> bytes:
+    return hashlib.blake2b(orjson.dumps(_identity(rec), default=str), digest_size=16).digest()
+
+
+def known_letters(data_dir: Path) -> set[bytes]:
+    """The identities of every dead letter filed in ``data_dir``, any hour: a letter is
+    filed by the hour it reached Kafka, so the same input collected again later (``shoal up``
+    run twice over a file) would be filed a second time in another hour's file."""
+    return {_digest(r) for path in sorted((data_dir / FOLDER).glob("*/*_deadletter.jsonl.xz"))
+            for r in read_deadletters(path)}
 
 
 def append_deadletters(path: Path, records: Iterable[dict[str, Any]]) -> int:
@@ -99,6 +114,7 @@ def write_deadletter_report(data_dir: Path, day: str) -> Path:
 class _Partition(StatelessSinkPartition[DeadLetter]):
     def __init__(self, data_dir: Path, brokers: str | None):
         self.data_dir = data_dir
+        self.known: set[bytes] | None = None  # known_letters, read at the first letter
         self.producer: Any = None
         if brokers:
             from kafka import KafkaProducer
@@ -109,8 +125,14 @@ class _Partition(StatelessSinkPartition[DeadLetter]):
         now = datetime.now(UTC).replace(microsecond=0)
         groups: dict[Path, list[dict[str, Any]]] = defaultdict(list)
         to_publish: list[DeadLetter] = []
+        if self.known is None:
+            self.known = known_letters(self.data_dir)
         for letter in items:
             rec = letter.as_json()
+            digest = _digest(rec)
+            if digest in self.known:  # filed already, maybe in another hour: not twice
+                continue
+            self.known.add(digest)
             # Filed by the time the message reached Kafka, so a replay files it the same way.
             when = parse_iso(letter.at) if letter.at else now
             rec["at"] = letter.at = when.isoformat()
