@@ -159,3 +159,32 @@ def test_a_replay_serves_its_metrics_and_logs_its_progress(tmp_path: Path) -> No
     assert "shoal_" in scraped
     records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(r["msg"] == "progress" for r in records), err[-2000:]
+
+
+def test_a_raw_archive_read_as_a_source_credits_the_collectors_it_names(
+        tmp_path: Path) -> None:
+    """`--source file:ARCHIVE` reported every post under the source's name, where the
+    archive says which collectors saw it (`replay --from-archive` credited them)."""
+    import subprocess
+    import sys
+
+    shoal = [sys.executable, "-m", "shoal"]
+    original = tmp_path / "original"
+    subprocess.run([*shoal, "up", "--source", "demo:400", "--data-dir", str(original),
+                    "--idle-exit", "1", "--no-media"], check=True, capture_output=True,
+                   timeout=180)
+    (archive,) = sorted(original.glob("twitter/*/*_raw.jsonl.xz"))[:1]
+    again = tmp_path / "again"
+    subprocess.run([*shoal, "up", "--source", f"file:{archive}", "--data-dir", str(again),
+                    "--idle-exit", "1", "--no-media"], check=True, capture_output=True,
+                   timeout=180)
+    rel = archive.relative_to(original)
+    name = rel.name.replace("_raw.jsonl.xz", "_report.txt")
+    day = rel.parent.name
+    before = (original / "twitter" / day / f"{day}_report.txt").read_text().splitlines()
+    after = (again / "twitter" / day / f"{day}_report.txt").read_text().splitlines()
+    hour = name.split("_")[1]
+    assert after[0] == before[0] == "hour\tdemo-a\tdemo-b\ttotal\tdiff\tdiff %\tlate"
+    row = next(r for r in after if r.startswith(hour + "\t"))
+    assert row.split("\t")[:5] == next(r for r in before if r.startswith(hour + "\t")).split(
+        "\t")[:5]

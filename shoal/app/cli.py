@@ -231,17 +231,30 @@ def _collect_into(brokers: str, sources: list[Source], collector: str, kafka: An
                 continue
             task = progress.add_task(f"{name}: {path.name}", total=None)
             pub = Publisher.for_settings(brokers, name, kafka)
+            others: dict[str, Any] = {name: pub}
+
+            def publisher_for(collector: str, others: dict[str, Any] = others) -> Any:
+                # A raw-archive line names the collectors that saw its post: each is credited,
+                # as `replay --from-archive` does (they were all reported as this source).
+                if collector not in others:
+                    others[collector] = Publisher.for_settings(brokers, collector, kafka)
+                return others[collector]
+
             try:
-                collect_files([path], pub, fmt, on_record=partial(progress.advance, task))
+                collect_files([path], pub, fmt, on_record=partial(progress.advance, task),
+                              publisher_for=publisher_for)
             except (OSError, ValueError) as exc:  # the file, not Kafka (KafkaError is neither)
                 log.warning("unreadable source", extra={"fields": {"source": str(path),
                                                                     "error": repr(exc)}})
                 done.unreadable.append(f"{path}: {exc}")
             finally:
-                pub.close()
-            done.counts[name] = done.counts.get(name, 0) + pub.counts.posts
-            metrics.posts_out(name, pub.counts.posts)
-            event(log, "collected", collector=name, file=str(path), posts=pub.counts.posts,
+                for each in others.values():
+                    each.close()
+            for collector, each in others.items():
+                done.counts[collector] = done.counts.get(collector, 0) + each.counts.posts
+                metrics.posts_out(collector, each.counts.posts)
+            event(log, "collected", collector=name, file=str(path),
+                  posts=sum(each.counts.posts for each in others.values()),
                   dead=pub.counts.dead, control=pub.counts.control)
     return done
 
