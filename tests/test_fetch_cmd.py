@@ -502,8 +502,8 @@ def test_a_failed_url_found_again_later_is_not_fetched_again(
     lines = keyed(report)
     assert len(lines) == len(cells)
     for first, again in ((0, 5), (1, 6)):
-        assert without_times({0: lines[(again, 0)]})[0] == {
-            **without_times({0: lines[(first, 0)]})[0],
+        assert without_times({(0, 0): lines[(again, 0)]})[(0, 0)] == {
+            **without_times({(0, 0): lines[(first, 0)]})[(0, 0)],
             "fetch_original_index": str(again)}
     assert lines[(5, 0)]["fetch_error"] == "http 404"
     assert lines[(6, 0)]["fetch_error"] == "http 500"
