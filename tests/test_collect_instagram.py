@@ -75,7 +75,9 @@ def test_batch_survives_faults_and_a_kill(fixtures: Path, brokers: str, tap: Kaf
     public = [m["pk"] for p in ("alice", "carol", "dave", "erin")
               for m in fake.profiles[p].posts]
     assert set(keys) == {f"instagram:{pk}" for pk in public}
-    assert max(keys.values()) == 1, "a post was published twice"
+    # At least once, by design: a post is archived once Kafka acknowledged it, so a kill
+    # between the two repeats that one post (the dataflow dedupes it); no other repeats.
+    assert sum(n - 1 for n in keys.values()) <= 1, "a post was published twice"
 
     # The 429 was waited out: nothing reached the server inside the window, and the wait was
     # logged once with the time the collector resumes.
