@@ -160,6 +160,8 @@ class RawPost:
 
 # The ``format`` header of a dead letter a collector sends through the posts topic.
 DEADLETTER_FORMAT = "shoal-deadletter"
+# The topic every dead letter is also published to, by collectors and by the dataflow.
+DEADLETTER_TOPIC = "shoal.deadletter"
 # What a dead letter's message keeps of a record too large to keep whole: Kafka refuses a
 # message over its limit, and the letter is about the record, not a copy of it.
 DEAD_RAW_HEAD = 64 * 1024

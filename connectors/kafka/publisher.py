@@ -38,13 +38,12 @@ from kafka.errors import (
 from connectors.kafka.spool import DEFAULT_MAX_BYTES, Message, Spool, SpoolFull, default_spool_root
 from connectors.kafka.spool import safe_name as _safe_name
 from shoal.errors import UserError
-from shoal.model import DEADLETTER_FORMAT, DeadLetter, RawPost
+from shoal.model import DEADLETTER_FORMAT, DEADLETTER_TOPIC, DeadLetter, RawPost
 from shoal.options import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 POSTS_TOPIC = "shoal.posts"
-DEADLETTER_TOPIC = "shoal.deadletter"
 DEFAULT_PARTITIONS = 4
 DEADLETTER_FORMAT_BYTES = DEADLETTER_FORMAT.encode()
 MAX_MESSAGE_BYTES = 1_000_000  # [kafka] max_message_bytes: under Kafka's default broker limit

@@ -23,11 +23,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from connectors.store.disk import atomic_write
 from connectors.store.reports import refresh_day_reports, reports_lock
 from shoal.hours import parse_iso
-from shoal.model import DeadLetter
+from shoal.model import DEADLETTER_TOPIC, DeadLetter
 
 FOLDER = "_deadletter"
-# The topic collectors also send their dead letters to (connectors.kafka.publisher).
-DEADLETTER_TOPIC = "shoal.deadletter"
 log = logging.getLogger("shoal.deadletters")
 
 

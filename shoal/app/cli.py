@@ -526,8 +526,9 @@ def _cell(value: Any) -> str:
 
 @contextlib.contextmanager
 def _metrics_only(args: argparse.Namespace) -> Iterator[None]:
-    """/metrics and /healthz while a replay runs, when ``--metrics-port`` asks for them (a
-    replay of months is watched like a service; alerts and hooks are for live ones)."""
+    """/metrics and /healthz while a replay or a collector runs, when ``--metrics-port`` asks
+    for them (a replay of months is watched like a service; alerts and hooks are for the
+    dataflow services, :class:`_Services`)."""
     from connectors.ops import metrics
 
     server = metrics.start_server(args.metrics_port, args.metrics_host) \
@@ -680,12 +681,7 @@ BATCH_COLLECTORS = ("instagram", "tiktok", "images")
 
 def _run_live(args: argparse.Namespace) -> int:
     """A long-running collector, with /metrics and /healthz when asked for."""
-    from connectors.ops import metrics
-
-    server = None
-    if args.metrics_port:
-        server = metrics.start_server(args.metrics_port, args.metrics_host)
-    try:
+    with _metrics_only(args):
         if args.kind not in BATCH_COLLECTORS:
             result: int = args.live_run(args)
             return result
@@ -694,9 +690,6 @@ def _run_live(args: argparse.Namespace) -> int:
         with BatchDisplay(args.progress):
             result = args.live_run(args)
         return result
-    finally:
-        if server is not None:
-            server.close()
 
 
 # --------------------------------------------------------------------------- parser

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
-from shoal.formats._open import TRUNCATED
+from shoal.formats._open import TRUNCATED, read_head
 from shoal.model import Control, DeadLetter, RawPost
 
 
@@ -58,8 +58,6 @@ def detect_format(path: Path) -> str:
 def _wide_encoding(path: Path) -> str:
     """``UTF-16``/``UTF-32`` when the start of ``path`` says so (a byte-order mark, or a NUL
     beside every ASCII character), else "": such a file is no reader's, and said why."""
-    from shoal.formats._open import read_head
-
     try:
         head = read_head(path, 4096)
     except OSError:
