@@ -138,14 +138,16 @@ def test_a_replay_serves_its_metrics_and_logs_its_progress(tmp_path: Path) -> No
 
     shoal = [sys.executable, "-m", "shoal"]
     original = tmp_path / "original"
-    subprocess.run([*shoal, "up", "--source", "demo:3000", "--data-dir", str(original),
-                    "--idle-exit", "1", "--no-media"], check=True, capture_output=True,
-                   timeout=180)
+    made = subprocess.run([*shoal, "up", "--source", "demo:3000", "--data-dir", str(original),
+                           "--idle-exit", "1", "--no-media"], capture_output=True, text=True,
+                          timeout=180, env=_own_spool(tmp_path))
+    assert made.returncode == 0, made.stderr[-3000:]
     port = free_port()
     proc = subprocess.Popen([*shoal, "replay", "--from-archive", str(original), "--data-dir",
                              str(tmp_path / "rebuilt"), "--no-media", "--metrics-port",
                              str(port), "--progress-seconds", "0.2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=_own_spool(tmp_path))
     scraped = ""
     deadline = time.monotonic() + 150
     while proc.poll() is None and time.monotonic() < deadline and not scraped:
@@ -170,14 +172,16 @@ def test_a_raw_archive_read_as_a_source_credits_the_collectors_it_names(
 
     shoal = [sys.executable, "-m", "shoal"]
     original = tmp_path / "original"
-    subprocess.run([*shoal, "up", "--source", "demo:400", "--data-dir", str(original),
-                    "--idle-exit", "1", "--no-media"], check=True, capture_output=True,
-                   timeout=180)
+    made = subprocess.run([*shoal, "up", "--source", "demo:400", "--data-dir", str(original),
+                           "--idle-exit", "1", "--no-media"], capture_output=True, text=True,
+                          timeout=180, env=_own_spool(tmp_path))
+    assert made.returncode == 0, made.stderr[-3000:]
     (archive,) = sorted(original.glob("twitter/*/*_raw.jsonl.xz"))[:1]
     again = tmp_path / "again"
-    subprocess.run([*shoal, "up", "--source", f"file:{archive}", "--data-dir", str(again),
-                    "--idle-exit", "1", "--no-media"], check=True, capture_output=True,
-                   timeout=180)
+    made = subprocess.run([*shoal, "up", "--source", f"file:{archive}", "--data-dir",
+                           str(again), "--idle-exit", "1", "--no-media"], capture_output=True,
+                          text=True, timeout=180, env=_own_spool(tmp_path))
+    assert made.returncode == 0, made.stderr[-3000:]
     rel = archive.relative_to(original)
     name = rel.name.replace("_raw.jsonl.xz", "_report.txt")
     day = rel.parent.name
@@ -188,3 +192,12 @@ def test_a_raw_archive_read_as_a_source_credits_the_collectors_it_names(
     row = next(r for r in after if r.startswith(hour + "\t"))
     assert row.split("\t")[:5] == next(r for r in before if r.startswith(hour + "\t")).split(
         "\t")[:5]
+
+
+def _own_spool(tmp_path: Path) -> dict[str, str]:
+    """The environment of a `shoal up` of these tests: a spool and config folder of its own,
+    so that nothing another run left in the user's spool is delivered into it."""
+    import os
+
+    return {**os.environ, "SHOAL_SPOOL_DIR": str(tmp_path / "spool"),
+            "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
