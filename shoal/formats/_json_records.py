@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from shoal.formats._open import open_input
+from shoal.formats._array import salvage_array
+from shoal.formats._open import open_input, read_head, read_input
 from shoal.model import Control, DeadLetter, RawPost
 
 _BLANK = b"\xef\xbb\xbf \t\r\n"
@@ -59,20 +60,25 @@ def raw_bytes(record: Record) -> bytes:
 
 
 def iter_records(path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
+    # read_head and read_input give what a compressed file cut short holds before its cut
+    # (a plain read() of it loses its last blocks with the error).
+    if read_head(path, 4096).lstrip(_BLANK).startswith(b"["):
+        yield from _array(read_input(path), path, fmt)
+        return
     with open_input(path) as fh:
-        head = fh.read(4096).lstrip(_BLANK)
-        fh.seek(0)
-        if head.startswith(b"["):
-            yield from _array(fh.read(), path, fmt)
-        else:
-            yield from _lines(fh, path, fmt)
+        yield from _lines(fh, path, fmt)
 
 
 def _array(data: bytes, path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
     try:
         values = orjson.loads(data.lstrip(b"\xef\xbb\xbf"))
-    except orjson.JSONDecodeError as exc:
-        yield DeadLetter(f"invalid JSON array: {exc}", str(path), data, fmt)
+    except orjson.JSONDecodeError:
+        # Cut short or broken part way: the elements before the break are still posts.
+        for part in salvage_array(data):
+            if part.reason:
+                yield DeadLetter(part.reason, f"{path}[{part.position}]", part.raw, fmt)
+            else:
+                yield Record(f"{path}[{part.position}]", part.value, part.raw)
         return
     for index, value in enumerate(values):
         yield Record(f"{path}[{index}]", value, None)
@@ -94,12 +100,10 @@ def _lines(fh: Any, path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
         except orjson.JSONDecodeError as exc:
             if first:
                 # Maybe one pretty-printed value spanning lines: try the whole file.
-                after_first = fh.tell()
-                fh.seek(0)
                 try:
-                    whole = orjson.loads(fh.read().lstrip(b"\xef\xbb\xbf"))
+                    whole = orjson.loads(read_input(path).lstrip(b"\xef\xbb\xbf"))
                 except orjson.JSONDecodeError:
-                    fh.seek(after_first)
+                    pass
                 else:
                     if isinstance(whole, list):
                         for index, item in enumerate(whole):

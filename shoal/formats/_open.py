@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import zlib
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -44,7 +45,7 @@ def open_input(path: Path) -> IO[bytes]:
     if kind == "xz":
         return lzma.open(path, "rb")
     if kind == "gzip":
-        return gzip.open(path, "rb")  # type: ignore[return-value]  # a BufferedIOBase
+        return cast(IO[bytes], gzip.GzipFile(path, "rb"))
     if kind == "bzip2":
         return bz2.open(path, "rb")
     return open(path, "rb")
@@ -56,9 +57,12 @@ def read_head(path: Path, size: int) -> bytes:
     parts: list[bytes] = []
     got = 0
     with open_input(path) as fh:
+        read1 = cast(io.BufferedIOBase, fh).read1  # every opener above returns a buffered file
         try:
             while got < size:
-                part = fh.read(min(64 * 1024, size - got))
+                # read1, not read: read() gathers several blocks and loses them all when
+                # the stream ends early; read1 hands over each block as it is decoded.
+                part = read1(min(64 * 1024, size - got))
                 if not part:
                     break
                 parts.append(part)

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from shoal.formats._array import salvage_array
 from shoal.formats._open import TRUNCATED, open_input, read_head, read_input
 
 HEAD_BYTES = 1 << 20
@@ -99,10 +100,15 @@ def first_value(path: Path) -> JsonHead | CsvHead | TextHead:
             # take apart; parsed whole, the file was no JSON at all and refused.
             return JsonHead("lines", value[0])
         if stripped.startswith(b"["):
+            data = read_input(path)
             try:
-                whole = orjson.loads(read_input(path).lstrip(b"\xef\xbb\xbf"))
+                whole = orjson.loads(data.lstrip(b"\xef\xbb\xbf"))
             except orjson.JSONDecodeError:
-                return TextHead(head.decode("utf-8", "replace"))
+                # A truncated array is still an array: its first whole element tells.
+                good = next((p for p in salvage_array(data) if not p.reason), None)
+                if good is None:
+                    return TextHead(head.decode("utf-8", "replace"))
+                return JsonHead("array", good.value)
             return JsonHead("array", whole[0] if whole else None)
         try:
             return JsonHead("object", orjson.loads(read_input(path)))

@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from shoal.formats._open import open_input, read_input
+from shoal.formats._array import TRUNCATED_ARRAY, salvage_array
+from shoal.formats._open import TRUNCATED, open_input, read_input
 from shoal.formats._sniff import JsonHead
 from shoal.ids import id_problem, valid_id
 from shoal.model import Control, DeadLetter, RawPost
@@ -71,20 +72,32 @@ def iter_json(path: Path, fmt: str) -> Iterator[tuple[Any, str] | DeadLetter]:
     with open_input(path) as fh:
         first_no = 0
         first = b""
-        for first_no, first in enumerate(fh, 1):  # noqa: B007 - kept after the loop
-            if first.strip():
-                break
-        else:
-            return
+        try:
+            for first_no, first in enumerate(fh, 1):  # noqa: B007 - kept after the loop
+                if first.strip():
+                    break
+            else:
+                return
+        except TRUNCATED:  # a compressed file cut inside its first line: what it holds
+            first_no, first = 1, read_input(path)
         head = first.lstrip(b"\xef\xbb\xbf").rstrip(b"\r\n")
         try:
             value = orjson.loads(head)
         except orjson.JSONDecodeError as exc:
             if path.stat().st_size <= MAX_DOCUMENT_BYTES:
+                data = read_input(path)
                 try:
-                    whole = orjson.loads(read_input(path).lstrip(b"\xef\xbb\xbf"))
+                    whole = orjson.loads(data.lstrip(b"\xef\xbb\xbf"))
                 except orjson.JSONDecodeError:
-                    pass
+                    parts = list(salvage_array(data)) if head.lstrip()[:1] == b"[" else []
+                    if parts and parts[-1].reason.startswith(TRUNCATED_ARRAY):
+                        # An array cut short: the elements before the cut are still read.
+                        # (Broken otherwise, it may be an array per line: read line by line.)
+                        for part in parts:
+                            where = f"{path}[{part.position}]"
+                            yield (DeadLetter(part.reason, where, part.raw, fmt) if part.reason
+                                   else (part.value, where))
+                        return
                 else:
                     yield whole, f"{path}:{first_no}"
                     return
