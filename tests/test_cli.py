@@ -30,6 +30,20 @@ def test_help_lists_every_planned_subcommand() -> None:
         assert f"    {name}" in out
 
 
+def test_only_collect_builds_the_collectors_parsers() -> None:
+    """A command other than ``collect`` does not import the collectors (aiohttp, instaloader,
+    twarc: half of every start); ``collect NAME --help`` still shows a collector's flags."""
+    probe = ("import sys\nfrom shoal.app.cli import main\ntry:\n    main(sys.argv[1:])\n"
+             "except SystemExit:\n    pass\n"
+             "print('LOADED', sorted(m for m in ('instaloader', 'twarc', 'aiohttp', "
+             "'connectors.collect.bluesky') if m in sys.modules))")
+    for argv, loaded in ((["query", "--help"], False), (["collect", "mastodon", "--help"], True)):
+        out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True,
+                             text=True, timeout=60).stdout
+        assert ("--access-token" in out or "--token" in out) == loaded, out[-500:]
+        assert (out.splitlines()[-1] != "LOADED []") == loaded, out.splitlines()[-1]
+
+
 def test_up_demo_then_query(tmp_path: Path) -> None:
     data = tmp_path / "d"
     shoal("up", "--source", "demo:600", "--data-dir", str(data), "--idle-exit", "1")

@@ -677,6 +677,7 @@ def _replay_archive(args: argparse.Namespace) -> int:
 
 
 BATCH_COLLECTORS = ("instagram", "tiktok", "images")
+LIVE_COLLECTORS = ("twitter-sample", "twitter-search", "bluesky", "mastodon", *BATCH_COLLECTORS)
 
 
 def _run_live(args: argparse.Namespace) -> int:
@@ -702,8 +703,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Every command; the flags of declared options come from ``shoal.options``."""
+def build_parser(collectors: bool = True) -> argparse.ArgumentParser:
+    """Every command; the flags of declared options come from ``shoal.options``.
+
+    ``collectors=False`` leaves out the live collectors' parsers under ``collect``: building
+    them imports their modules (aiohttp, instaloader, twarc, Kafka), about half of every
+    start, which a command other than ``collect`` never uses.
+    """
     parser = _Parser(
         prog="shoal",
         description="Collect social-media posts through Kafka into hourly files and DuckDB.",
@@ -735,14 +741,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 2 if a file could not be read (the others are collected anyway)")
     add_options(f, "collect file")
     f.set_defaults(func=cmd_collect)
-    from connectors.collect.commands import add_parsers as add_live_parsers
+    if collectors:
+        from connectors.collect.commands import add_parsers as add_live_parsers
 
-    add_live_parsers(kinds)  # twitter-sample, twitter-search, bluesky, mastodon
-    for name in ("twitter-sample", "twitter-search", "bluesky", "mastodon", "instagram",
-                 "images", "tiktok"):
-        live = kinds.choices[name]
-        add_options(live, f"collect {name}")
-        live.set_defaults(func=_run_live)
+        add_live_parsers(kinds)  # twitter-sample, twitter-search, bluesky, mastodon, ...
+        for name in LIVE_COLLECTORS:
+            live = kinds.choices[name]
+            add_options(live, f"collect {name}")
+            live.set_defaults(func=_run_live)
 
     p = sub.add_parser("process", help="run the dataflow against any Kafka")
     _cluster_flags(p)
@@ -820,7 +826,7 @@ def _said_stopped(stopped: list[int]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(collectors="collect" in argv)
     try:
         settings = shoal_config.prepare(parser, argv)
     except UserError as exc:
