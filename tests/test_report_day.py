@@ -83,3 +83,22 @@ def test_series_show_gaps_and_a_dead_collector() -> None:
 def test_bad_day_is_one_line(day_dir: Path) -> None:
     code, _out, err = run(["report", "day", "--data-dir", str(day_dir), "01/06/2023"])
     assert code == 2 and err.startswith("shoal: error: DAY must look like")
+
+
+def test_dead_letters_are_counted_by_kind_not_by_bad_value() -> None:
+    """A day of bad dates is one row of the report, not one row per date; reasons that are
+    different kinds stay apart, and words with an apostrophe are not taken for quotes."""
+    from connectors.store.deadletters import reason_of
+
+    def kind(reason: str) -> str:
+        return reason_of({"reason": reason})
+
+    dates = {kind(f"absurd created_at '{y}-12-31T23:59:59Z'") for y in (9999, 1900, 2150)}
+    assert dates == {"absurd created_at '…'"}
+    ids = {kind(f"tweet with an invalid id '{i}' (must be a positive integer)") for i in "0-7x"}
+    assert len(ids) == 1
+    cut = {kind(f"file unreadable after {n} records: EOF") for n in (0, 12, 40000)}
+    assert cut == {"file unreadable after N records"}
+    assert kind("UTF-16 file") == "UTF-16 file"  # a number inside a word stays
+    assert kind("the collector can't read 'x'") == "the collector can't read '…'"
+    assert len({kind("line too large: 5 bytes"), kind("invalid JSON line: x"), dates.pop()}) == 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import lzma
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -84,9 +85,17 @@ def append_deadletters(path: Path, records: Iterable[dict[str, Any]]) -> int:
     return added
 
 
+_QUOTED = re.compile(r"(?<!\w)'[^']*'(?!\w)|\"[^\"]*\"")
+_NUMBER = re.compile(r"(?<![\w.-])-?\d+(?:\.\d+)?(?![\w.-])")
+
+
 def reason_of(rec: dict[str, Any]) -> str:
-    """A dead letter's reason without its details (the part before the first colon)."""
-    return " ".join(str(rec.get("reason", "")).split(":")[0].split())[:120] or "?"
+    """A dead letter's kind, the row it is counted in: its reason without the values that
+    differ from one letter to the next. Quoted values become ``'…'`` and numbers ``N``
+    before the details (after the first colon) go, so that a day of bad dates is one row
+    (``absurd created_at '…'``), not one row per date; the letters keep their full reason."""
+    text = _NUMBER.sub("N", _QUOTED.sub("'…'", str(rec.get("reason", ""))))
+    return " ".join(text.split(":")[0].split())[:120] or "?"
 
 
 def reasons_on(data_dir: Path, day: str) -> dict[str, int]:
