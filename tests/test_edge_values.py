@@ -175,3 +175,35 @@ def test_an_impossible_count_is_an_empty_cell_in_every_format() -> None:
     assert row["public_metrics.reply_count"] == ""
     assert row["public_metrics.quote_count"] == "3"
     assert row["public_metrics.impression_count"] == "40"
+
+
+def test_an_impossible_author_count_is_an_empty_cell_in_every_format() -> None:
+    """Followers, following, posts and lists of an author are counts too: -5, -1.0 and
+    "١٢" are unknown (an empty cell), 3 and "40" are kept, in the users file and the post."""
+    from shoal.normalise import normalise
+
+    odd = {"followers_count": -5, "following_count": "١٢", "tweet_count": 3,
+           "listed_count": -1.0}
+    v2 = normalise("twitter-v2", {
+        "id": "1", "text": "t", "created_at": "2021-05-11T10:00:00.000Z", "author_id": "2",
+        "author": {"id": "2", "username": "a", "public_metrics": odd},
+    }, "2021-05-11T11:00:00+00:00")
+    v1 = normalise("twitter-v1", {
+        "id_str": "1", "text": "t", "created_at": "Tue May 11 10:00:00 +0000 2021",
+        "user": {"id_str": "2", "screen_name": "a", "followers_count": -5,
+                 "friends_count": "١٢", "statuses_count": 3, "listed_count": -1.0},
+    }, "2021-05-11T11:00:00+00:00")
+    masto = normalise("mastodon-status", {
+        "id": "1", "uri": "https://m.example/1", "url": "https://m.example/@a/1",
+        "content": "<p>t</p>", "created_at": "2021-05-11T10:00:00.000Z",
+        "account": {"id": "2", "username": "a", "acct": "a", "followers_count": -5,
+                    "following_count": "١٢", "statuses_count": 3},
+    }, "2021-05-11T11:00:00+00:00")
+    for got in (v2, v1, masto):
+        user = got.user or {}
+        assert (user["followers_count"], user["following_count"], user["tweet_count"]) == (
+            "", "", "3"), user
+    for got in (v2, v1):
+        assert (got.user or {})["listed_count"] == ""
+        assert got.post["author.public_metrics.followers_count"] == ""
+        assert got.post["author.public_metrics.tweet_count"] == "3"

@@ -128,9 +128,9 @@ def user_row(
     user["description"] = text(description)
     user["verified"] = text(verified)
     user["protected"] = text(protected)
-    user["followers_count"] = text(followers_count)
-    user["following_count"] = text(following_count)
-    user["tweet_count"] = text(tweet_count)
+    user["followers_count"] = count(followers_count)
+    user["following_count"] = count(following_count)
+    user["tweet_count"] = count(tweet_count)
     user["retrieved_at"] = retrieved
     return user
 

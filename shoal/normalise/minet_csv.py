@@ -13,7 +13,7 @@ from typing import Any
 
 from shoal.media.extract import csv_media
 from shoal.model import BadPost, Normalised
-from shoal.normalise._platform_rows import engagement
+from shoal.normalise._platform_rows import count, engagement
 from shoal.normalise.twitter_v2 import (
     make_post,
     malformed_is_bad_post,
@@ -81,10 +81,10 @@ def _tweet(row: dict[str, str], retrieved: str) -> Normalised:
             "description": g("user_description", ""),
             "verified": _bool(g("user_verified", "")),
             "protected": "",
-            "followers_count": g("user_followers", ""),
-            "following_count": g("user_friends", ""),
-            "tweet_count": g("user_tweets", ""),
-            "listed_count": g("user_lists", ""),
+            "followers_count": count(g("user_followers", "")),
+            "following_count": count(g("user_friends", "")),
+            "tweet_count": count(g("user_tweets", "")),
+            "listed_count": count(g("user_lists", "")),
             "retrieved_at": retrieved,
         }
     media = csv_media(

@@ -15,7 +15,7 @@ from typing import Any
 from shoal.hours import utc_offset
 from shoal.media.extract import v1_media
 from shoal.model import BadPost, Normalised
-from shoal.normalise._platform_rows import dicts, obj
+from shoal.normalise._platform_rows import count, dicts, obj
 from shoal.normalise.twitter_v2 import (
     checked,
     make_post,
@@ -85,10 +85,10 @@ def _user(user: Any, retrieved: str) -> dict[str, str] | None:
         "description": s(user.get("description")),
         "verified": s(user.get("verified")),
         "protected": s(user.get("protected")),
-        "followers_count": s(user.get("followers_count")),
-        "following_count": s(user.get("friends_count")),
-        "tweet_count": s(user.get("statuses_count")),
-        "listed_count": s(user.get("listed_count")),
+        "followers_count": count(user.get("followers_count")),
+        "following_count": count(user.get("friends_count")),
+        "tweet_count": count(user.get("statuses_count")),
+        "listed_count": count(user.get("listed_count")),
         "retrieved_at": retrieved,
     }
 

@@ -21,6 +21,7 @@ from shoal.media.extract import v2_media_and_missing
 from shoal.model import USER_COLUMNS, BadPost, MediaRef, Normalised
 from shoal.normalise._platform_rows import (
     EMPTY_EXTRA,
+    count,
     dicts,
     engagement,
     link_columns,
@@ -290,10 +291,10 @@ def _user(author: Any, retrieved: str, author_id: Any) -> dict[str, str] | None:
         "description": s(author.get("description")),
         "verified": s(author.get("verified")),
         "protected": s(author.get("protected")),
-        "followers_count": s(pm.get("followers_count")),
-        "following_count": s(pm.get("following_count")),
-        "tweet_count": s(pm.get("tweet_count")),
-        "listed_count": s(pm.get("listed_count")),
+        "followers_count": count(pm.get("followers_count")),
+        "following_count": count(pm.get("following_count")),
+        "tweet_count": count(pm.get("tweet_count")),
+        "listed_count": count(pm.get("listed_count")),
         "retrieved_at": retrieved,
     }
 
