@@ -1,6 +1,8 @@
-"""A JSON array cut short keeps its whole elements: every reader of array exports (Mastodon
-statuses, Twitter v1 timelines, tiktok-scraper) reads the posts before the cut and files the
-rest as one dead letter saying so, instead of refusing the file whole."""
+"""The layouts of JSON a user hands over are all read, whole: an array cut short keeps the
+elements before the cut (the rest is one dead letter saying so); pretty-printed values one
+after another (``jq .``), arrays one after another (``cat a.json b.json``), a document
+followed by junk, a byte-order mark before a pretty-printed page, blank lines before a CSV
+header. Each gives the posts the same records give as plain JSON lines."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import orjson
 import pytest
 
 from shoal.formats import UnknownFormat, detect_format, read_file
-from shoal.formats._array import salvage_array
+from shoal.formats._array import salvage_values
 from shoal.model import DeadLetter, RawPost
 
 MASTODON = "mastodon/sys1yagi__mastodon4j/mastodon4j/src/test/assets/public_timeline.json"
@@ -55,7 +57,7 @@ def test_a_cut_array_keeps_the_elements_before_the_cut(
             path.write_bytes(data[:cut])
         whole = sum(end <= cut for end in ends)
         if not whole:  # nothing whole to tell the format by: refused, named, as before
-            with pytest.raises(UnknownFormat, match="no reader recognises"):
+            with pytest.raises(UnknownFormat, match="JSON cut short before its first record"):
                 detect_format(path)
             continue
         out = list(read_file(path))
@@ -68,7 +70,7 @@ def test_a_cut_array_keeps_the_elements_before_the_cut(
         assert posts and [p.key for p in posts] == [
             r.key for r in read_file(alone) if isinstance(r, RawPost)], cut
         assert len(letters) == 1, (cut, [r.reason for r in letters])
-        assert letters[0].reason.startswith("truncated JSON array"), letters[0].reason
+        assert letters[0].reason.startswith("truncated JSON"), letters[0].reason
         # The letter holds what follows the last whole element, as written: nothing is lost.
         start = ends[whole - 1] if whole else 1
         raw = letters[0].raw
@@ -77,7 +79,7 @@ def test_a_cut_array_keeps_the_elements_before_the_cut(
 
 def test_a_broken_element_is_a_letter_of_its_own_and_the_array_goes_on() -> None:
     data = b'[{"a": 1}, {"b": "\\ud800"}, NaN, {"c": 3}]'
-    parts = list(salvage_array(data))
+    parts = list(salvage_values(data))
     assert [p.value for p in parts] == [{"a": 1}, None, None, {"c": 3}]
     assert [bool(p.reason) for p in parts] == [False, True, True, False]
     assert parts[1].raw == b'{"b": "\\ud800"}'
@@ -86,11 +88,11 @@ def test_a_broken_element_is_a_letter_of_its_own_and_the_array_goes_on() -> None
 def test_what_breaks_the_structure_ends_the_walk_with_the_rest_kept() -> None:
     for data, reason, rest in [
         (b'[{"a": 1} {"b": 2}]', "expected ',' or ']'", b'{"b": 2}]'),
-        (b'[{"a": 1}] trailing', "after the array's end", b"trailing"),
+        (b'[{"a": 1}] trailing', "invalid JSON from here", b"trailing"),
         (b'[{"a": 1}, {"b": "\xff"}]', "invalid UTF-8 at byte 18", b'{"b": "\xff"}]'),
-        ('[{"é": "猫"}, {"b": '.encode(), "truncated JSON array", b'{"b": '),
+        ('[{"é": "猫"}, {"b": '.encode(), "truncated JSON", b'{"b": '),
     ]:
-        parts = list(salvage_array(data))
+        parts = list(salvage_values(data))
         assert parts[0].value is not None and parts[0].reason == ""
         assert reason in parts[-1].reason and parts[-1].raw == rest, parts
 
@@ -98,3 +100,64 @@ def test_what_breaks_the_structure_ends_the_walk_with_the_rest_kept() -> None:
 def _decompressed_prefix(packed: bytes) -> bytes:
     """What an xz stream cut short gives before its end (what a reader can read of it)."""
     return lzma.LZMADecompressor().decompress(packed)
+
+
+V2_PAGES = "twitter-v2/DocNow__twarc-csv/test-data/kpop.jsonl"
+V1_SEARCH = "twitter-v1/bear__python-twitter/testdata/get_search_raw.json"
+MINET = "minet-csv/medialab__twitwi/test/resources/tweet-export.csv"
+
+
+def _keys(path: Path) -> tuple[list[str], list[str]]:
+    """The posts' keys and the dead letters' reasons of a file, as ``shoal`` reads it."""
+    out = list(read_file(path))
+    return ([r.key for r in out if isinstance(r, RawPost)],
+            [r.reason for r in out if isinstance(r, DeadLetter)])
+
+
+@pytest.mark.parametrize("rel", [MASTODON, TWITTER_V1, V2_PAGES, V1_SEARCH])
+def test_every_json_layout_gives_the_posts_of_its_records(
+    fixtures: Path, tmp_path: Path, rel: str
+) -> None:
+    data = (fixtures / rel).read_bytes()
+    try:
+        whole = orjson.loads(data)
+        values = whole if isinstance(whole, list) else [whole]
+    except orjson.JSONDecodeError:
+        values = [orjson.loads(line) for line in data.splitlines() if line.strip()]
+    lines = tmp_path / "lines.jsonl"
+    lines.write_bytes(b"".join(orjson.dumps(v) + b"\n" for v in values))
+    expected, none = _keys(lines)
+    assert expected and not none
+    pretty = [orjson.dumps(v, option=orjson.OPT_INDENT_2) for v in values]
+    layouts = {
+        "jq": b"\n".join(pretty) + b"\n",  # `jq . file`: pretty values one after another
+        "arrays": orjson.dumps(values[:1]) + b"\n" + orjson.dumps(values[1:]) + b"\n",
+        "array of pages": orjson.dumps(values, option=orjson.OPT_INDENT_2),
+        "bom": b"\xef\xbb\xbf" + b"\n".join(pretty),
+    }
+    for name, body in layouts.items():
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(body)
+        assert _keys(path) == (expected, []), name
+    # Junk after the values: the posts stand, and the junk is one dead letter.
+    junk = tmp_path / "junk.json"
+    junk.write_bytes(layouts["jq"] + b"<html>502 Bad Gateway</html>\n")
+    posts, reasons = _keys(junk)
+    assert posts == expected and len(reasons) == 1 and "invalid JSON" in reasons[0]
+
+
+def test_json_cut_before_its_first_record_ends_is_said_so(tmp_path: Path) -> None:
+    path = tmp_path / "page.json"
+    path.write_bytes(b'{\n  "data": [\n    {"id": "1", "text": "a cut')
+    with pytest.raises(UnknownFormat, match="JSON cut short before its first record"):
+        detect_format(path)
+
+
+def test_blank_lines_before_a_csv_header_are_skipped(fixtures: Path, tmp_path: Path) -> None:
+    data = (fixtures / MINET).read_bytes()
+    path = tmp_path / "export.csv"
+    path.write_bytes(b"\n \r\n\n" + data)
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes(data)
+    assert detect_format(path) == "minet-csv"
+    assert _keys(path)[0] == _keys(plain)[0] and _keys(path)[1] == _keys(plain)[1]

@@ -203,7 +203,7 @@ def test_hostile_inputs(fixtures: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_bytes(b'[{"id": 1, "account": {}')
     (dead,) = read_file(broken, "mastodon")
-    assert isinstance(dead, DeadLetter) and dead.reason.startswith("truncated JSON array")
+    assert isinstance(dead, DeadLetter) and dead.reason.startswith("truncated JSON")
 
     lines = tmp_path / "statuses.jsonl"
     lines.write_bytes(orjson.dumps(statuses[0]) + b"\n{oops\n" + orjson.dumps(statuses[2]) + b"\n")

@@ -52,7 +52,25 @@ def detect_format(path: Path) -> str:
     if encoding:
         raise UnknownFormat(f"{path}: the file is {encoding} encoded; shoal reads UTF-8 "
                             f"(convert it: iconv -f {encoding} -t UTF-8)")
+    if _json_cut_short(path):
+        raise UnknownFormat(f"{path}: JSON cut short before its first record ends (an "
+                            f"interrupted download or copy?): nothing in it can be read")
     raise UnknownFormat(f"{path}: no reader recognises this file ({type(first).__name__} at start)")
+
+
+def _json_cut_short(path: Path) -> bool:
+    """Whether ``path`` is JSON that ends inside its first value: said so, not "unknown"."""
+    from shoal.formats._array import TRUNCATED_JSON, salvage_values
+    from shoal.formats._open import read_input
+
+    try:
+        data = read_input(path)
+    except TRUNCATED:
+        return False
+    if not data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith((b"{", b"[")):
+        return False
+    parts = list(salvage_values(data))
+    return bool(parts) and parts[0].reason.startswith(TRUNCATED_JSON)
 
 
 def _wide_encoding(path: Path) -> str:

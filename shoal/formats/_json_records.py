@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from shoal.formats._array import salvage_array
+from shoal.formats._array import Element, prefer_walk, salvage_values
 from shoal.formats._open import open_input, read_head, read_input
 from shoal.model import Control, DeadLetter, RawPost
 
@@ -73,15 +73,20 @@ def _array(data: bytes, path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
     try:
         values = orjson.loads(data.lstrip(b"\xef\xbb\xbf"))
     except orjson.JSONDecodeError:
-        # Cut short or broken part way: the elements before the break are still posts.
-        for part in salvage_array(data):
-            if part.reason:
-                yield DeadLetter(part.reason, f"{path}[{part.position}]", part.raw, fmt)
-            else:
-                yield Record(f"{path}[{part.position}]", part.value, part.raw)
+        # Cut short, or several arrays one after the other: the whole elements are posts.
+        yield from _salvaged(list(salvage_values(data)), path, fmt)
         return
     for index, value in enumerate(values):
         yield Record(f"{path}[{index}]", value, None)
+
+
+def _salvaged(parts: list[Element], path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
+    for part in parts:
+        where = f"{path}[{part.position}]" if part.in_array else f"{path}:{part.line}"
+        if part.reason:
+            yield DeadLetter(part.reason, where, part.raw, fmt)
+        else:
+            yield Record(where, part.value, part.raw)
 
 
 def _lines(fh: Any, path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
@@ -100,10 +105,15 @@ def _lines(fh: Any, path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
         except orjson.JSONDecodeError as exc:
             if first:
                 # Maybe one pretty-printed value spanning lines: try the whole file.
+                data = read_input(path)
                 try:
-                    whole = orjson.loads(read_input(path).lstrip(b"\xef\xbb\xbf"))
+                    whole = orjson.loads(data.lstrip(b"\xef\xbb\xbf"))
                 except orjson.JSONDecodeError:
-                    pass
+                    # Pretty-printed values one after another (``jq .``), or cut short.
+                    parts = list(salvage_values(data))
+                    if prefer_walk(parts, data):
+                        yield from _salvaged(parts, path, fmt)
+                        return
                 else:
                     if isinstance(whole, list):
                         for index, item in enumerate(whole):

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from shoal.formats._array import salvage_array
+from shoal.formats._array import prefer_walk, salvage_values
 from shoal.formats._open import TRUNCATED, open_input, read_head, read_input
 
 HEAD_BYTES = 1 << 20
@@ -105,24 +105,32 @@ def first_value(path: Path) -> JsonHead | CsvHead | TextHead:
                 whole = orjson.loads(data.lstrip(b"\xef\xbb\xbf"))
             except orjson.JSONDecodeError:
                 # A truncated array is still an array: its first whole element tells.
-                good = next((p for p in salvage_array(data) if not p.reason), None)
+                good = next((p for p in salvage_values(data) if not p.reason), None)
                 if good is None:
                     return TextHead(head.decode("utf-8", "replace"))
                 return JsonHead("array", good.value)
             return JsonHead("array", whole[0] if whole else None)
+        data = read_input(path).lstrip(b"\xef\xbb\xbf")
         try:
-            return JsonHead("object", orjson.loads(read_input(path)))
+            return JsonHead("object", orjson.loads(data))
         except orjson.JSONDecodeError:
             # A JSON-lines file whose first line is broken: look at the first good line.
             later = first_json_line(path)
             if later is not None:
                 return JsonHead("lines", later)
+            # Pretty-printed values one after another (``jq .``), or one cut short.
+            parts = list(salvage_values(data))
+            good = next((p for p in parts if not p.reason), None)
+            if good is not None and prefer_walk(parts, data):
+                return JsonHead("lines", good.value)
             return TextHead(head.decode("utf-8", "replace"))
     text = head.decode("utf-8", "replace")
     if text.lstrip().lower().startswith(("<", "<!doctype")):
         return TextHead(text)
     try:
-        header = next(csv.reader(io.StringIO(text.splitlines()[0] if text else "")))
+        # The header is the first line that is not blank (an export may start with some).
+        header_line = next((line for line in text.splitlines() if line.strip()), "")
+        header = next(csv.reader(io.StringIO(header_line)))
     except (StopIteration, csv.Error):
         return TextHead(text)
     return CsvHead(tuple(header))

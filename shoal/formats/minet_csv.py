@@ -101,16 +101,22 @@ def read(path: Path) -> Iterator[RawPost | DeadLetter]:
         lines = _Lines(fh)
         reader = csv.reader(lines)
         try:
-            header = [h.strip() for h in next(reader)]
+            first = next(reader)
+            while not any(cell.strip() for cell in first) and not lines.bad:
+                lines.take()  # blank lines before the header: skipped, as pandas does
+                first = next(reader)
+            header = [h.strip() for h in first]
         except StopIteration:
             return
         except csv.Error as exc:
-            yield DeadLetter(f"invalid CSV header: {exc}", f"{path}:1", lines.take()[0], NAME)
+            yield DeadLetter(f"invalid CSV header: {exc}", f"{path}:{lines.lineno}",
+                             lines.take()[0], NAME)
             return
         raw, bad = lines.take()
         platform = _platform(header)
         if bad or platform is None:
-            yield DeadLetter(bad or "not a twitwi/minet header", f"{path}:1", raw, NAME)
+            yield DeadLetter(bad or "not a twitwi/minet header", f"{path}:{lines.lineno}", raw,
+                             NAME)
             return
         id_column = "uri" if platform == "bluesky" else "id"
         width = len(header)

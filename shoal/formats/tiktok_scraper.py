@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from shoal.formats._json_records import iter_records, raw_bytes
-from shoal.formats._open import open_input, read_input
+from shoal.formats._open import read_head, read_input
 from shoal.formats._sniff import CsvHead, JsonHead, TextHead
 from shoal.model import Control, DeadLetter, RawPost
 from shoal.normalise._platform_rows import iso_or_empty
@@ -33,7 +33,7 @@ def sniff(first: object) -> bool:
     if isinstance(first, JsonHead):
         value = first.first
         return (
-            first.layout == "array"
+            first.layout in ("array", "lines")  # an array, or arrays/items one after another
             and isinstance(value, dict)
             and "videoUrl" in value
             and ("authorMeta" in value or "webVideoUrl" in value)
@@ -46,8 +46,7 @@ def sniff(first: object) -> bool:
 
 
 def read(path: Path) -> Iterator[RawPost | DeadLetter | Control]:
-    with open_input(path) as fh:
-        head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    head = read_head(path, 64).lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith((b"[", b"{")):
         yield from _read_json(path)
     else:

@@ -75,7 +75,7 @@ def sniff(head: object) -> bool:
     if is_status(first) or _wrapped(first) is not None:
         return True
     # A stream archive may well start with a control message (user streams: ``friends``).
-    return head.layout == "lines" and _control_kind(first) is not None
+    return head.layout in ("lines", "array") and _control_kind(first) is not None
 
 
 def _status(obj: dict[str, Any], source: str) -> RawPost | DeadLetter:
@@ -101,7 +101,7 @@ def _value(
     if is_status(value):
         yield _status(value, source)
         return
-    items = None if nested else _wrapped(value)
+    items = _wrapped(value)  # an envelope, also as an element of an array of pages
     if items is not None:
         for item in items:
             yield from _value(item, source, nested=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from shoal.formats._array import TRUNCATED_ARRAY, salvage_array
+from shoal.formats._array import prefer_walk, salvage_values
 from shoal.formats._open import TRUNCATED, open_input, read_input
 from shoal.formats._sniff import JsonHead
 from shoal.ids import id_problem, valid_id
@@ -89,12 +89,13 @@ def iter_json(path: Path, fmt: str) -> Iterator[tuple[Any, str] | DeadLetter]:
                 try:
                     whole = orjson.loads(data.lstrip(b"\xef\xbb\xbf"))
                 except orjson.JSONDecodeError:
-                    parts = list(salvage_array(data)) if head.lstrip()[:1] == b"[" else []
-                    if parts and parts[-1].reason.startswith(TRUNCATED_ARRAY):
-                        # An array cut short: the elements before the cut are still read.
-                        # (Broken otherwise, it may be an array per line: read line by line.)
+                    # Cut short, or values one after another (``jq .``, ``cat a b``): the
+                    # whole values are read; broken in the middle, it is read line by line.
+                    parts = list(salvage_values(data))
+                    if prefer_walk(parts, data):
                         for part in parts:
-                            where = f"{path}[{part.position}]"
+                            where = (f"{path}[{part.position}]" if part.in_array
+                                     else f"{path}:{part.line}")
                             yield (DeadLetter(part.reason, where, part.raw, fmt) if part.reason
                                    else (part.value, where))
                         return
