@@ -376,8 +376,8 @@ def test_hostile_csv(tmp_path: Path, production_csv_limit: None) -> None:
     assert next(iter(posts[0].payload)) == "id"  # BOM stripped from the header
     assert posts[0].source == f"{path}:2" and posts[1].source == f"{path}:11"
     reasons = [d.reason for d in dead]
-    assert reasons[:5] == [
-        "invalid UTF-8",
+    assert reasons[0].startswith("invalid UTF-8: a latin-1 or cp1252 file? iconv -f CP1252")
+    assert reasons[1:5] == [
         "row without id",
         "row with an invalid id 'abc' (ids are whole numbers from 1 to 2^63-1)",
         "row has 7 fields, header has 6",

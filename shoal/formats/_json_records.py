@@ -49,6 +49,19 @@ def read_records(
             yield guarded(fn, record, fmt)
 
 
+LATIN1_HINT = "a latin-1 or cp1252 file? iconv -f CP1252 -t UTF-8 converts it"
+
+
+def bad_json_reason(line: bytes, exc: Exception, what: str = "line") -> str:
+    """Why ``line`` is no JSON: bytes that are not UTF-8 (named, with the conversion that
+    likely fixes a whole file of them), or the parser's own words."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"invalid UTF-8: {err.reason} at byte {err.start} ({LATIN1_HINT})"
+    return f"invalid JSON {what}: {exc}" if what else f"invalid JSON: {exc}"
+
+
 def raw_bytes(record: Record) -> bytes:
     """The bytes to keep in a dead letter for this record."""
     if record.raw is not None:
@@ -122,9 +135,8 @@ def _lines(fh: Any, path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
                         yield Record(f"{path}:{lineno}", whole, None)
                     return
             first = False
-            yield DeadLetter(
-                f"invalid JSON line: {exc}", f"{path}:{lineno}", line.rstrip(b"\r\n"), fmt
-            )
+            raw = line.rstrip(b"\r\n")
+            yield DeadLetter(bad_json_reason(raw, exc), f"{path}:{lineno}", raw, fmt)
             continue
         first = False
         yield Record(f"{path}:{lineno}", value, stripped)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from shoal.formats._json_records import LATIN1_HINT
 from shoal.formats._open import open_input
 from shoal.formats._sniff import CsvHead
 from shoal.ids import id_problem, valid_id
@@ -82,7 +83,7 @@ class _Lines:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            self.bad = self.bad or "invalid UTF-8"
+            self.bad = self.bad or f"invalid UTF-8: {LATIN1_HINT}"
             return line.decode("utf-8", "surrogateescape")
         if "\x00" in text:
             self.bad = self.bad or "NUL byte in row"

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from shoal.formats._array import prefer_walk, salvage_values
+from shoal.formats._json_records import bad_json_reason
 from shoal.formats._open import TRUNCATED, open_input, read_input
 from shoal.formats._sniff import JsonHead
 from shoal.ids import id_problem, valid_id
@@ -53,13 +54,8 @@ def read_values(
 
 
 def _bad_json(line: bytes, exc: Exception, source: str, fmt: str) -> DeadLetter:
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError as err:
-        reason = f"invalid UTF-8: {err.reason} at byte {err.start}"
-    else:
-        reason = f"invalid JSON: {exc}"
-    return DeadLetter(reason=reason, source=source, raw=line, format=fmt)
+    return DeadLetter(reason=bad_json_reason(line, exc, ""), source=source, raw=line,
+                      format=fmt)
 
 
 def iter_json(path: Path, fmt: str) -> Iterator[tuple[Any, str] | DeadLetter]:
