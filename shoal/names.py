@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 
 COLLECTOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RULE = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -57,3 +58,24 @@ def query_folder(query: str) -> str:
     if len(name) <= 200:
         return name
     return f"{name[:183]}-{hashlib.sha256(query.encode()).hexdigest()[:16]}"
+
+
+# Joiners that belong inside words: ZWNJ in Persian and the Indic scripts, ZWJ in Indic
+# conjuncts. Neither is a word character to ``\w``.
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def hashtag_name(text: str) -> str | None:
+    """``text`` (without its ``#``) as a hashtag name, in NFC and lower case, or None when no
+    hashtag can be spelt so (``..``, ``a/b``, ``two words``).
+
+    A hashtag is the letters, digits and ``_`` of any script, and the marks that go with
+    them: ``\\w`` alone refuses the vowel signs and viramas of Devanagari (``भारत``), Thai's and
+    Arabic's marks, a word typed with combining accents (``café`` as macOS spells it) and
+    the dot that ``İstanbul`` keeps when lower-cased, so hashtags in half the world's
+    scripts were refused before anyone was asked. NFC makes both spellings of ``café``
+    one hashtag, as the platforms show it."""
+    name = unicodedata.normalize("NFC", text.lower())
+    ok = any(ch == "_" or unicodedata.category(ch)[0] in "LN" for ch in name) and all(
+        ch == "_" or ch in _JOINERS or unicodedata.category(ch)[0] in "LMN" for ch in name)
+    return name if ok else None

@@ -366,3 +366,28 @@ def test_max_posts_caps_each_hashtag(fixtures: Path, brokers: str, tap: KafkaTap
     tap.settle(0.5)
     assert len(tap.posts(name)) == 5
     assert len((tmp_path / "london_post_ids.txt").read_text().split()) == 5
+
+
+def test_hashtags_of_every_script_are_asked() -> None:
+    """Devanagari's vowel signs, Thai's marks, a café typed with a combining accent, the dot
+    İstanbul keeps in lower case and Persian's ZWNJ are parts of hashtags: refusing them
+    stopped a whole TikTok batch at start (and Instagram called them not-found unasked).
+    Both spellings of café are one hashtag, in NFC."""
+    from connectors.collect.instagram import targets_of, valid_target
+    from connectors.collect.tiktok import names
+
+    tags = ["भारत", "สวัสดี", "cafe\u0301", "café", "İstanbul", "می\u200cخواهم", "東京"]
+    assert names(tags, "#") == ["भारत", "สวัสดี", "café", "i\u0307stanbul",
+                                "می\u200cخواهم", "東京"]
+    args = live_args("instagram", "--brokers", "127.0.0.1:1", "--collector", "ig",
+                     "--hashtags", *tags)
+    targets = targets_of(args)
+    assert len(targets) == 6 and all(valid_target(t) for t in targets), targets
+    for bad in ("..", "a/b", "two words", "\u0301", "\u200c"):
+        assert not valid_target(f"hashtag:{bad}")
+        try:
+            names([bad], "#")
+        except Exception as exc:
+            assert "not a TikTok hashtag" in str(exc)
+        else:
+            raise AssertionError(bad)

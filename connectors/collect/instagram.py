@@ -57,6 +57,7 @@ from shoal.errors import UserError
 from shoal.logs import event
 from shoal.media.platforms import instagram_media
 from shoal.model import RawPost
+from shoal.names import hashtag_name
 
 log = logging.getLogger("shoal.collect")
 FORMAT = "instagram-media"
@@ -143,9 +144,9 @@ class BatchRateController(instaloader.RateController):
 
 
 # Instagram's own rules: a user name is 1 to 30 letters, digits, '.' and '_'; a hashtag is
-# letters, digits and '_'. Both are case-insensitive (Instagram shows them in lower case).
+# letters (with their marks), digits and '_' of any script (shoal.names.hashtag_name). Both
+# are case-insensitive (Instagram shows them in lower case).
 USERNAME = re.compile(r"[a-z0-9._]{1,30}")
-HASHTAG = re.compile(r"\w+")
 
 
 def _listed(path: Path) -> list[str]:
@@ -187,7 +188,8 @@ def targets_of(args: argparse.Namespace) -> list[str]:
         if name and not name.startswith("#") and f"profile:{name}" not in out:
             out.append(f"profile:{name}")
     for tag in args.hashtags or ():
-        tag = tag.strip().lstrip("#").lower()
+        tag = tag.strip().lstrip("#")
+        tag = hashtag_name(tag) or tag.lower()  # NFC: both spellings of café are one tag
         if tag and f"hashtag:{tag}" not in out:
             out.append(f"hashtag:{tag}")
     return out
@@ -196,7 +198,9 @@ def targets_of(args: argparse.Namespace) -> list[str]:
 def valid_target(target: str) -> bool:
     """Whether Instagram could have such a profile or hashtag (else it is not asked)."""
     kind, _, name = target.partition(":")
-    return bool((USERNAME if kind == "profile" else HASHTAG).fullmatch(name))
+    if kind == "profile":
+        return bool(USERNAME.fullmatch(name))
+    return hashtag_name(name) == name
 
 
 def outcome_of(exc: BaseException) -> str:

@@ -63,6 +63,7 @@ from shoal.errors import UserError
 from shoal.hours import parse_day
 from shoal.logs import event
 from shoal.model import BadPost, RawPost
+from shoal.names import hashtag_name
 from shoal.normalise.tiktok import RESEARCH, research_id
 
 log = logging.getLogger("shoal.collect")
@@ -73,7 +74,6 @@ FIELDS = ("id,create_time,username,region_code,video_description,music_id,like_c
           "voice_to_text,video_duration")
 QUOTA = "daily_quota_limit_exceeded"
 TOKEN_INVALID = "access_token_invalid"
-_TAG = re.compile(r"\w+")
 _USER = re.compile(r"[\w.]*\w[\w.]*")
 
 
@@ -273,15 +273,19 @@ def range_of(args: argparse.Namespace) -> tuple[date, date]:
 def names(values: list[str], strip: str) -> list[str]:
     """Hashtags without '#' or users without '@', in lower case (TikTok's own: ``#London``
     and ``#london`` are one hashtag, ``@Alice`` and ``@alice`` one account), each once.
-    A hashtag is letters, digits and ``_``; a user name may hold ``.`` too, but not only
+    A hashtag is letters (with their marks), digits and ``_`` of any script, in NFC
+    (:func:`shoal.names.hashtag_name`); a user name may hold ``.`` too, but not only
     dots (``..`` is no account, and must not become a path or a URL)."""
     out: list[str] = []
-    pattern = _TAG if strip == "#" else _USER
     for value in values:
-        name = value.strip().lstrip(strip).lower()
+        name: str | None = value.strip().lstrip(strip).lower()
         if not name:
             continue
-        if not pattern.fullmatch(name):
+        if strip == "#":
+            name = hashtag_name(name)
+        elif not _USER.fullmatch(name):
+            name = None
+        if name is None:
             kind = "hashtag" if strip == "#" else "user name"
             raise ConnectorError(f"not a TikTok {kind}: {value!r}")
         if name not in out:
