@@ -391,3 +391,47 @@ def test_hashtags_of_every_script_are_asked() -> None:
             assert "not a TikTok hashtag" in str(exc)
         else:
             raise AssertionError(bad)
+
+
+class BusyResearchAPI(FakeResearchAPI):
+    """Answers the first ``busy`` queries 429 (or 503) with ``Retry-After: 1``, as a gateway
+    under load does, and records when each query came."""
+
+    def __init__(self, videos: dict[str, list[dict[str, Any]]], busy: int) -> None:
+        super().__init__(videos)
+        self.busy = busy
+        self.times: list[float] = []
+
+    async def query(self, request: web.Request) -> web.Response:
+        self.times.append(time.monotonic())
+        if self.busy:
+            self.busy -= 1
+            status = 429 if self.busy % 2 else 503
+            return web.json_response({"error": {"code": "rate_limit_exceeded", "message":
+                                                "slow down"}}, status=status,
+                                     headers={"Retry-After": "1"})
+        return await super().query(request)
+
+
+def test_a_429_with_retry_after_is_waited_out(fixtures: Path, brokers: str, tap: KafkaTap,
+                                             tmp_path: Path) -> None:
+    """A 429 or 503 saying ``Retry-After: 1`` is asked again no sooner than that: a backoff
+    of its own (0.05 s here) made the hashtag spend its retries before the server was
+    ready, and fail."""
+    data, _ = videos(fixtures)
+    fake = BusyResearchAPI({"london": data["london"]}, busy=2)
+    fake.revoke_after = fake.quota_at = 10**6
+    name = collector_name("tt")
+    with LocalServer(fake.app()) as server:
+        args = live_args(
+            "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "london",
+            "--since", str(SINCE), "--until", str(SINCE + timedelta(9)),
+            "--research-api-url", server.url, "--client-key", KEY, "--client-secret", SECRET,
+            "--state", str(tmp_path / "state.json"), "--retries", "2",
+            "--backoff-base", "0.05", "--backoff-max", "0.1")
+        assert args.live_run(args) == 0
+    runs = [json.loads(line) for line in
+            (tmp_path / "state.json.runs.jsonl").read_text().splitlines()]
+    assert [r["outcome"] for r in runs] == ["ok"], runs
+    gaps = [b - a for a, b in zip(fake.times[:2], fake.times[1:3], strict=True)]
+    assert all(g >= 0.95 for g in gaps), gaps

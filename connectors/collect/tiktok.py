@@ -9,7 +9,8 @@ downloaded so nothing was fetched twice, and a log of how many posts each run go
   longer ones), paged by ``cursor``/``search_id`` while ``has_more``;
 * the daily quota (429 ``daily_quota_limit_exceeded``) is waited out until the next UTC day
   (``--quota-wait`` replaces that wait, for tests), logged once with the time it resumes;
-  other 429s, 5xx and dropped connections are tried again after a backoff;
+  other 429s, 5xx and dropped connections are tried again after a backoff, never sooner
+  than the answer's ``Retry-After``;
 * ``--state`` keeps, per hashtag, the finished windows and the cursor and search_id of the
   window under way, saved after every page once Kafka has the page's posts; a restart goes
   on from there. Search ids expire: a resumed one the API refuses restarts its window, and
@@ -60,6 +61,7 @@ from connectors.collect.live import (
 from connectors.kafka.publisher import now_iso
 from shoal.batch import BatchProgress
 from shoal.errors import UserError
+from shoal.fetch.policy import parse_retry_after
 from shoal.hours import parse_day
 from shoal.logs import event
 from shoal.model import BadPost, RawPost
@@ -74,6 +76,7 @@ FIELDS = ("id,create_time,username,region_code,video_description,music_id,like_c
           "voice_to_text,video_duration")
 QUOTA = "daily_quota_limit_exceeded"
 TOKEN_INVALID = "access_token_invalid"
+RETRY_AFTER_MAX = 3600.0
 _USER = re.compile(r"[\w.]*\w[\w.]*")
 
 
@@ -106,6 +109,15 @@ def _error(body: dict[str, Any]) -> tuple[str, str]:
     if isinstance(err, str):  # the OAuth endpoint: {"error": "invalid_client", ...}
         return err, str(body.get("error_description") or "")
     return "ok", ""
+
+
+def retry_after(resp: requests.Response | None) -> float:
+    """Seconds an answer's ``Retry-After`` (seconds or an HTTP date) asks us to wait, at
+    most RETRY_AFTER_MAX (a header far in the future is a broken gateway, not a plan);
+    0 without one."""
+    if resp is None:
+        return 0.0
+    return min(parse_retry_after(resp.headers.get("Retry-After")) or 0.0, RETRY_AFTER_MAX)
 
 
 def next_utc_day(now: float) -> float:
@@ -161,7 +173,7 @@ class ResearchClient:
             body = _body(resp)
             if (resp.status_code >= 500 or resp.status_code == 429) and attempt < self.retries:
                 # Busy, not a refusal: like a query, tried again after a backoff.
-                self._pause("token request failed", status=resp.status_code)
+                self._pause("token request failed", resp, status=resp.status_code)
                 continue
             token = body.get("access_token")
             if resp.status_code != 200 or not isinstance(token, str) or not token:
@@ -180,8 +192,13 @@ class ResearchClient:
             return token
         raise ConnectorError("no token")  # unreachable: the loop returns or raises
 
-    def _pause(self, msg: str, **fields: Any) -> None:
-        delay = self.backoff.next()
+    def _pause(self, msg: str, resp: requests.Response | None = None, **fields: Any) -> None:
+        """Wait before trying again: the backoff, or the answer's ``Retry-After`` when that
+        is longer (a gateway that says when it is ready is not asked sooner: asking at the
+        backoff's pace spent every retry inside its window, and the hashtag failed)."""
+        delay = max(self.backoff.next(), retry_after(resp))
+        if resp is not None and resp.headers.get("Retry-After"):
+            fields["retry_after"] = resp.headers["Retry-After"][:40]
         warn(f"{msg}; trying again", kind="tiktok", retry_in=round(delay, 2), **fields)
         self.progress.waiting(time.time() + delay, "backoff")
         self.stopper.sleep(delay)
@@ -236,7 +253,7 @@ class ResearchClient:
                 failures += 1
                 if failures > self.retries:
                     raise ApiError(resp.status_code, code, message)
-                self._pause("query failed", status=resp.status_code, code=code)
+                self._pause("query failed", resp, status=resp.status_code, code=code)
                 continue
             raise ApiError(resp.status_code, code, message)
 
