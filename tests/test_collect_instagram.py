@@ -7,6 +7,8 @@ one whose page times out twice, one answered 429 (a 2 s window standing in for m
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -242,3 +244,26 @@ def test_targets_become_queries_spelt_as_tiktoks() -> None:
 
     assert query_of("profile:alice") == ("@alice", "profile")
     assert query_of("hashtag:london") == ("london", "hashtag")
+
+
+def test_a_rate_limit_wait_survives_a_restart(tmp_path: Path) -> None:
+    """Stopped (SIGTERM, or a reboot) while it waits out a 429, the batch started again with
+    the same --state still waits until the time it logged: it used to ask Instagram at
+    once, inside the block, which is how an account gets a longer one."""
+    from connectors.collect.instagram import InstagramCollector
+    from connectors.collect.live import Shutdown
+    from shoal.batch import BatchProgress
+
+    args = live_args("instagram", "--brokers", "127.0.0.1:1", "--collector", "ig",
+                     "--profiles", "alice", "--state", str(tmp_path / "state.json"),
+                     "--rate-limit-wait", "600")
+    outlet: Any = argparse.Namespace(progress=BatchProgress("instagram"),
+                                     publisher=argparse.Namespace(flush=lambda _t: None))
+    stopper = Stopper()
+    stopper.set("SIGTERM")
+    first = InstagramCollector(args, outlet, stopper)
+    with contextlib.suppress(Shutdown):  # the 429; the stop ends the sleep at once
+        first.rc.wait_out("profile:alice")
+    first.run()  # stopped: asks nothing, saves the state
+    again = InstagramCollector(args, outlet, Stopper())
+    assert 590 < again.rc.query_waittime("other", time.time()) <= 600

@@ -76,13 +76,14 @@ RATE_WORDS = re.compile(r"(?<!\d)429 Too Many Requests|Please wait a few minutes
 class BatchRateController(instaloader.RateController):
     """instaloader's pacing, plus a per-hour ceiling across every kind of query.
 
-    ``calls`` are wall-clock times of the last hour's queries; they are saved in the state so
-    a restart does not start a fresh hour.
+    ``calls`` are wall-clock times of the last hour's queries, and ``resume_at`` the end of
+    a rate-limit wait under way; both are saved in the state, so a restart neither starts a
+    fresh hour nor asks Instagram inside a block it was told to wait out.
     """
 
     def __init__(self, context: instaloader.InstaloaderContext, *, stopper: Stopper,
                  calls_per_hour: int, rate_limit_wait: float, calls: list[float],
-                 progress: BatchProgress | None = None) -> None:
+                 progress: BatchProgress | None = None, resume_at: float = 0.0) -> None:
         super().__init__(context)
         self.stopper = stopper
         self.progress = progress if progress is not None else BatchProgress("instagram")
@@ -90,8 +91,11 @@ class BatchRateController(instaloader.RateController):
         self.calls_per_hour = calls_per_hour
         self.rate_limit_wait = rate_limit_wait
         self.calls = [t for t in calls if t > time.time() - HOUR]
-        self.resume_at = 0.0  # wall clock: no query before this (after a 429)
+        self.resume_at = resume_at  # wall clock: no query before this (after a 429)
         self.rate_limited = 0
+        if resume_at > time.time():
+            warn("still rate limited", kind="instagram", resumes_at=iso(resume_at),
+                 wait_seconds=round(resume_at - time.time(), 2))
 
     def sleep(self, secs: float) -> None:
         self.stopper.sleep(secs)
@@ -255,8 +259,14 @@ class Batch:
         self._archive = (open(self.archive_path, "a") if self.archive_path is not None  # noqa: SIM115
                          else None)
 
-    def save(self, calls: list[float]) -> None:
-        self.state["calls"] = [round(t, 3) for t in calls[-1000:]]
+    def save(self, rc: BatchRateController) -> None:
+        """The pacing with the progress: the last hour's calls, and when a rate limit
+        being waited out ends."""
+        self.state["calls"] = [round(t, 3) for t in rc.calls[-1000:]]
+        if rc.resume_at > time.time():
+            self.state["resume_at"] = round(rc.resume_at, 3)
+        else:
+            self.state.pop("resume_at", None)
         save_state(self.path, self.state)
 
     def archive(self, post_id: str) -> None:
@@ -276,6 +286,16 @@ class Batch:
             self._archive.close()
 
 
+def saved_resume_at(state: dict[str, Any], wait: float) -> float:
+    """The end of the rate-limit wait a stopped run was in, from its state; never further
+    than one ``wait`` from now (a clock set back, a hand-edited state), 0 for none."""
+    try:
+        resume_at = float(state.get("resume_at") or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return min(resume_at, time.time() + wait) if resume_at == resume_at else 0.0
+
+
 class InstagramCollector:
     def __init__(self, args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
         self.args = args
@@ -284,13 +304,14 @@ class InstagramCollector:
         self.c = c = args.settings.collectors
         self.batch = Batch(args)
         calls = [float(t) for t in self.batch.state.get("calls", [])]
+        resume_at = saved_resume_at(self.batch.state, c.instagram_rate_limit_wait)
         made: list[BatchRateController] = []
 
         def controller(ctx: instaloader.InstaloaderContext) -> BatchRateController:
             made.append(BatchRateController(
                 ctx, stopper=stopper, rate_limit_wait=c.instagram_rate_limit_wait,
                 calls_per_hour=c.instagram_calls_per_hour, calls=calls,
-                progress=outlet.progress))
+                progress=outlet.progress, resume_at=resume_at))
             return made[-1]
 
         self.loader = instaloader.Instaloader(
@@ -336,7 +357,7 @@ class InstagramCollector:
                     self.one(target)
             finally:
                 self.outlet.publisher.flush(30)
-                self.batch.save(self.rc.calls)
+                self.batch.save(self.rc)
                 self.batch.close()
 
     def one(self, target: str) -> None:
@@ -381,7 +402,7 @@ class InstagramCollector:
                 entry.pop("frozen", None)
                 entry.pop("taken", None)
             self.outlet.publisher.flush(30)
-            self.batch.save(self.rc.calls)
+            self.batch.save(self.rc)
             line = {"target": target, "outcome": outcome, **counts, "started": started,
                     "ended": now_iso()}
             if error:
@@ -435,7 +456,7 @@ class InstagramCollector:
             entry["taken"] = taken
             taken += 1
             if time.monotonic() - last_save >= self.c.instagram_save_every:
-                self.batch.save(self.rc.calls)
+                self.batch.save(self.rc)
                 last_save = time.monotonic()
             if most and taken >= most:
                 break
