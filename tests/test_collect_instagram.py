@@ -267,3 +267,24 @@ def test_a_rate_limit_wait_survives_a_restart(tmp_path: Path) -> None:
     first.run()  # stopped: asks nothing, saves the state
     again = InstagramCollector(args, outlet, Stopper())
     assert 590 < again.rc.query_waittime("other", time.time()) <= 600
+
+
+def test_a_call_is_on_disk_before_the_next_wait(tmp_path: Path) -> None:
+    """kill -9 while the batch waits for the hourly ceiling (where it spends most of its
+    days) must not forget the call it made just before: the restarted batch would make one
+    call too many in that hour. Each call is saved as it is counted."""
+    import instaloader
+
+    from connectors.collect.instagram import InstagramCollector
+    from shoal.batch import BatchProgress
+
+    args = live_args("instagram", "--brokers", "127.0.0.1:1", "--collector", "ig",
+                     "--profiles", "alice", "--state", str(tmp_path / "state.json"),
+                     "--calls-per-hour", "2", "--save-every", "600")
+    outlet: Any = argparse.Namespace(progress=BatchProgress("instagram"))
+    first = InstagramCollector(args, outlet, Stopper())
+    assert isinstance(first.rc, instaloader.RateController)
+    first.rc.wait_before_query("other")  # Profile.from_username's query
+    # ... killed here, waiting for the page query's turn.
+    again = InstagramCollector(args, outlet, Stopper())
+    assert len(again.rc.calls) == 1

@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,10 @@ class BatchRateController(instaloader.RateController):
         self.calls = [t for t in calls if t > time.time() - HOUR]
         self.resume_at = resume_at  # wall clock: no query before this (after a 429)
         self.rate_limited = 0
+        # Saves the pacing as it changes: a call counted, a rate limit begun. The batch
+        # spends most of its days waiting, which is where a kill -9 lands; what it did just
+        # before the wait must be on disk, or the restarted batch asks once too often.
+        self.on_change: Callable[[], None] = lambda: None
         if resume_at > time.time():
             warn("still rate limited", kind="instagram", resumes_at=iso(resume_at),
                  wait_seconds=round(resume_at - time.time(), 2))
@@ -129,6 +133,7 @@ class BatchRateController(instaloader.RateController):
         super().wait_before_query(query_type)
         self.progress.resumed()
         self.calls.append(time.time())
+        self.on_change()
 
     def handle_429(self, query_type: str) -> None:
         self.wait_out(query_type)
@@ -137,6 +142,7 @@ class BatchRateController(instaloader.RateController):
         """Sleep until Instagram may be asked again; say so once, with the time."""
         self.rate_limited += 1
         self.resume_at = max(self.resume_at, time.time() + self.rate_limit_wait)
+        self.on_change()
         warn("rate limited", kind="instagram", query=what, resumes_at=iso(self.resume_at),
              wait_seconds=round(self.resume_at - time.time(), 2))
         self.progress.waiting(self.resume_at, "rate limit")
@@ -320,6 +326,7 @@ class InstagramCollector:
             download_pictures=False, download_videos=False, save_metadata=False)
         self.context = self.loader.context
         self.rc = made[0]
+        self.rc.on_change = lambda: self.batch.save(self.rc)
 
     def login(self) -> None:
         session = self.c.instagram_session_file
