@@ -435,3 +435,49 @@ def test_a_429_with_retry_after_is_waited_out(fixtures: Path, brokers: str, tap:
     assert [r["outcome"] for r in runs] == ["ok"], runs
     gaps = [b - a for a, b in zip(fake.times[:2], fake.times[1:3], strict=True)]
     assert all(g >= 0.95 for g in gaps), gaps
+
+
+class HtmlResearchAPI(FakeResearchAPI):
+    """Answers 200 with an HTML page (a captive portal's, a proxy's) instead of JSON: the
+    first ``html`` London queries, and every Paris one."""
+
+    def __init__(self, videos: dict[str, list[dict[str, Any]]], html: int) -> None:
+        super().__init__(videos)
+        self.html = html
+
+    async def query(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        tag = body["query"]["and"][0]["field_values"][0]
+        if tag == "paris" or self.html:
+            if tag != "paris":
+                self.html -= 1
+            return web.Response(text="<html>Please log in to the network</html>",
+                                content_type="text/html")
+        request._read_bytes = json.dumps(body).encode()  # read again by the real handler
+        return await super().query(request)
+
+
+def test_an_answer_that_is_no_json_is_tried_again_not_an_empty_window(
+        fixtures: Path, brokers: str, tap: KafkaTap, tmp_path: Path) -> None:
+    """A 200 whose body is no JSON object with ``data`` read as an empty last page: the
+    window went into ``windows_done`` with no video, and no later run asked it again. It is
+    tried again like a 5xx, and a hashtag that never gets an answer is an error whose
+    windows a restart asks again."""
+    data, _ = videos(fixtures)
+    fake = HtmlResearchAPI({"london": data["london"]}, html=2)
+    fake.revoke_after = fake.quota_at = 10**6
+    name = collector_name("tt")
+    state = tmp_path / "state.json"
+    with LocalServer(fake.app()) as server:
+        args = live_args(
+            "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "london",
+            "paris", "--since", str(SINCE), "--until", str(UNTIL), "--research-api-url",
+            server.url, "--client-key", KEY, "--client-secret", SECRET, "--state",
+            str(state), "--retries", "2", "--backoff-base", "0.01", "--backoff-max", "0.02")
+        assert args.live_run(args) == 0
+    runs = [json.loads(line) for line in
+            Path(f"{state}.runs.jsonl").read_text().splitlines()]
+    assert [(r["target"], r["outcome"], r["posts"]) for r in runs] == [
+        ("#london", "ok", 12), ("#paris", "error", 0)], runs
+    assert "not JSON" in runs[1]["error"]
+    assert json.loads(state.read_text())["hashtags"]["paris"].get("windows_done") == []

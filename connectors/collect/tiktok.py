@@ -237,9 +237,20 @@ class ResearchClient:
             answer = _body(resp)
             code, message = _error(answer)
             if resp.status_code == 200 and code == "ok":
-                self.backoff.reset()
                 data = answer.get("data")
-                return data if isinstance(data, dict) else {}
+                if isinstance(data, dict):
+                    self.backoff.reset()
+                    return data
+                # A captive portal's page, a proxy's, a body cut short: no page at all.
+                # Read as an empty last page it closed the window with nothing in it, for
+                # good; tried again like a 5xx, it is this hashtag's error at worst, and
+                # the window stays to be asked by the next run.
+                failures += 1
+                what = "answer without data" if answer else "answer is not JSON"
+                if failures > self.retries:
+                    raise ApiError(200, "unexpected_answer", what)
+                self._pause("query failed", resp, status=200, error=what)
+                continue
             if resp.status_code == 401 or code == TOKEN_INVALID:
                 if refreshed:
                     raise ConnectorError(f"TikTok refused a fresh token: {code} {message}"[:300])
