@@ -79,3 +79,15 @@ def hashtag_name(text: str) -> str | None:
     ok = any(ch == "_" or unicodedata.category(ch)[0] in "LN" for ch in name) and all(
         ch == "_" or ch in _JOINERS or unicodedata.category(ch)[0] in "LMN" for ch in name)
     return name if ok else None
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 form. A command-line argument that was not UTF-8 bytes
+    (a shell in a Latin-1 locale, a script) reaches Python as a str with lone surrogates,
+    which no JSON log line, state file, run log or Kafka message can hold: a name must be
+    refused as it comes in, not where it is first written."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

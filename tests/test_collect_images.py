@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from shoal.normalise.images import image_id
@@ -144,3 +146,27 @@ def test_keywords_file_not_utf8_is_one_line(tmp_path: Path) -> None:
     args = live_args("images", "--keywords-file", str(tmp_path / "q.csv"), "--brokers",
                      "127.0.0.1:1", "--collector", "img")
     assert args.live_run(args) == 2
+
+
+def test_names_that_are_no_utf8_are_one_line_before_anything(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A keyword or profile given as Latin-1 bytes on the command line (a shell in another
+    locale, a script) is a str with lone surrogates: the images batch died with a logging
+    traceback and ``TypeError: str is not valid UTF-8``, and the Instagram batch died at that
+    profile (its state could not be written), the profiles after it never asked. Both now
+    refuse it in one line, exit 2, as they refuse a keywords or profiles file that is not
+    UTF-8; no log line of any field breaks the JSON logs either."""
+    from shoal.logs import JsonFormatter
+
+    for argv in (("images", "caf\udce9", "cats"),
+                 ("instagram", "--profiles", "b\udcffob", "alice")):
+        args = live_args(*argv, "--brokers", "127.0.0.1:1", "--collector", "c")
+        with caplog.at_level(logging.ERROR, logger="shoal.collect"):
+            caplog.clear()
+            assert args.live_run(args) == 2, argv
+        failed = [r for r in caplog.records if r.getMessage() == "collector failed"]
+        assert len(failed) == 1 and "not UTF-8" in failed[0].__dict__["fields"]["error"], argv
+    record = logging.LogRecord("shoal.collect", logging.INFO, "x", 1, "target done", (), None)
+    record.__dict__["fields"] = {"target": "caf\udce9"}
+    line = json.loads(JsonFormatter().format(record))
+    assert line["target"].startswith("caf") and line["msg"] == "target done"

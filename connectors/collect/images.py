@@ -41,6 +41,7 @@ from connectors.kafka.publisher import now_iso
 from shoal.batch import BatchProgress
 from shoal.logs import event
 from shoal.model import RawPost
+from shoal.names import is_utf8
 from shoal.normalise.images import FORMAT, image_id
 
 log = logging.getLogger("shoal.collect")
@@ -53,6 +54,9 @@ def keywords_of(args: argparse.Namespace) -> list[str]:
     ``cats``, and two folders differing only in case are one on many disks), first spelling
     and order kept."""
     words = list(args.keywords)
+    for word in words:
+        if not is_utf8(word):
+            raise ConnectorError(f"keyword {word!a} is not UTF-8 text")
     if args.keywords_file:
         try:
             with open(args.keywords_file, newline="", encoding="utf-8-sig") as fh:

@@ -57,7 +57,7 @@ from shoal.errors import UserError
 from shoal.logs import event
 from shoal.media.platforms import instagram_media
 from shoal.model import RawPost
-from shoal.names import hashtag_name
+from shoal.names import hashtag_name, is_utf8
 
 log = logging.getLogger("shoal.collect")
 FORMAT = "instagram-media"
@@ -190,8 +190,13 @@ def targets_of(args: argparse.Namespace) -> list[str]:
             names += _listed(path)
         elif "/" in item or os.sep in item:
             raise ConnectorError(f"profiles file {item} does not exist")
+        elif not is_utf8(item):
+            raise ConnectorError(f"profile name {item!a} is not UTF-8 text")
         else:
             names.append(item)
+    for tag in args.hashtags or ():
+        if not is_utf8(tag):
+            raise ConnectorError(f"hashtag {tag!a} is not UTF-8 text")
     out: list[str] = []
     for name in names:
         name = name.strip().lstrip("@").lower()
