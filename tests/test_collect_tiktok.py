@@ -481,3 +481,25 @@ def test_an_answer_that_is_no_json_is_tried_again_not_an_empty_window(
         ("#london", "ok", 12), ("#paris", "error", 0)], runs
     assert "not JSON" in runs[1]["error"]
     assert json.loads(state.read_text())["hashtags"]["paris"].get("windows_done") == []
+
+
+def test_a_long_hashtag_has_an_id_list_a_disk_can_hold(tmp_path: Path) -> None:
+    """``<query>_post_ids.txt`` of a long hashtag (90 letters of Devanagari are 270 bytes;
+    a file name holds 255) failed with 'File name too long' after its first page was
+    published: the hashtag ended as an error at that page in every run, the rest of it
+    never collected. A long name keeps its beginning and a hash; a short one is unchanged;
+    the lists read back as they were written."""
+    from connectors.collect.tiktok import IdLists
+
+    long_a, long_b = "भारत" * 22 + "क", "भारत" * 22 + "ख"
+    lists = IdLists(tmp_path)
+    lists.add(long_a, ["1", "2"])
+    lists.add(long_b, ["3"])
+    lists.add("london", ["4"])
+    assert (tmp_path / "london_post_ids.txt").read_text() == "4\n"
+    assert all(len(p.name.encode()) <= 255 for p in tmp_path.iterdir())
+    again = IdLists(tmp_path)
+    assert again.published == {"1", "2", "3", "4"}
+    again.add(long_a, ["2", "5"])  # 2 is listed already: not twice
+    texts = sorted(p.read_text() for p in tmp_path.iterdir())
+    assert texts == ["1\n2\n5\n", "3\n", "4\n"], texts

@@ -32,6 +32,7 @@ found it (``query``); its media URL is its web page, which the dataflow's fetch 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import re
@@ -333,8 +334,27 @@ def credentials(args: argparse.Namespace) -> tuple[str, str]:
 # --------------------------------------------------------------------------- the batch
 
 
+ID_LIST = "_post_ids.txt"
+NAME_MAX = 255  # bytes in a file name, on every common file system
+
+
+def id_list_name(query: str) -> str:
+    """The file name of a query's ID list: ``<query>_post_ids.txt``, unless that is longer
+    than a file name may be (a long hashtag: 85 letters of an Indic script are 255 bytes),
+    when the query's beginning (cut at a character) and 16 hex digits of its hash stand for
+    it. Writing the full name failed after the first page was published, every run."""
+    name = f"{query}{ID_LIST}"
+    if len(name.encode()) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(query.encode()).hexdigest()[:16]
+    room = NAME_MAX - len(ID_LIST) - len(digest) - 1
+    head = query.encode()[:room].decode("utf-8", "ignore")
+    return f"{head}-{digest}{ID_LIST}"
+
+
 class IdLists:
-    """``<query>_post_ids.txt`` per query, appended and synced as posts are acknowledged."""
+    """``<query>_post_ids.txt`` per query, appended and synced as posts are acknowledged;
+    kept by file name (:func:`id_list_name`), which is what a restart reads back."""
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
@@ -342,16 +362,16 @@ class IdLists:
         self.published: set[str] = set()
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            for path in sorted(folder.glob("*_post_ids.txt")):
+            for path in sorted(folder.glob(f"*{ID_LIST}")):
                 ids = set(path.read_text().split())
-                self.lists[path.name.removesuffix("_post_ids.txt")] = ids
+                self.lists[path.name] = ids
                 self.published |= ids
 
     def path(self, query: str) -> Path | None:
-        return self.folder / f"{query}_post_ids.txt" if self.folder is not None else None
+        return self.folder / id_list_name(query) if self.folder is not None else None
 
     def add(self, query: str, ids: list[str]) -> None:
-        known = self.lists.setdefault(query, set())
+        known = self.lists.setdefault(id_list_name(query), set())
         fresh = [i for i in dict.fromkeys(ids) if i not in known]
         known.update(fresh)
         self.published.update(fresh)
