@@ -288,3 +288,22 @@ def test_a_call_is_on_disk_before_the_next_wait(tmp_path: Path) -> None:
     # ... killed here, waiting for the page query's turn.
     again = InstagramCollector(args, outlet, Stopper())
     assert len(again.rc.calls) == 1
+
+
+def test_profiles_given_as_their_instagram_links(tmp_path: Path) -> None:
+    """A profile list copied from a browser holds links: each was recorded ``not-found``
+    (an outcome a restart never retries) without a query, and on the command line it was
+    'profiles file ... does not exist'. A link to a profile is that profile; a link to a
+    post is still no profile name."""
+    from connectors.collect.instagram import targets_of, valid_target
+
+    (tmp_path / "profiles.txt").write_text(
+        "https://www.instagram.com/Alice/\ninstagram.com/bob?hl=en\n"
+        "https://www.instagram.com/p/C1abcDEF/\n")
+    args = live_args("instagram", "--brokers", "127.0.0.1:1", "--collector", "ig",
+                     "--profiles", str(tmp_path / "profiles.txt"),
+                     "http://instagram.com/carol_c.x/", "@dave")
+    targets = targets_of(args)
+    assert targets[:2] == ["profile:alice", "profile:bob"]
+    assert targets[3:] == ["profile:carol_c.x", "profile:dave"]
+    assert not valid_target(targets[2])

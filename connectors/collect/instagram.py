@@ -172,6 +172,25 @@ def _listed(path: Path) -> list[str]:
     return [line.split("#", 1)[0] for line in text.splitlines()]
 
 
+# A link to a profile, as a browser copies it: instagram.com/NAME, with or without the
+# scheme, www. or m., a trailing slash or a query string. Other pages (a post /p/..., a reel,
+# explore) are no profile and stay as they were given.
+PROFILE_LINK = re.compile(r"(?:https?://)?(?:www\.|m\.)?instagram\.com/([^/?#]+)/?(?:[?#].*)?",
+                          re.IGNORECASE)
+NOT_PROFILES = {"p", "reel", "reels", "tv", "explore", "stories", "accounts", "direct"}
+
+
+def profile_name(text: str) -> str:
+    """The name a ``--profiles`` item stands for: ``alice`` for ``@alice`` and for a link to
+    the profile (``https://www.instagram.com/alice/``), in lower case. A list copied from a
+    browser holds links, and each was recorded ``not-found`` without a query."""
+    text = text.strip()
+    m = PROFILE_LINK.fullmatch(text)
+    if m and m.group(1).lower() not in NOT_PROFILES:
+        text = m.group(1)
+    return text.lstrip("@").lower()
+
+
 def query_of(target: str) -> tuple[str, str]:
     """A target (``profile:alice``, ``hashtag:london``) as a query and its kind:
     ``("@alice", "profile")``, ``("london", "hashtag")``."""
@@ -181,14 +200,15 @@ def query_of(target: str) -> tuple[str, str]:
 
 def targets_of(args: argparse.Namespace) -> list[str]:
     """``profile:NAME`` and ``hashtag:TAG`` in the order given, each once whatever its case
-    (``Alice`` and ``alice`` are one account); a FILE lists one name a line. A name given
-    with a path separator that is no file is a one-line error: it was meant as a file."""
+    (``Alice`` and ``alice`` are one account); a FILE lists one name (or profile link) a
+    line. A name given with a path separator that is neither a file nor a profile link is a
+    one-line error: it was meant as a file."""
     names: list[str] = []
     for item in args.profiles or ():
         path = Path(item)
         if path.is_file():
             names += _listed(path)
-        elif "/" in item or os.sep in item:
+        elif ("/" in item or os.sep in item) and not PROFILE_LINK.fullmatch(item.strip()):
             raise ConnectorError(f"profiles file {item} does not exist")
         elif not is_utf8(item):
             raise ConnectorError(f"profile name {item!a} is not UTF-8 text")
@@ -199,7 +219,7 @@ def targets_of(args: argparse.Namespace) -> list[str]:
             raise ConnectorError(f"hashtag {tag!a} is not UTF-8 text")
     out: list[str] = []
     for name in names:
-        name = name.strip().lstrip("@").lower()
+        name = profile_name(name)
         if name and not name.startswith("#") and f"profile:{name}" not in out:
             out.append(f"profile:{name}")
     for tag in args.hashtags or ():
