@@ -43,6 +43,9 @@ log = logging.getLogger("shoal.collect")
 
 DEFAULT_URL = "wss://jetstream2.us-east.bsky.network/subscribe"
 MAX_FRAME = 16 << 20
+# A frame over MAX_FRAME is read again once under this limit: Jetstream replays from the
+# cursor, so without it the same frame closed every reconnection, forever.
+LARGE_FRAME = 256 << 20
 KIND = "bluesky"
 
 
@@ -96,6 +99,7 @@ class Jetstream:
         self.rewind_us = int(args.rewind * 1_000_000)
         self.connection = 0
         self.frames = 0
+        self.large = False  # the next connection reads one frame over MAX_FRAME
         self.checkpoint = Checkpoint(args.state, outlet.publisher, args.save_every, self.snapshot)
 
     def snapshot(self) -> dict[str, Any]:
@@ -119,16 +123,21 @@ class Jetstream:
     async def connect_once(self, session: aiohttp.ClientSession) -> None:
         self.connection += 1
         params = self.params()
+        limit = LARGE_FRAME if self.large else MAX_FRAME
         try:
             async with session.ws_connect(self.args.url, params=params, heartbeat=30.0,
-                                          max_msg_size=MAX_FRAME) as ws:
+                                          max_msg_size=limit) as ws:
                 event(log, "connected", kind=KIND, connection=self.connection,
                       cursor=dict(params).get("cursor"))
                 async for msg in ws:
                     if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                        self.large = False  # read: the next connection has the usual limit
                         self.handle(msg.data)
                     elif msg.type == aiohttp.WSMsgType.ERROR:
-                        warn("websocket error", kind=KIND, error=str(ws.exception()))
+                        # The error is the message's data; ws.exception() may be unset.
+                        exc = msg.data if isinstance(msg.data, BaseException) else ws.exception()
+                        self.too_large(exc, limit)
+                        warn("websocket error", kind=KIND, error=str(exc))
                         break
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status < 500 and exc.status not in (408, 429):
@@ -137,6 +146,22 @@ class Jetstream:
             warn("connection refused", kind=KIND, status=exc.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             warn("connection failed", kind=KIND, **failure(exc, self.args.url))
+
+    def too_large(self, exc: BaseException | None, limit: int) -> None:
+        """After a frame over ``limit``: the reconnection (which Jetstream starts with that
+        frame again) reads it under LARGE_FRAME, so it becomes a post or, too large for
+        Kafka, a dead letter with its head; a frame over that too is the collector's end,
+        in one line, rather than a reconnection to the same frame every backoff."""
+        if not (isinstance(exc, aiohttp.WebSocketError)
+                and exc.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG):
+            return
+        if limit >= LARGE_FRAME:
+            raise ConnectorError(f"Jetstream sent a frame over {LARGE_FRAME} bytes after "
+                                 f"cursor {self.cursor}; start again with a later cursor "
+                                 "in --state to go past it")
+        warn("frame over the limit; reading it again with a larger one", kind=KIND,
+             limit=limit, cursor=self.cursor)
+        self.large = True
 
     def handle(self, data: str | bytes) -> None:
         self.frames += 1
