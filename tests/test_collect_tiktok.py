@@ -503,3 +503,43 @@ def test_a_long_hashtag_has_an_id_list_a_disk_can_hold(tmp_path: Path) -> None:
     again.add(long_a, ["2", "5"])  # 2 is listed already: not twice
     texts = sorted(p.read_text() for p in tmp_path.iterdir())
     assert texts == ["1\n2\n5\n", "3\n", "4\n"], texts
+
+
+class BrokenItemsAPI(FakeResearchAPI):
+    """London's first page also holds a video with id 0, one without an id and an item
+    that is no object at all."""
+
+    async def query(self, request: web.Request) -> web.Response:
+        resp = await super().query(request)
+        answer = json.loads(resp.text or "{}")
+        data = answer.get("data")
+        if isinstance(data, dict) and not (await request.json()).get("cursor"):
+            data["videos"] = [*data["videos"], {"id": 0, "username": "zero"},
+                              {"username": "no-id"}, "oops"]
+        return web.json_response(answer, status=resp.status)
+
+
+def test_videos_that_cannot_be_posts_are_dead_letters(fixtures: Path, brokers: str,
+                                                     tap: KafkaTap, tmp_path: Path) -> None:
+    """A video with an impossible id, one without id and an item that is no object were a
+    warning (or nothing) and gone; the README promises each a dead letter with its reason
+    and content, as every collector keeps what it cannot publish."""
+    data, _ = videos(fixtures)
+    fake = BrokenItemsAPI({"london": data["london"]})
+    fake.revoke_after = fake.quota_at = 10**6
+    name = collector_name("tt")
+    with LocalServer(fake.app()) as server:
+        args = live_args(
+            "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "london",
+            "--since", str(SINCE), "--until", str(SINCE + timedelta(9)),
+            "--research-api-url", server.url, "--client-key", KEY, "--client-secret", SECRET,
+            "--state", str(tmp_path / "state.json"))
+        assert args.live_run(args) == 0
+    tap.settle(0.5)
+    dead = tap.dead(name)
+    assert len(dead) == 3, dead
+    raws = sorted(d["raw"] for d in dead)
+    assert any('"zero"' in r for r in raws) and any('"no-id"' in r for r in raws)
+    assert any("oops" in r for r in raws)
+    assert all(d["reason"] for d in dead)
+    assert len(tap.posts(name)) == 5

@@ -42,6 +42,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import requests
 from kafka.errors import KafkaError
 
@@ -65,7 +66,7 @@ from shoal.errors import UserError
 from shoal.fetch.policy import parse_retry_after
 from shoal.hours import parse_day
 from shoal.logs import event
-from shoal.model import BadPost, RawPost
+from shoal.model import BadPost, DeadLetter, RawPost
 from shoal.names import hashtag_name
 from shoal.normalise.tiktok import RESEARCH, research_id
 
@@ -460,18 +461,25 @@ class TikTokCollector:
             if outcome != "interrupted":
                 self.outlet.progress.finish(outcome)
 
-    def publish(self, query: str, kind: str, videos: list[dict[str, Any]],
+    def publish(self, query: str, kind: str, videos: list[Any],
                 counts: dict[str, int]) -> None:
         """Publish what is new, then (acknowledged) list it; list what another query
-        already published without publishing it again."""
+        already published without publishing it again. An item that cannot be a post (no
+        object, no usable id) is a dead letter with its reason and content: it used to be
+        a warning line, and gone."""
         found_at = now_iso()
         posts: list[RawPost] = []
+        dead: list[DeadLetter] = []
         seen: list[str] = []
         for video in videos:
             try:
+                if not isinstance(video, dict):
+                    raise BadPost(f"TikTok video is a JSON {type(video).__name__}, "
+                                  "not an object")
                 vid = research_id(video)
-            except BadPost:
-                warn("video without id; skipped", kind="tiktok", query=query)
+            except BadPost as exc:
+                dead.append(DeadLetter(str(exc), f"tiktok:{kind}:{query}",
+                                       orjson.dumps(video, default=str), FORMAT))
                 continue
             if vid in self.ids.published or any(p.id == vid for p in posts):
                 seen.append(vid)
@@ -479,8 +487,8 @@ class TikTokCollector:
             payload = {**video, "id": vid, "query": query, "query_kind": kind,
                        "found_at": found_at}
             posts.append(RawPost("tiktok", vid, FORMAT, payload, source=f"tiktok:{kind}"))
-        if posts:
-            self.outlet.emit(posts)
+        if posts or dead:
+            self.outlet.emit([*posts, *dead])
             # Acknowledged before listed: a crash in between repeats a post (the dataflow
             # dedupes it), never loses one.
             self.outlet.publisher.flush(30)
@@ -542,7 +550,7 @@ class TikTokCollector:
                 # Paging on a cursor we cannot read could loop or skip: the hashtag's error.
                 raise ApiError(200, "unexpected_answer",
                                f"videos {type(found).__name__}, cursor {cursor!r}"[:120])
-            videos = [v for v in found if isinstance(v, dict)]
+            videos: list[Any] = list(found)  # an item that is no video: a dead letter
             # --max-posts: videos this hashtag listed over all its windows and runs (what
             # another hashtag published first counts too: it is listed under this one).
             most = self.args.settings.collectors.tiktok_max_posts
