@@ -170,3 +170,36 @@ def test_names_that_are_no_utf8_are_one_line_before_anything(
     record.__dict__["fields"] = {"target": "caf\udce9"}
     line = json.loads(JsonFormatter().format(record))
     assert line["target"].startswith("caf") and line["msg"] == "target done"
+
+
+class ImagelessDuckDuckGo(FakeDuckDuckGo):
+    """Answers ``blank`` with one result whose image URL is empty, beside two good ones."""
+
+    async def results(self, request: web.Request) -> web.Response:
+        if request.query["q"] == "blank":
+            self.searches.append("blank")
+            items = [{"title": f"blank {n}", "image": f"https://img.example.org/b/{n}.jpg",
+                      "thumbnail": "", "url": f"https://p.example.org/{n}", "height": 1,
+                      "width": 1, "source": "Bing"} for n in range(2)]
+            items.append({"title": "no picture", "image": "", "thumbnail": "",
+                          "url": "https://p.example.org/none", "height": 1, "width": 1,
+                          "source": "Bing"})
+            return web.json_response({"results": items, "next": None})
+        return await super().results(request)
+
+
+def test_a_result_without_an_image_is_a_dead_letter(brokers: str, tap: KafkaTap,
+                                                   tmp_path: Path) -> None:
+    """A result without an image URL cannot be a post: it was dropped without a word; it is
+    a dead letter with its reason and content, as the README promises for every input."""
+    fake = ImagelessDuckDuckGo()
+    ca = TestCA(tmp_path / "ca", ["duckduckgo.com"])
+    name = collector_name("img")
+    with TlsServer(fake.app(), ca) as server, ConnectProxy(server.port) as proxy:
+        args = live_args("images", "blank", "--brokers", brokers, "--collector", name,
+                         "--proxy", proxy.url, "--ca-file", str(ca.ca_file), "--retries", "0")
+        assert args.live_run(args) == 0
+    tap.settle(0.5)
+    assert len(tap.posts(name)) == 2
+    dead = tap.dead(name)
+    assert len(dead) == 1 and "no picture" in dead[0]["raw"] and "image" in dead[0]["reason"]
