@@ -203,3 +203,22 @@ def test_a_result_without_an_image_is_a_dead_letter(brokers: str, tap: KafkaTap,
     assert len(tap.posts(name)) == 2
     dead = tap.dead(name)
     assert len(dead) == 1 and "no picture" in dead[0]["raw"] and "image" in dead[0]["reason"]
+
+
+def test_files_the_batch_will_write_are_checked_before_it_starts(tmp_path: Path) -> None:
+    """A --run-log that is a folder, a --state or --ids-dir under a file: the images batch
+    searched its first keyword, published it, then died (exit 1) writing the run log; the
+    others alike after their first target. Each is now one line, exit 2, before anything
+    is asked (the broker here does not even exist)."""
+    (tmp_path / "folder.jsonl").mkdir()
+    (tmp_path / "file").write_text("")
+    cases = [
+        ("images", "kw", "--run-log", str(tmp_path / "folder.jsonl")),
+        ("instagram", "--profiles", "alice", "--state", str(tmp_path / "file" / "s.json")),
+        ("instagram", "--profiles", "alice", "--state", str(tmp_path / "folder.jsonl")),
+        ("tiktok", "--users", "alice", "--ids-dir", str(tmp_path / "file")),
+        ("tiktok", "--users", "alice", "--run-log", str(tmp_path / "folder.jsonl")),
+    ]
+    for argv in cases:
+        args = live_args(*argv, "--brokers", "127.0.0.1:1", "--collector", "c")
+        assert args.live_run(args) == 2, argv

@@ -35,6 +35,7 @@ from connectors.collect.live import (
     Stopper,
     add_common_options,
     append_line,
+    check_writable,
     run_sync,
     warn,
 )
@@ -155,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConnectorError(f"keywords file {args.keywords_file} does not exist")
         if not keywords_of(args):
             raise ConnectorError("no keywords: give KEYWORD... or --keywords-file F")
+        check_writable(args.run_log, "--run-log")
 
     return run_sync(args, "images", lambda out, stop: collect(args, out, stop), preflight)
 

@@ -45,6 +45,7 @@ from connectors.collect.live import (
     Outlet,
     Stopper,
     append_line,
+    check_writable,
     iso,
     load_state,
     run_sync,
@@ -525,7 +526,12 @@ def run(args: argparse.Namespace) -> int:
         session = args.settings.collectors.instagram_session_file
         if session and not Path(session).is_file():
             raise ConnectorError(f"session file {session} does not exist")
+        check_writable(args.state, "--state")
         load_state(args.state)
+        if args.state is not None:
+            check_writable(Path(f"{args.state}.ids"), "the archive of published ids")
+        check_writable(args.run_log or (Path(f"{args.state}.runs.jsonl") if args.state
+                                        else None), "--run-log")
 
     def body(outlet: Outlet, stopper: Stopper) -> None:
         InstagramCollector(args, outlet, stopper).run()

@@ -54,6 +54,7 @@ from connectors.collect.live import (
     Stopper,
     add_common_options,
     append_line,
+    check_writable,
     iso,
     load_state,
     run_sync,
@@ -684,7 +685,12 @@ def run(args: argparse.Namespace) -> int:
         if tags:
             credentials(args)
             range_of(args)
+        check_writable(args.state, "--state")
         load_state(args.state)
+        check_writable(args.ids_dir or (args.state.parent if args.state else None),
+                       "--ids-dir", folder=True)
+        check_writable(args.run_log or (Path(f"{args.state}.runs.jsonl") if args.state
+                                        else None), "--run-log")
 
     def body(outlet: Outlet, stopper: Stopper) -> None:
         TikTokCollector(args, outlet, stopper).run()
