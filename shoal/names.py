@@ -65,6 +65,32 @@ def query_folder(query: str) -> str:
 _JOINERS = frozenset("\u200c\u200d")
 
 
+def _in_hashtag(ch: str) -> bool:
+    return ch == "_" or ch in _JOINERS or unicodedata.category(ch)[0] in "LMN"
+
+
+# A '#' that starts a hashtag: not inside a word nor an HTML entity (&#38;), and followed by
+# a letter, digit or '_'.
+_HASH = re.compile(r"(?<![\w&])#(?=\w)")
+
+
+def hashtags_in_text(text: str) -> list[str]:
+    """The hashtags typed in ``text``, without '#', as written but in NFC, in order (repeats
+    kept). A hashtag runs over letters, digits, ``_``, marks and ZWNJ/ZWJ (as
+    :func:`hashtag_name` reads one): a ``\\w+`` pattern cut ``#भारत`` to ``भ`` at its first
+    vowel sign."""
+    text = unicodedata.normalize("NFC", text)
+    out: list[str] = []
+    for m in _HASH.finditer(text):
+        end = m.end()
+        while end < len(text) and _in_hashtag(text[end]):
+            end += 1
+        tag = text[m.end():end].rstrip("\u200c\u200d")
+        if tag:
+            out.append(tag)
+    return out
+
+
 def hashtag_name(text: str) -> str | None:
     """``text`` (without its ``#``) as a hashtag name, in NFC and lower case, or None when no
     hashtag can be spelt so (``..``, ``a/b``, ``two words``).
@@ -77,7 +103,7 @@ def hashtag_name(text: str) -> str | None:
     one hashtag, as the platforms show it."""
     name = unicodedata.normalize("NFC", text.lower())
     ok = any(ch == "_" or unicodedata.category(ch)[0] in "LN" for ch in name) and all(
-        ch == "_" or ch in _JOINERS or unicodedata.category(ch)[0] in "LMN" for ch in name)
+        _in_hashtag(ch) for ch in name)
     return name if ok else None
 
 

@@ -68,7 +68,7 @@ from shoal.fetch.policy import parse_retry_after
 from shoal.hours import parse_day
 from shoal.logs import event
 from shoal.model import BadPost, DeadLetter, RawPost
-from shoal.names import hashtag_name
+from shoal.names import hashtag_name, hashtags_in_text
 from shoal.normalise.tiktok import RESEARCH, research_id
 
 log = logging.getLogger("shoal.collect")
@@ -668,7 +668,7 @@ def user_videos(name: str, args: argparse.Namespace, stopper: Stopper
             "comment_count": entry.get("comment_count"),
             "share_count": entry.get("repost_count"),
             "video_duration": entry.get("duration"),
-            "hashtag_names": re.findall(r"#(\w+)", desc),
+            "hashtag_names": hashtags_in_text(desc),
         }
 
 
