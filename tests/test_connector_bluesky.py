@@ -255,3 +255,20 @@ def test_a_frame_over_the_limit_is_read_once_not_reconnected_to_forever(
     with live.sigterm_when(lambda: False, timeout=10) as fired:
         assert args.live_run(args) == 2
     assert not fired.is_set()
+
+
+def test_hashtag_filter_reads_whole_hashtags_of_every_script() -> None:
+    """--hashtag भ matched a post tagged #भारत (the regex's end stopped at the vowel sign),
+    and --hashtag भारत one tagged #भारती: posts of other hashtags passed the filter. A
+    hashtag in the text is read whole, in NFC, as the collectors and normalisers read it."""
+    from connectors.collect.bluesky import PostFilter
+
+    def event(text: str) -> dict[str, Any]:
+        return {"commit": {"record": {"text": text}}}
+
+    assert PostFilter(["भारत"], []).accepts(event("jai #भारत!"))
+    assert not PostFilter(["भारत"], []).accepts(event("#भारती"))
+    assert not PostFilter(["भ"], []).accepts(event("#भारत"))
+    assert PostFilter(["café"], []).accepts(event("#Cafe\u0301 au lait"))
+    assert PostFilter(["#London"], []).accepts(event("#london calling"))
+    assert not PostFilter(["london"], []).accepts(event("#londoner"))

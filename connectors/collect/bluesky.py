@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from shoal.formats import bluesky
 from shoal.formats._json_records import Record
 from shoal.logs import event
 from shoal.model import DeadLetter, RawPost
+from shoal.names import hashtags_in_text
 from shoal.normalise.bluesky import POST_COLLECTION
 from shoal.options import finite_float
 
@@ -53,9 +54,8 @@ class PostFilter:
     """``--hashtag`` / ``--keyword``: a post passes if any of them matches (none: all pass)."""
 
     def __init__(self, hashtags: list[str], keywords: list[str]) -> None:
-        self.tags = {t.lstrip("#").casefold() for t in hashtags if t.lstrip("#")}
+        self.tags = {_fold(t.lstrip("#")) for t in hashtags if t.lstrip("#")}
         self.words = [k.casefold() for k in keywords if k]
-        self._in_text = [re.compile(rf"(?<!\w)#{re.escape(t)}(?!\w)") for t in self.tags]
 
     def __bool__(self) -> bool:
         return bool(self.tags or self.words)
@@ -69,19 +69,26 @@ class PostFilter:
             return False
         text = record.get("text")
         folded = text.casefold() if isinstance(text, str) else ""
+        # Hashtags in the text read whole (a regex ending at \w stopped at a vowel sign:
+        # --hashtag भ took #भारत), in NFC, as the collectors and normalisers read them.
         if self.tags and (self.tags & _record_tags(record)
-                          or any(p.search(folded) for p in self._in_text)):
+                          or self.tags & {_fold(t) for t in hashtags_in_text(folded)}):
             return True
         return any(w in folded for w in self.words)
 
 
+def _fold(tag: str) -> str:
+    """A hashtag as compared: NFC, case-folded."""
+    return unicodedata.normalize("NFC", tag).casefold()
+
+
 def _record_tags(record: dict[str, Any]) -> set[str]:
-    tags = {t.casefold() for t in record.get("tags") or () if isinstance(t, str)}
+    tags = {_fold(t) for t in record.get("tags") or () if isinstance(t, str)}
     for facet in record.get("facets") or ():
         for feature in facet.get("features") or () if isinstance(facet, dict) else ():
             if (isinstance(feature, dict) and str(feature.get("$type", "")).endswith("#tag")
                     and isinstance(feature.get("tag"), str)):
-                tags.add(feature["tag"].casefold())
+                tags.add(_fold(feature["tag"]))
     return tags
 
 
