@@ -24,7 +24,24 @@ class JsonFormatter(logging.Formatter):
             out.update(fields)
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return orjson.dumps(out, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        try:
+            return orjson.dumps(out, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # a str with lone surrogates (bytes that were not UTF-8)
+            return orjson.dumps(_utf8(out), default=str,
+                                option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _utf8(value: Any) -> Any:
+    """``value`` with every str made UTF-8-safe (a lone surrogate as ``\\udce9``): a log
+    line about a bad input must not fail on the input, and a failing line is a traceback
+    on stderr instead of the line."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_utf8(k): _utf8(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_utf8(v) for v in value]
+    return value
 
 
 def setup(level: str = "info") -> None:

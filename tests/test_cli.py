@@ -222,3 +222,23 @@ def test_ctrl_c_stops_up_in_one_line_and_leaves_nothing_behind(tmp_path: Path) -
         tweets = ids.with_name(f"{stem}_tweets.csv.xz")
         n = len(lzma.decompress(ids.read_bytes()).splitlines())
         assert len(lzma.decompress(tweets.read_bytes()).decode().splitlines()) >= n + 1
+
+
+def test_up_passes_a_source_argument_that_starts_with_a_dash_as_one() -> None:
+    """``--source images:-funny`` (or a search starting with ``-is:retweet``) reached the
+    collector as an option it did not know: it exited 2 and the source was lost."""
+    from shoal.app.cli import Source, build_parser, collector_argv
+
+    for kind, value, attr in (("images", "-funny", "keywords"),
+                              ("twitter-search", "-is:retweet", "query"),
+                              ("images", "--help", "keywords")):
+        argv = collector_argv(Source(kind, value), "127.0.0.1:9092", None)
+        args = build_parser().parse_args(argv)
+        got = getattr(args, attr)
+        assert (got == [value] if isinstance(got, list) else got == value), (kind, got)
+        assert args.brokers == "127.0.0.1:9092" and args.collector == kind
+    argv = collector_argv(Source("instagram", "alice,bob", "ig"), "b:1", Path("shoal.toml"))
+    at = argv.index("--config")
+    assert argv[at + 1] == "shoal.toml"  # read by main's pre-parser, before build_parser
+    args = build_parser().parse_args(argv[:at] + argv[at + 2:])
+    assert args.profiles == ["alice", "bob"] and args.collector == "ig"

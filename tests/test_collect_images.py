@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from shoal.normalise.images import image_id
@@ -144,3 +146,79 @@ def test_keywords_file_not_utf8_is_one_line(tmp_path: Path) -> None:
     args = live_args("images", "--keywords-file", str(tmp_path / "q.csv"), "--brokers",
                      "127.0.0.1:1", "--collector", "img")
     assert args.live_run(args) == 2
+
+
+def test_names_that_are_no_utf8_are_one_line_before_anything(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A keyword or profile given as Latin-1 bytes on the command line (a shell in another
+    locale, a script) is a str with lone surrogates: the images batch died with a logging
+    traceback and ``TypeError: str is not valid UTF-8``, and the Instagram batch died at that
+    profile (its state could not be written), the profiles after it never asked. Both now
+    refuse it in one line, exit 2, as they refuse a keywords or profiles file that is not
+    UTF-8; no log line of any field breaks the JSON logs either."""
+    from shoal.logs import JsonFormatter
+
+    for argv in (("images", "caf\udce9", "cats"),
+                 ("instagram", "--profiles", "b\udcffob", "alice")):
+        args = live_args(*argv, "--brokers", "127.0.0.1:1", "--collector", "c")
+        with caplog.at_level(logging.ERROR, logger="shoal.collect"):
+            caplog.clear()
+            assert args.live_run(args) == 2, argv
+        failed = [r for r in caplog.records if r.getMessage() == "collector failed"]
+        assert len(failed) == 1 and "not UTF-8" in failed[0].__dict__["fields"]["error"], argv
+    record = logging.LogRecord("shoal.collect", logging.INFO, "x", 1, "target done", (), None)
+    record.__dict__["fields"] = {"target": "caf\udce9"}
+    line = json.loads(JsonFormatter().format(record))
+    assert line["target"].startswith("caf") and line["msg"] == "target done"
+
+
+class ImagelessDuckDuckGo(FakeDuckDuckGo):
+    """Answers ``blank`` with one result whose image URL is empty, beside two good ones."""
+
+    async def results(self, request: web.Request) -> web.Response:
+        if request.query["q"] == "blank":
+            self.searches.append("blank")
+            items = [{"title": f"blank {n}", "image": f"https://img.example.org/b/{n}.jpg",
+                      "thumbnail": "", "url": f"https://p.example.org/{n}", "height": 1,
+                      "width": 1, "source": "Bing"} for n in range(2)]
+            items.append({"title": "no picture", "image": "", "thumbnail": "",
+                          "url": "https://p.example.org/none", "height": 1, "width": 1,
+                          "source": "Bing"})
+            return web.json_response({"results": items, "next": None})
+        return await super().results(request)
+
+
+def test_a_result_without_an_image_is_a_dead_letter(brokers: str, tap: KafkaTap,
+                                                   tmp_path: Path) -> None:
+    """A result without an image URL cannot be a post: it was dropped without a word; it is
+    a dead letter with its reason and content, as the README promises for every input."""
+    fake = ImagelessDuckDuckGo()
+    ca = TestCA(tmp_path / "ca", ["duckduckgo.com"])
+    name = collector_name("img")
+    with TlsServer(fake.app(), ca) as server, ConnectProxy(server.port) as proxy:
+        args = live_args("images", "blank", "--brokers", brokers, "--collector", name,
+                         "--proxy", proxy.url, "--ca-file", str(ca.ca_file), "--retries", "0")
+        assert args.live_run(args) == 0
+    tap.settle(0.5)
+    assert len(tap.posts(name)) == 2
+    dead = tap.dead(name)
+    assert len(dead) == 1 and "no picture" in dead[0]["raw"] and "image" in dead[0]["reason"]
+
+
+def test_files_the_batch_will_write_are_checked_before_it_starts(tmp_path: Path) -> None:
+    """A --run-log that is a folder, a --state or --ids-dir under a file: the images batch
+    searched its first keyword, published it, then died (exit 1) writing the run log; the
+    others alike after their first target. Each is now one line, exit 2, before anything
+    is asked (the broker here does not even exist)."""
+    (tmp_path / "folder.jsonl").mkdir()
+    (tmp_path / "file").write_text("")
+    cases = [
+        ("images", "kw", "--run-log", str(tmp_path / "folder.jsonl")),
+        ("instagram", "--profiles", "alice", "--state", str(tmp_path / "file" / "s.json")),
+        ("instagram", "--profiles", "alice", "--state", str(tmp_path / "folder.jsonl")),
+        ("tiktok", "--users", "alice", "--ids-dir", str(tmp_path / "file")),
+        ("tiktok", "--users", "alice", "--run-log", str(tmp_path / "folder.jsonl")),
+    ]
+    for argv in cases:
+        args = live_args(*argv, "--brokers", "127.0.0.1:1", "--collector", "c")
+        assert args.live_run(args) == 2, argv

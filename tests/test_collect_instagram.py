@@ -7,6 +7,8 @@ one whose page times out twice, one answered 429 (a 2 s window standing in for m
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -242,3 +244,66 @@ def test_targets_become_queries_spelt_as_tiktoks() -> None:
 
     assert query_of("profile:alice") == ("@alice", "profile")
     assert query_of("hashtag:london") == ("london", "hashtag")
+
+
+def test_a_rate_limit_wait_survives_a_restart(tmp_path: Path) -> None:
+    """Stopped (SIGTERM, or a reboot) while it waits out a 429, the batch started again with
+    the same --state still waits until the time it logged: it used to ask Instagram at
+    once, inside the block, which is how an account gets a longer one."""
+    from connectors.collect.instagram import InstagramCollector
+    from connectors.collect.live import Shutdown
+    from shoal.batch import BatchProgress
+
+    args = live_args("instagram", "--brokers", "127.0.0.1:1", "--collector", "ig",
+                     "--profiles", "alice", "--state", str(tmp_path / "state.json"),
+                     "--rate-limit-wait", "600")
+    outlet: Any = argparse.Namespace(progress=BatchProgress("instagram"),
+                                     publisher=argparse.Namespace(flush=lambda _t: None))
+    stopper = Stopper()
+    stopper.set("SIGTERM")
+    first = InstagramCollector(args, outlet, stopper)
+    with contextlib.suppress(Shutdown):  # the 429; the stop ends the sleep at once
+        first.rc.wait_out("profile:alice")
+    first.run()  # stopped: asks nothing, saves the state
+    again = InstagramCollector(args, outlet, Stopper())
+    assert 590 < again.rc.query_waittime("other", time.time()) <= 600
+
+
+def test_a_call_is_on_disk_before_the_next_wait(tmp_path: Path) -> None:
+    """kill -9 while the batch waits for the hourly ceiling (where it spends most of its
+    days) must not forget the call it made just before: the restarted batch would make one
+    call too many in that hour. Each call is saved as it is counted."""
+    import instaloader
+
+    from connectors.collect.instagram import InstagramCollector
+    from shoal.batch import BatchProgress
+
+    args = live_args("instagram", "--brokers", "127.0.0.1:1", "--collector", "ig",
+                     "--profiles", "alice", "--state", str(tmp_path / "state.json"),
+                     "--calls-per-hour", "2", "--save-every", "600")
+    outlet: Any = argparse.Namespace(progress=BatchProgress("instagram"))
+    first = InstagramCollector(args, outlet, Stopper())
+    assert isinstance(first.rc, instaloader.RateController)
+    first.rc.wait_before_query("other")  # Profile.from_username's query
+    # ... killed here, waiting for the page query's turn.
+    again = InstagramCollector(args, outlet, Stopper())
+    assert len(again.rc.calls) == 1
+
+
+def test_profiles_given_as_their_instagram_links(tmp_path: Path) -> None:
+    """A profile list copied from a browser holds links: each was recorded ``not-found``
+    (an outcome a restart never retries) without a query, and on the command line it was
+    'profiles file ... does not exist'. A link to a profile is that profile; a link to a
+    post is still no profile name."""
+    from connectors.collect.instagram import targets_of, valid_target
+
+    (tmp_path / "profiles.txt").write_text(
+        "https://www.instagram.com/Alice/\ninstagram.com/bob?hl=en\n"
+        "https://www.instagram.com/p/C1abcDEF/\n")
+    args = live_args("instagram", "--brokers", "127.0.0.1:1", "--collector", "ig",
+                     "--profiles", str(tmp_path / "profiles.txt"),
+                     "http://instagram.com/carol_c.x/", "@dave")
+    targets = targets_of(args)
+    assert targets[:2] == ["profile:alice", "profile:bob"]
+    assert targets[3:] == ["profile:carol_c.x", "profile:dave"]
+    assert not valid_target(targets[2])

@@ -366,3 +366,180 @@ def test_max_posts_caps_each_hashtag(fixtures: Path, brokers: str, tap: KafkaTap
     tap.settle(0.5)
     assert len(tap.posts(name)) == 5
     assert len((tmp_path / "london_post_ids.txt").read_text().split()) == 5
+
+
+def test_hashtags_of_every_script_are_asked() -> None:
+    """Devanagari's vowel signs, Thai's marks, a café typed with a combining accent, the dot
+    İstanbul keeps in lower case and Persian's ZWNJ are parts of hashtags: refusing them
+    stopped a whole TikTok batch at start (and Instagram called them not-found unasked).
+    Both spellings of café are one hashtag, in NFC."""
+    from connectors.collect.instagram import targets_of, valid_target
+    from connectors.collect.tiktok import names
+
+    tags = ["भारत", "สวัสดี", "cafe\u0301", "café", "İstanbul", "می\u200cخواهم", "東京"]
+    assert names(tags, "#") == ["भारत", "สวัสดี", "café", "i\u0307stanbul",
+                                "می\u200cخواهم", "東京"]
+    args = live_args("instagram", "--brokers", "127.0.0.1:1", "--collector", "ig",
+                     "--hashtags", *tags)
+    targets = targets_of(args)
+    assert len(targets) == 6 and all(valid_target(t) for t in targets), targets
+    for bad in ("..", "a/b", "two words", "\u0301", "\u200c"):
+        assert not valid_target(f"hashtag:{bad}")
+        try:
+            names([bad], "#")
+        except Exception as exc:
+            assert "not a TikTok hashtag" in str(exc)
+        else:
+            raise AssertionError(bad)
+
+
+class BusyResearchAPI(FakeResearchAPI):
+    """Answers the first ``busy`` queries 429 (or 503) with ``Retry-After: 1``, as a gateway
+    under load does, and records when each query came."""
+
+    def __init__(self, videos: dict[str, list[dict[str, Any]]], busy: int) -> None:
+        super().__init__(videos)
+        self.busy = busy
+        self.times: list[float] = []
+
+    async def query(self, request: web.Request) -> web.Response:
+        self.times.append(time.monotonic())
+        if self.busy:
+            self.busy -= 1
+            status = 429 if self.busy % 2 else 503
+            return web.json_response({"error": {"code": "rate_limit_exceeded", "message":
+                                                "slow down"}}, status=status,
+                                     headers={"Retry-After": "1"})
+        return await super().query(request)
+
+
+def test_a_429_with_retry_after_is_waited_out(fixtures: Path, brokers: str, tap: KafkaTap,
+                                             tmp_path: Path) -> None:
+    """A 429 or 503 saying ``Retry-After: 1`` is asked again no sooner than that: a backoff
+    of its own (0.05 s here) made the hashtag spend its retries before the server was
+    ready, and fail."""
+    data, _ = videos(fixtures)
+    fake = BusyResearchAPI({"london": data["london"]}, busy=2)
+    fake.revoke_after = fake.quota_at = 10**6
+    name = collector_name("tt")
+    with LocalServer(fake.app()) as server:
+        args = live_args(
+            "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "london",
+            "--since", str(SINCE), "--until", str(SINCE + timedelta(9)),
+            "--research-api-url", server.url, "--client-key", KEY, "--client-secret", SECRET,
+            "--state", str(tmp_path / "state.json"), "--retries", "2",
+            "--backoff-base", "0.05", "--backoff-max", "0.1")
+        assert args.live_run(args) == 0
+    runs = [json.loads(line) for line in
+            (tmp_path / "state.json.runs.jsonl").read_text().splitlines()]
+    assert [r["outcome"] for r in runs] == ["ok"], runs
+    gaps = [b - a for a, b in zip(fake.times[:2], fake.times[1:3], strict=True)]
+    assert all(g >= 0.95 for g in gaps), gaps
+
+
+class HtmlResearchAPI(FakeResearchAPI):
+    """Answers 200 with an HTML page (a captive portal's, a proxy's) instead of JSON: the
+    first ``html`` London queries, and every Paris one."""
+
+    def __init__(self, videos: dict[str, list[dict[str, Any]]], html: int) -> None:
+        super().__init__(videos)
+        self.html = html
+
+    async def query(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        tag = body["query"]["and"][0]["field_values"][0]
+        if tag == "paris" or self.html:
+            if tag != "paris":
+                self.html -= 1
+            return web.Response(text="<html>Please log in to the network</html>",
+                                content_type="text/html")
+        request._read_bytes = json.dumps(body).encode()  # read again by the real handler
+        return await super().query(request)
+
+
+def test_an_answer_that_is_no_json_is_tried_again_not_an_empty_window(
+        fixtures: Path, brokers: str, tap: KafkaTap, tmp_path: Path) -> None:
+    """A 200 whose body is no JSON object with ``data`` read as an empty last page: the
+    window went into ``windows_done`` with no video, and no later run asked it again. It is
+    tried again like a 5xx, and a hashtag that never gets an answer is an error whose
+    windows a restart asks again."""
+    data, _ = videos(fixtures)
+    fake = HtmlResearchAPI({"london": data["london"]}, html=2)
+    fake.revoke_after = fake.quota_at = 10**6
+    name = collector_name("tt")
+    state = tmp_path / "state.json"
+    with LocalServer(fake.app()) as server:
+        args = live_args(
+            "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "london",
+            "paris", "--since", str(SINCE), "--until", str(UNTIL), "--research-api-url",
+            server.url, "--client-key", KEY, "--client-secret", SECRET, "--state",
+            str(state), "--retries", "2", "--backoff-base", "0.01", "--backoff-max", "0.02")
+        assert args.live_run(args) == 0
+    runs = [json.loads(line) for line in
+            Path(f"{state}.runs.jsonl").read_text().splitlines()]
+    assert [(r["target"], r["outcome"], r["posts"]) for r in runs] == [
+        ("#london", "ok", 12), ("#paris", "error", 0)], runs
+    assert "not JSON" in runs[1]["error"]
+    assert json.loads(state.read_text())["hashtags"]["paris"].get("windows_done") == []
+
+
+def test_a_long_hashtag_has_an_id_list_a_disk_can_hold(tmp_path: Path) -> None:
+    """``<query>_post_ids.txt`` of a long hashtag (90 letters of Devanagari are 270 bytes;
+    a file name holds 255) failed with 'File name too long' after its first page was
+    published: the hashtag ended as an error at that page in every run, the rest of it
+    never collected. A long name keeps its beginning and a hash; a short one is unchanged;
+    the lists read back as they were written."""
+    from connectors.collect.tiktok import IdLists
+
+    long_a, long_b = "भारत" * 22 + "क", "भारत" * 22 + "ख"
+    lists = IdLists(tmp_path)
+    lists.add(long_a, ["1", "2"])
+    lists.add(long_b, ["3"])
+    lists.add("london", ["4"])
+    assert (tmp_path / "london_post_ids.txt").read_text() == "4\n"
+    assert all(len(p.name.encode()) <= 255 for p in tmp_path.iterdir())
+    again = IdLists(tmp_path)
+    assert again.published == {"1", "2", "3", "4"}
+    again.add(long_a, ["2", "5"])  # 2 is listed already: not twice
+    texts = sorted(p.read_text() for p in tmp_path.iterdir())
+    assert texts == ["1\n2\n5\n", "3\n", "4\n"], texts
+
+
+class BrokenItemsAPI(FakeResearchAPI):
+    """London's first page also holds a video with id 0, one without an id and an item
+    that is no object at all."""
+
+    async def query(self, request: web.Request) -> web.Response:
+        resp = await super().query(request)
+        answer = json.loads(resp.text or "{}")
+        data = answer.get("data")
+        if isinstance(data, dict) and not (await request.json()).get("cursor"):
+            data["videos"] = [*data["videos"], {"id": 0, "username": "zero"},
+                              {"username": "no-id"}, "oops"]
+        return web.json_response(answer, status=resp.status)
+
+
+def test_videos_that_cannot_be_posts_are_dead_letters(fixtures: Path, brokers: str,
+                                                     tap: KafkaTap, tmp_path: Path) -> None:
+    """A video with an impossible id, one without id and an item that is no object were a
+    warning (or nothing) and gone; the README promises each a dead letter with its reason
+    and content, as every collector keeps what it cannot publish."""
+    data, _ = videos(fixtures)
+    fake = BrokenItemsAPI({"london": data["london"]})
+    fake.revoke_after = fake.quota_at = 10**6
+    name = collector_name("tt")
+    with LocalServer(fake.app()) as server:
+        args = live_args(
+            "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "london",
+            "--since", str(SINCE), "--until", str(SINCE + timedelta(9)),
+            "--research-api-url", server.url, "--client-key", KEY, "--client-secret", SECRET,
+            "--state", str(tmp_path / "state.json"))
+        assert args.live_run(args) == 0
+    tap.settle(0.5)
+    dead = tap.dead(name)
+    assert len(dead) == 3, dead
+    raws = sorted(d["raw"] for d in dead)
+    assert any('"zero"' in r for r in raws) and any('"no-id"' in r for r in raws)
+    assert any("oops" in r for r in raws)
+    assert all(d["reason"] for d in dead)
+    assert len(tap.posts(name)) == 5

@@ -222,3 +222,53 @@ def test_did_hashtag_and_keyword_filters(
     assert got_text == {f"bluesky:{u}" for u, e in creates.items() if matches(e)}
     assert len(got_text) == 2
     assert live.logged(debug_logs, "collector stopped")[-1]["filtered"] == 15
+
+
+def test_a_frame_over_the_limit_is_read_once_not_reconnected_to_forever(
+    fixtures: Path, jetstream: Jetstream, brokers: str, tap: live.KafkaTap, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A frame longer than the websocket limit closed the connection; the reconnection
+    asked from the same cursor, got the same frame first, and so on forever: nothing after
+    it was ever collected, and nothing said why but 'websocket error'. It is now read once
+    with a larger limit (a post, or a dead letter when Kafka cannot take it) and the stream
+    goes on; one still too large ends the collector in one line."""
+    import connectors.collect.bluesky as bluesky_collector
+
+    creates = post_creates(load_events(fixtures))
+    sizes = sorted(len(json.dumps(e)) for e in jetstream.events)
+    limit = sizes[len(sizes) // 2]  # half the frames are over it
+    monkeypatch.setattr(bluesky_collector, "MAX_FRAME", limit)
+    monkeypatch.setattr(bluesky_collector, "LARGE_FRAME", sizes[-1] + 1)
+    state = tmp_path / "jetstream.json"
+    name = live.collector_name("jet")
+    newest = max(e["time_us"] for e in jetstream.wanted(_Query({"wantedCollections": POST})))
+    args = bluesky_args(brokers, jetstream, name, state)
+    with live.sigterm_when(lambda: saved_cursor(state) == newest, timeout=20) as fired:
+        assert args.live_run(args) == 0
+    assert fired.is_set() and len(jetstream.connections) < 40
+    tap.settle(0.5)
+    assert {p["key"] for p in tap.posts(name)} == {f"bluesky:{uri}" for uri in creates}
+
+    monkeypatch.setattr(bluesky_collector, "LARGE_FRAME", limit)
+    args = bluesky_args(brokers, jetstream, live.collector_name("jet"), tmp_path / "s2.json")
+    with live.sigterm_when(lambda: False, timeout=10) as fired:
+        assert args.live_run(args) == 2
+    assert not fired.is_set()
+
+
+def test_hashtag_filter_reads_whole_hashtags_of_every_script() -> None:
+    """--hashtag भ matched a post tagged #भारत (the regex's end stopped at the vowel sign),
+    and --hashtag भारत one tagged #भारती: posts of other hashtags passed the filter. A
+    hashtag in the text is read whole, in NFC, as the collectors and normalisers read it."""
+    from connectors.collect.bluesky import PostFilter
+
+    def event(text: str) -> dict[str, Any]:
+        return {"commit": {"record": {"text": text}}}
+
+    assert PostFilter(["भारत"], []).accepts(event("jai #भारत!"))
+    assert not PostFilter(["भारत"], []).accepts(event("#भारती"))
+    assert not PostFilter(["भ"], []).accepts(event("#भारत"))
+    assert PostFilter(["café"], []).accepts(event("#Cafe\u0301 au lait"))
+    assert PostFilter(["#London"], []).accepts(event("#london calling"))
+    assert not PostFilter(["london"], []).accepts(event("#londoner"))

@@ -250,3 +250,43 @@ def test_token_flag_warns_once_and_never_shows_the_value(
     assert warnings[0]["flag"] == "--token" and "--token-file" in warnings[0]["instead"]
     assert "MASTODON_TOKEN" in warnings[0]["instead"]
     assert wrong not in proc.stderr + proc.stdout
+
+
+def test_a_backfill_the_server_refuses_for_now_is_tried_again(
+    mastodon: Mastodon, brokers: str, tap: live.KafkaTap, tmp_path: Path,
+) -> None:
+    """The timeline answers 503 (then 429) to the backfill after a drop: the statuses posted
+    while disconnected are still collected. The stream used to go on, its newer statuses
+    moved the saved position past the gap, and the gap was lost for good."""
+    ordered = mastodon.statuses
+    dumps = [json.dumps(s).encode() for s in ordered]
+    mastodon.visible = ordered[:15]
+    mastodon.script = lambda n: (
+        [*(sse("update", d) for d in dumps[:10]), None] if n == 1
+        else [sse("update", d) for d in dumps[15:]])
+    busy = [503, 429]
+    answer = mastodon.timeline
+
+    async def timeline(request: web.Request) -> web.Response:
+        if busy:
+            mastodon.timelines.append({"path": request.path, "query": dict(request.query)})
+            return web.json_response({"error": "busy"}, status=busy.pop(0),
+                                     headers={"Retry-After": "0"})
+        return await answer(request)
+
+    mastodon.timeline = timeline  # type: ignore[method-assign]
+    mastodon.app = web.Application()  # routes bound to the patched handler
+    mastodon.app.router.add_get("/api/v1/streaming/{kind}", mastodon.stream)
+    mastodon.app.router.add_get("/api/v1/timelines/tag/{tag}", timeline)
+    with live.LocalServer(mastodon.app) as server:
+        mastodon.server = server
+        state = tmp_path / "mastodon.json"
+        name = live.collector_name("mstdn")
+        args = mastodon_args(brokers, mastodon, name, "--hashtag", "mastodon", "--token",
+                             TOKEN, "--state", str(state))
+        newest = str(ordered[-1]["id"])
+        with live.sigterm_when(lambda: saved(state).get("last_id") == newest, timeout=30):
+            assert args.live_run(args) == 0
+    tap.settle(0.5)
+    got = sorted(p["payload"]["id"] for p in tap.posts(name))
+    assert got == [s["id"] for s in ordered], [s["id"] for s in ordered if s["id"] not in got]

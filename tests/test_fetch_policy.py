@@ -342,3 +342,23 @@ def test_id_list_folders_keep_long_queries_apart() -> None:
     assert fa != fb and len(fa) <= 200 and len(fb) <= 200
     assert query_folder(a) == fa and query_folder("london") == "london"
     assert query_folder("..") == "%2E%2E" and "/" not in fa
+
+
+def test_ascii_keywords_with_punctuation_keep_their_folders_apart() -> None:
+    """c++ and c#, a/b and a b, AT&T and AT T: ASCII keywords whose punctuation sanitising
+    loses used to share one folder (``c_``), mixing two keywords' images; a keyword of
+    dots got none (its images in the media root). Spaces alone still give the readable
+    name (``bike_lane``)."""
+    cfg = FetchConfig(folder_strategy="flat", filename_template="{query}/{post_id}.{ext}")
+
+    def folder(query: str) -> str:
+        path = storage_path(cfg, SHA, "jpg", {"query": query, "post_id": "1"})
+        parts = path.split("/")
+        assert len(parts) == 3 and parts[2] == "1.jpg", path
+        return parts[1]
+
+    queries = ["c++", "c#", "c", "a/b", "a b", "AT&T", "AT T", ".", "..", "node.js"]
+    folders = [folder(q) for q in queries]
+    assert len(set(folders)) == len(queries), folders
+    assert folder("bike lane") == "bike_lane" and folder("node.js") == "node.js"
+    assert folder("c") == "c" and folder("c++").startswith("c_-")

@@ -151,3 +151,16 @@ def test_carousel_with_missing_renditions_does_not_crash(fixtures: Path) -> None
     n = normalise("instagram-media", data, NOW)
     assert len(n.media) == len(data["carousel_media"]) - 2
     assert [m.position for m in n.media] == list(range(len(n.media)))
+
+
+def test_hashtags_in_text_keep_their_marks() -> None:
+    """The hashtags column of a caption (Instagram, TikTok without tag lists): ``\\w`` stopped
+    at the first vowel sign or combining accent, so #भारत became 'भ', #สวัสดี 'ส' and a café
+    typed with a combining accent 'cafe' - every Hindi or Thai hashtag cut to its first
+    letter in the reports of what spreads."""
+    from shoal.normalise._platform_rows import hashtags_in
+
+    text = ("#भारत and #สวัสดี, #cafe\u0301 x#no &#38; #a_b-c #東京 #می\u200cخواهم "
+            "#Straße #BHARAT #भारत")
+    assert hashtags_in(text) == ["भारत", "สวัสดี", "café", "a_b", "東京", "می\u200cخواهم",
+                                 "straße", "bharat"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from shoal.formats import bluesky
 from shoal.formats._json_records import Record
 from shoal.logs import event
 from shoal.model import DeadLetter, RawPost
+from shoal.names import hashtags_in_text
 from shoal.normalise.bluesky import POST_COLLECTION
 from shoal.options import finite_float
 
@@ -43,6 +44,9 @@ log = logging.getLogger("shoal.collect")
 
 DEFAULT_URL = "wss://jetstream2.us-east.bsky.network/subscribe"
 MAX_FRAME = 16 << 20
+# A frame over MAX_FRAME is read again once under this limit: Jetstream replays from the
+# cursor, so without it the same frame closed every reconnection, forever.
+LARGE_FRAME = 256 << 20
 KIND = "bluesky"
 
 
@@ -50,9 +54,8 @@ class PostFilter:
     """``--hashtag`` / ``--keyword``: a post passes if any of them matches (none: all pass)."""
 
     def __init__(self, hashtags: list[str], keywords: list[str]) -> None:
-        self.tags = {t.lstrip("#").casefold() for t in hashtags if t.lstrip("#")}
+        self.tags = {_fold(t.lstrip("#")) for t in hashtags if t.lstrip("#")}
         self.words = [k.casefold() for k in keywords if k]
-        self._in_text = [re.compile(rf"(?<!\w)#{re.escape(t)}(?!\w)") for t in self.tags]
 
     def __bool__(self) -> bool:
         return bool(self.tags or self.words)
@@ -66,19 +69,26 @@ class PostFilter:
             return False
         text = record.get("text")
         folded = text.casefold() if isinstance(text, str) else ""
+        # Hashtags in the text read whole (a regex ending at \w stopped at a vowel sign:
+        # --hashtag भ took #भारत), in NFC, as the collectors and normalisers read them.
         if self.tags and (self.tags & _record_tags(record)
-                          or any(p.search(folded) for p in self._in_text)):
+                          or self.tags & {_fold(t) for t in hashtags_in_text(folded)}):
             return True
         return any(w in folded for w in self.words)
 
 
+def _fold(tag: str) -> str:
+    """A hashtag as compared: NFC, case-folded."""
+    return unicodedata.normalize("NFC", tag).casefold()
+
+
 def _record_tags(record: dict[str, Any]) -> set[str]:
-    tags = {t.casefold() for t in record.get("tags") or () if isinstance(t, str)}
+    tags = {_fold(t) for t in record.get("tags") or () if isinstance(t, str)}
     for facet in record.get("facets") or ():
         for feature in facet.get("features") or () if isinstance(facet, dict) else ():
             if (isinstance(feature, dict) and str(feature.get("$type", "")).endswith("#tag")
                     and isinstance(feature.get("tag"), str)):
-                tags.add(feature["tag"].casefold())
+                tags.add(_fold(feature["tag"]))
     return tags
 
 
@@ -96,6 +106,7 @@ class Jetstream:
         self.rewind_us = int(args.rewind * 1_000_000)
         self.connection = 0
         self.frames = 0
+        self.large = False  # the next connection reads one frame over MAX_FRAME
         self.checkpoint = Checkpoint(args.state, outlet.publisher, args.save_every, self.snapshot)
 
     def snapshot(self) -> dict[str, Any]:
@@ -119,16 +130,21 @@ class Jetstream:
     async def connect_once(self, session: aiohttp.ClientSession) -> None:
         self.connection += 1
         params = self.params()
+        limit = LARGE_FRAME if self.large else MAX_FRAME
         try:
             async with session.ws_connect(self.args.url, params=params, heartbeat=30.0,
-                                          max_msg_size=MAX_FRAME) as ws:
+                                          max_msg_size=limit) as ws:
                 event(log, "connected", kind=KIND, connection=self.connection,
                       cursor=dict(params).get("cursor"))
                 async for msg in ws:
                     if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                        self.large = False  # read: the next connection has the usual limit
                         self.handle(msg.data)
                     elif msg.type == aiohttp.WSMsgType.ERROR:
-                        warn("websocket error", kind=KIND, error=str(ws.exception()))
+                        # The error is the message's data; ws.exception() may be unset.
+                        exc = msg.data if isinstance(msg.data, BaseException) else ws.exception()
+                        self.too_large(exc, limit)
+                        warn("websocket error", kind=KIND, error=str(exc))
                         break
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status < 500 and exc.status not in (408, 429):
@@ -137,6 +153,22 @@ class Jetstream:
             warn("connection refused", kind=KIND, status=exc.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             warn("connection failed", kind=KIND, **failure(exc, self.args.url))
+
+    def too_large(self, exc: BaseException | None, limit: int) -> None:
+        """After a frame over ``limit``: the reconnection (which Jetstream starts with that
+        frame again) reads it under LARGE_FRAME, so it becomes a post or, too large for
+        Kafka, a dead letter with its head; a frame over that too is the collector's end,
+        in one line, rather than a reconnection to the same frame every backoff."""
+        if not (isinstance(exc, aiohttp.WebSocketError)
+                and exc.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG):
+            return
+        if limit >= LARGE_FRAME:
+            raise ConnectorError(f"Jetstream sent a frame over {LARGE_FRAME} bytes after "
+                                 f"cursor {self.cursor}; start again with a later cursor "
+                                 "in --state to go past it")
+        warn("frame over the limit; reading it again with a larger one", kind=KIND,
+             limit=limit, cursor=self.cursor)
+        self.large = True
 
     def handle(self, data: str | bytes) -> None:
         self.frames += 1

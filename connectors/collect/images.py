@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from ddgs import DDGS
 from ddgs.exceptions import DDGSException
 
@@ -34,13 +35,15 @@ from connectors.collect.live import (
     Stopper,
     add_common_options,
     append_line,
+    check_writable,
     run_sync,
     warn,
 )
 from connectors.kafka.publisher import now_iso
 from shoal.batch import BatchProgress
 from shoal.logs import event
-from shoal.model import RawPost
+from shoal.model import DeadLetter, RawPost
+from shoal.names import is_utf8
 from shoal.normalise.images import FORMAT, image_id
 
 log = logging.getLogger("shoal.collect")
@@ -53,6 +56,9 @@ def keywords_of(args: argparse.Namespace) -> list[str]:
     ``cats``, and two folders differing only in case are one on many disks), first spelling
     and order kept."""
     words = list(args.keywords)
+    for word in words:
+        if not is_utf8(word):
+            raise ConnectorError(f"keyword {word!a} is not UTF-8 text")
     if args.keywords_file:
         try:
             with open(args.keywords_file, newline="", encoding="utf-8-sig") as fh:
@@ -72,10 +78,15 @@ def keywords_of(args: argparse.Namespace) -> list[str]:
     return list(out.values())
 
 
-def result_post(keyword: str, result: dict[str, Any], found_at: str) -> RawPost | None:
-    image = result.get("image")
+def result_post(keyword: str, result: Any, found_at: str) -> RawPost | DeadLetter:
+    """The post of one search result, or a dead letter with its reason and content when it
+    cannot be one (no image URL): dropped without a word before, against the promise that
+    every input that cannot become a post is kept."""
+    image = result.get("image") if isinstance(result, dict) else None
     if not isinstance(image, str) or not image:
-        return None
+        what = "without an image URL" if isinstance(result, dict) else "that is no object"
+        return DeadLetter(f"image search result {what}", f"images:{keyword}",
+                          orjson.dumps(result, default=str), FORMAT)
     post_id = image_id(image)
     payload = {**result, "id": post_id, "query": keyword, "found_at": found_at}
     return RawPost("images", post_id, FORMAT, payload, source=f"images:{keyword}")
@@ -121,15 +132,16 @@ def collect(args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
         line: dict[str, Any] = {"target": keyword, "outcome": "ok", "posts": 0}
         try:
             results = search(args, keyword, stopper, outlet.progress)
-            posts = [p for p in (result_post(keyword, r, started) for r in results
-                                 if isinstance(r, dict)) if p]
+            found = [result_post(keyword, r, started) for r in results]
+            posts = [p for p in found if isinstance(p, RawPost)]
+            dead = [p for p in found if isinstance(p, DeadLetter)]
         except DDGSException as exc:
             line.update(outcome="failed", error=str(exc)[:300])
-            posts = []
+            posts, dead = [], []
         except Exception as exc:  # ddgs's own bug on an odd answer: this keyword's fate only
             line.update(outcome="error", error=f"{type(exc).__name__}: {exc}"[:300])
-            posts = []
-        outlet.emit(posts)
+            posts, dead = [], []
+        outlet.emit([*posts, *dead])
         outlet.publisher.flush(30)
         line.update(posts=len(posts), started=started, ended=now_iso())
         event(log, "target done", kind="images", **line)
@@ -144,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConnectorError(f"keywords file {args.keywords_file} does not exist")
         if not keywords_of(args):
             raise ConnectorError("no keywords: give KEYWORD... or --keywords-file F")
+        check_writable(args.run_log, "--run-log")
 
     return run_sync(args, "images", lambda out, stop: collect(args, out, stop), preflight)
 

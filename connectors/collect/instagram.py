@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from connectors.collect.live import (
     Outlet,
     Stopper,
     append_line,
+    check_writable,
     iso,
     load_state,
     run_sync,
@@ -57,6 +58,7 @@ from shoal.errors import UserError
 from shoal.logs import event
 from shoal.media.platforms import instagram_media
 from shoal.model import RawPost
+from shoal.names import hashtag_name, is_utf8
 
 log = logging.getLogger("shoal.collect")
 FORMAT = "instagram-media"
@@ -75,13 +77,14 @@ RATE_WORDS = re.compile(r"(?<!\d)429 Too Many Requests|Please wait a few minutes
 class BatchRateController(instaloader.RateController):
     """instaloader's pacing, plus a per-hour ceiling across every kind of query.
 
-    ``calls`` are wall-clock times of the last hour's queries; they are saved in the state so
-    a restart does not start a fresh hour.
+    ``calls`` are wall-clock times of the last hour's queries, and ``resume_at`` the end of
+    a rate-limit wait under way; both are saved in the state, so a restart neither starts a
+    fresh hour nor asks Instagram inside a block it was told to wait out.
     """
 
     def __init__(self, context: instaloader.InstaloaderContext, *, stopper: Stopper,
                  calls_per_hour: int, rate_limit_wait: float, calls: list[float],
-                 progress: BatchProgress | None = None) -> None:
+                 progress: BatchProgress | None = None, resume_at: float = 0.0) -> None:
         super().__init__(context)
         self.stopper = stopper
         self.progress = progress if progress is not None else BatchProgress("instagram")
@@ -89,8 +92,15 @@ class BatchRateController(instaloader.RateController):
         self.calls_per_hour = calls_per_hour
         self.rate_limit_wait = rate_limit_wait
         self.calls = [t for t in calls if t > time.time() - HOUR]
-        self.resume_at = 0.0  # wall clock: no query before this (after a 429)
+        self.resume_at = resume_at  # wall clock: no query before this (after a 429)
         self.rate_limited = 0
+        # Saves the pacing as it changes: a call counted, a rate limit begun. The batch
+        # spends most of its days waiting, which is where a kill -9 lands; what it did just
+        # before the wait must be on disk, or the restarted batch asks once too often.
+        self.on_change: Callable[[], None] = lambda: None
+        if resume_at > time.time():
+            warn("still rate limited", kind="instagram", resumes_at=iso(resume_at),
+                 wait_seconds=round(resume_at - time.time(), 2))
 
     def sleep(self, secs: float) -> None:
         self.stopper.sleep(secs)
@@ -124,6 +134,7 @@ class BatchRateController(instaloader.RateController):
         super().wait_before_query(query_type)
         self.progress.resumed()
         self.calls.append(time.time())
+        self.on_change()
 
     def handle_429(self, query_type: str) -> None:
         self.wait_out(query_type)
@@ -132,6 +143,7 @@ class BatchRateController(instaloader.RateController):
         """Sleep until Instagram may be asked again; say so once, with the time."""
         self.rate_limited += 1
         self.resume_at = max(self.resume_at, time.time() + self.rate_limit_wait)
+        self.on_change()
         warn("rate limited", kind="instagram", query=what, resumes_at=iso(self.resume_at),
              wait_seconds=round(self.resume_at - time.time(), 2))
         self.progress.waiting(self.resume_at, "rate limit")
@@ -143,9 +155,9 @@ class BatchRateController(instaloader.RateController):
 
 
 # Instagram's own rules: a user name is 1 to 30 letters, digits, '.' and '_'; a hashtag is
-# letters, digits and '_'. Both are case-insensitive (Instagram shows them in lower case).
+# letters (with their marks), digits and '_' of any script (shoal.names.hashtag_name). Both
+# are case-insensitive (Instagram shows them in lower case).
 USERNAME = re.compile(r"[a-z0-9._]{1,30}")
-HASHTAG = re.compile(r"\w+")
 
 
 def _listed(path: Path) -> list[str]:
@@ -161,6 +173,25 @@ def _listed(path: Path) -> list[str]:
     return [line.split("#", 1)[0] for line in text.splitlines()]
 
 
+# A link to a profile, as a browser copies it: instagram.com/NAME, with or without the
+# scheme, www. or m., a trailing slash or a query string. Other pages (a post /p/..., a reel,
+# explore) are no profile and stay as they were given.
+PROFILE_LINK = re.compile(r"(?:https?://)?(?:www\.|m\.)?instagram\.com/([^/?#]+)/?(?:[?#].*)?",
+                          re.IGNORECASE)
+NOT_PROFILES = {"p", "reel", "reels", "tv", "explore", "stories", "accounts", "direct"}
+
+
+def profile_name(text: str) -> str:
+    """The name a ``--profiles`` item stands for: ``alice`` for ``@alice`` and for a link to
+    the profile (``https://www.instagram.com/alice/``), in lower case. A list copied from a
+    browser holds links, and each was recorded ``not-found`` without a query."""
+    text = text.strip()
+    m = PROFILE_LINK.fullmatch(text)
+    if m and m.group(1).lower() not in NOT_PROFILES:
+        text = m.group(1)
+    return text.lstrip("@").lower()
+
+
 def query_of(target: str) -> tuple[str, str]:
     """A target (``profile:alice``, ``hashtag:london``) as a query and its kind:
     ``("@alice", "profile")``, ``("london", "hashtag")``."""
@@ -170,24 +201,31 @@ def query_of(target: str) -> tuple[str, str]:
 
 def targets_of(args: argparse.Namespace) -> list[str]:
     """``profile:NAME`` and ``hashtag:TAG`` in the order given, each once whatever its case
-    (``Alice`` and ``alice`` are one account); a FILE lists one name a line. A name given
-    with a path separator that is no file is a one-line error: it was meant as a file."""
+    (``Alice`` and ``alice`` are one account); a FILE lists one name (or profile link) a
+    line. A name given with a path separator that is neither a file nor a profile link is a
+    one-line error: it was meant as a file."""
     names: list[str] = []
     for item in args.profiles or ():
         path = Path(item)
         if path.is_file():
             names += _listed(path)
-        elif "/" in item or os.sep in item:
+        elif ("/" in item or os.sep in item) and not PROFILE_LINK.fullmatch(item.strip()):
             raise ConnectorError(f"profiles file {item} does not exist")
+        elif not is_utf8(item):
+            raise ConnectorError(f"profile name {item!a} is not UTF-8 text")
         else:
             names.append(item)
+    for tag in args.hashtags or ():
+        if not is_utf8(tag):
+            raise ConnectorError(f"hashtag {tag!a} is not UTF-8 text")
     out: list[str] = []
     for name in names:
-        name = name.strip().lstrip("@").lower()
+        name = profile_name(name)
         if name and not name.startswith("#") and f"profile:{name}" not in out:
             out.append(f"profile:{name}")
     for tag in args.hashtags or ():
-        tag = tag.strip().lstrip("#").lower()
+        tag = tag.strip().lstrip("#")
+        tag = hashtag_name(tag) or tag.lower()  # NFC: both spellings of café are one tag
         if tag and f"hashtag:{tag}" not in out:
             out.append(f"hashtag:{tag}")
     return out
@@ -196,7 +234,9 @@ def targets_of(args: argparse.Namespace) -> list[str]:
 def valid_target(target: str) -> bool:
     """Whether Instagram could have such a profile or hashtag (else it is not asked)."""
     kind, _, name = target.partition(":")
-    return bool((USERNAME if kind == "profile" else HASHTAG).fullmatch(name))
+    if kind == "profile":
+        return bool(USERNAME.fullmatch(name))
+    return hashtag_name(name) == name
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -251,8 +291,14 @@ class Batch:
         self._archive = (open(self.archive_path, "a") if self.archive_path is not None  # noqa: SIM115
                          else None)
 
-    def save(self, calls: list[float]) -> None:
-        self.state["calls"] = [round(t, 3) for t in calls[-1000:]]
+    def save(self, rc: BatchRateController) -> None:
+        """The pacing with the progress: the last hour's calls, and when a rate limit
+        being waited out ends."""
+        self.state["calls"] = [round(t, 3) for t in rc.calls[-1000:]]
+        if rc.resume_at > time.time():
+            self.state["resume_at"] = round(rc.resume_at, 3)
+        else:
+            self.state.pop("resume_at", None)
         save_state(self.path, self.state)
 
     def archive(self, post_id: str) -> None:
@@ -272,6 +318,16 @@ class Batch:
             self._archive.close()
 
 
+def saved_resume_at(state: dict[str, Any], wait: float) -> float:
+    """The end of the rate-limit wait a stopped run was in, from its state; never further
+    than one ``wait`` from now (a clock set back, a hand-edited state), 0 for none."""
+    try:
+        resume_at = float(state.get("resume_at") or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return min(resume_at, time.time() + wait) if resume_at == resume_at else 0.0
+
+
 class InstagramCollector:
     def __init__(self, args: argparse.Namespace, outlet: Outlet, stopper: Stopper) -> None:
         self.args = args
@@ -280,13 +336,14 @@ class InstagramCollector:
         self.c = c = args.settings.collectors
         self.batch = Batch(args)
         calls = [float(t) for t in self.batch.state.get("calls", [])]
+        resume_at = saved_resume_at(self.batch.state, c.instagram_rate_limit_wait)
         made: list[BatchRateController] = []
 
         def controller(ctx: instaloader.InstaloaderContext) -> BatchRateController:
             made.append(BatchRateController(
                 ctx, stopper=stopper, rate_limit_wait=c.instagram_rate_limit_wait,
                 calls_per_hour=c.instagram_calls_per_hour, calls=calls,
-                progress=outlet.progress))
+                progress=outlet.progress, resume_at=resume_at))
             return made[-1]
 
         self.loader = instaloader.Instaloader(
@@ -295,6 +352,7 @@ class InstagramCollector:
             download_pictures=False, download_videos=False, save_metadata=False)
         self.context = self.loader.context
         self.rc = made[0]
+        self.rc.on_change = lambda: self.batch.save(self.rc)
 
     def login(self) -> None:
         session = self.c.instagram_session_file
@@ -332,7 +390,7 @@ class InstagramCollector:
                     self.one(target)
             finally:
                 self.outlet.publisher.flush(30)
-                self.batch.save(self.rc.calls)
+                self.batch.save(self.rc)
                 self.batch.close()
 
     def one(self, target: str) -> None:
@@ -377,7 +435,7 @@ class InstagramCollector:
                 entry.pop("frozen", None)
                 entry.pop("taken", None)
             self.outlet.publisher.flush(30)
-            self.batch.save(self.rc.calls)
+            self.batch.save(self.rc)
             line = {"target": target, "outcome": outcome, **counts, "started": started,
                     "ended": now_iso()}
             if error:
@@ -431,7 +489,7 @@ class InstagramCollector:
             entry["taken"] = taken
             taken += 1
             if time.monotonic() - last_save >= self.c.instagram_save_every:
-                self.batch.save(self.rc.calls)
+                self.batch.save(self.rc)
                 last_save = time.monotonic()
             if most and taken >= most:
                 break
@@ -468,7 +526,12 @@ def run(args: argparse.Namespace) -> int:
         session = args.settings.collectors.instagram_session_file
         if session and not Path(session).is_file():
             raise ConnectorError(f"session file {session} does not exist")
+        check_writable(args.state, "--state")
         load_state(args.state)
+        if args.state is not None:
+            check_writable(Path(f"{args.state}.ids"), "the archive of published ids")
+        check_writable(args.run_log or (Path(f"{args.state}.runs.jsonl") if args.state
+                                        else None), "--run-log")
 
     def body(outlet: Outlet, stopper: Stopper) -> None:
         InstagramCollector(args, outlet, stopper).run()

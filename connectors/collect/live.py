@@ -202,6 +202,24 @@ def load_state(path: Path | None) -> dict[str, Any]:
     return value
 
 
+def check_writable(path: Path | None, what: str, folder: bool = False) -> None:
+    """One line (ConnectorError) before a batch starts when ``path``, a file it will write
+    (``folder``: a folder it will write in), cannot be one: a folder where a file goes, a
+    file where a folder goes. Found at the first write instead, the batch died after its
+    first target, with that target's posts published and its run-log line lost."""
+    if path is None:
+        return
+    if folder and path.exists() and not path.is_dir():
+        raise ConnectorError(f"{what} {path} is a file, not a folder")
+    if not folder and path.is_dir():
+        raise ConnectorError(f"{what} {path} is a folder, not a file")
+    above = path if folder else path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise ConnectorError(f"{what} {path} cannot be made: {above} is a file, not a folder")
+
+
 def append_line(path: Path, line: dict[str, Any]) -> None:
     """One JSON line at the end of a run log, its folder made first: ``--run-log`` (or a
     ``--state`` beside which it goes by default) may name a folder that does not exist yet,

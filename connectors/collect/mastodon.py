@@ -4,8 +4,10 @@ The streaming API has no cursor: what is posted while we are disconnected never 
 the newest status id seen is kept (in ``--state``, written after a flush like every resume
 point), and after each (re)connection the matching timeline is read with ``min_id`` for what
 was missed. The stream is opened first and read after the backfill, so nothing falls between
-the two; the overlap is left to the dataflow's dedupe. Ids are the server's own, so a state
-file belongs to one server.
+the two; the overlap is left to the dataflow's dedupe. A backfill the server answers "not
+now" (429, 5xx) drops the connection and is tried again after the backoff: reading the stream
+without it would move the saved id past the gap. Ids are the server's own, so a state file
+belongs to one server.
 """
 
 from __future__ import annotations
@@ -104,6 +106,11 @@ def access_token(args: argparse.Namespace) -> str | None:
     return configured.strip() or os.environ.get(TOKEN_ENV, "").strip() or None
 
 
+def retryable(status: int) -> bool:
+    """Whether an HTTP status says "not now" rather than "never": asking later may work."""
+    return status in (408, 429) or status >= 500
+
+
 def checked_state(args: argparse.Namespace) -> dict[str, Any]:
     state = load_state(args.state)
     if state.get("server") not in (None, base_url(args.host)):
@@ -167,14 +174,14 @@ class MastodonStream:
             async with session.get(url, params=self.stream_params,
                                    headers={"Accept": "text/event-stream"}) as resp:
                 if resp.status != 200:
-                    if resp.status < 500 and resp.status not in (408, 429):
+                    if not retryable(resp.status):
                         raise self._refused(resp.status, "stream")
                     warn("stream unavailable", kind=KIND, status=resp.status)
                     return
                 event(log, "stream connected", kind=KIND, connection=self.connection,
                       last_id=self.last_id)
-                if self.last_id is not None:
-                    await self.backfill(session)
+                if self.last_id is not None and not await self.backfill(session):
+                    return  # the stream would move the position past the gap: later
                 async for name, data in sse_events(resp.content):
                     self.handle(name, data)
                 warn("stream ended by the server", kind=KIND, connection=self.connection)
@@ -182,8 +189,13 @@ class MastodonStream:
             # HttpProcessingError: a line longer than MAX_LINE (LineTooLong)
             warn("stream failed", kind=KIND, **failure(exc, url))
 
-    async def backfill(self, session: aiohttp.ClientSession) -> None:
-        """Page forward from the last id seen with ``min_id`` until the timeline is exhausted."""
+    async def backfill(self, session: aiohttp.ClientSession) -> bool:
+        """Page forward from the last id seen with ``min_id`` until the timeline is exhausted.
+
+        False when the server said "not now" (429, 408, 5xx): the caller drops the
+        connection and backfills again after the backoff. Reading the stream instead would
+        move ``last_id`` past the statuses still missing, and they would never be asked for.
+        """
         start = min_id = self.last_id
         assert min_id is not None
         pages = found = 0
@@ -194,14 +206,14 @@ class MastodonStream:
                     if resp.status in (401, 403):
                         raise self._refused(resp.status, "timeline")
                     warn("backfill failed", kind=KIND, status=resp.status, min_id=min_id)
-                    return
+                    return not retryable(resp.status)
                 body = await resp.read()
             pages += 1
             source = f"backfill:{min_id}"
             statuses = json_or_dead_letter(body, "timeline page", source, mastodon.NAME)
             if isinstance(statuses, DeadLetter):
                 self.outlet.emit([statuses])
-                return
+                return True
             if not isinstance(statuses, list) or not statuses:
                 break
             for index, status in enumerate(statuses):
@@ -215,6 +227,7 @@ class MastodonStream:
         else:
             warn("backfill stopped at --backfill-pages", kind=KIND, pages=pages, min_id=min_id)
         event(log, "backfilled", kind=KIND, since_id=start, statuses=found, pages=pages)
+        return True
 
     def handle(self, name: str, data: bytes) -> None:
         self.events += 1

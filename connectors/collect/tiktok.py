@@ -9,7 +9,8 @@ downloaded so nothing was fetched twice, and a log of how many posts each run go
   longer ones), paged by ``cursor``/``search_id`` while ``has_more``;
 * the daily quota (429 ``daily_quota_limit_exceeded``) is waited out until the next UTC day
   (``--quota-wait`` replaces that wait, for tests), logged once with the time it resumes;
-  other 429s, 5xx and dropped connections are tried again after a backoff;
+  other 429s, 5xx and dropped connections are tried again after a backoff, never sooner
+  than the answer's ``Retry-After``;
 * ``--state`` keeps, per hashtag, the finished windows and the cursor and search_id of the
   window under way, saved after every page once Kafka has the page's posts; a restart goes
   on from there. Search ids expire: a resumed one the API refuses restarts its window, and
@@ -31,6 +32,7 @@ found it (``query``); its media URL is its web page, which the dataflow's fetch 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import re
@@ -40,6 +42,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import requests
 from kafka.errors import KafkaError
 
@@ -51,6 +54,7 @@ from connectors.collect.live import (
     Stopper,
     add_common_options,
     append_line,
+    check_writable,
     iso,
     load_state,
     run_sync,
@@ -60,9 +64,11 @@ from connectors.collect.live import (
 from connectors.kafka.publisher import now_iso
 from shoal.batch import BatchProgress
 from shoal.errors import UserError
+from shoal.fetch.policy import parse_retry_after
 from shoal.hours import parse_day
 from shoal.logs import event
-from shoal.model import BadPost, RawPost
+from shoal.model import BadPost, DeadLetter, RawPost
+from shoal.names import hashtag_name, hashtags_in_text
 from shoal.normalise.tiktok import RESEARCH, research_id
 
 log = logging.getLogger("shoal.collect")
@@ -73,7 +79,7 @@ FIELDS = ("id,create_time,username,region_code,video_description,music_id,like_c
           "voice_to_text,video_duration")
 QUOTA = "daily_quota_limit_exceeded"
 TOKEN_INVALID = "access_token_invalid"
-_TAG = re.compile(r"\w+")
+RETRY_AFTER_MAX = 3600.0
 _USER = re.compile(r"[\w.]*\w[\w.]*")
 
 
@@ -106,6 +112,15 @@ def _error(body: dict[str, Any]) -> tuple[str, str]:
     if isinstance(err, str):  # the OAuth endpoint: {"error": "invalid_client", ...}
         return err, str(body.get("error_description") or "")
     return "ok", ""
+
+
+def retry_after(resp: requests.Response | None) -> float:
+    """Seconds an answer's ``Retry-After`` (seconds or an HTTP date) asks us to wait, at
+    most RETRY_AFTER_MAX (a header far in the future is a broken gateway, not a plan);
+    0 without one."""
+    if resp is None:
+        return 0.0
+    return min(parse_retry_after(resp.headers.get("Retry-After")) or 0.0, RETRY_AFTER_MAX)
 
 
 def next_utc_day(now: float) -> float:
@@ -161,7 +176,7 @@ class ResearchClient:
             body = _body(resp)
             if (resp.status_code >= 500 or resp.status_code == 429) and attempt < self.retries:
                 # Busy, not a refusal: like a query, tried again after a backoff.
-                self._pause("token request failed", status=resp.status_code)
+                self._pause("token request failed", resp, status=resp.status_code)
                 continue
             token = body.get("access_token")
             if resp.status_code != 200 or not isinstance(token, str) or not token:
@@ -180,8 +195,13 @@ class ResearchClient:
             return token
         raise ConnectorError("no token")  # unreachable: the loop returns or raises
 
-    def _pause(self, msg: str, **fields: Any) -> None:
-        delay = self.backoff.next()
+    def _pause(self, msg: str, resp: requests.Response | None = None, **fields: Any) -> None:
+        """Wait before trying again: the backoff, or the answer's ``Retry-After`` when that
+        is longer (a gateway that says when it is ready is not asked sooner: asking at the
+        backoff's pace spent every retry inside its window, and the hashtag failed)."""
+        delay = max(self.backoff.next(), retry_after(resp))
+        if resp is not None and resp.headers.get("Retry-After"):
+            fields["retry_after"] = resp.headers["Retry-After"][:40]
         warn(f"{msg}; trying again", kind="tiktok", retry_in=round(delay, 2), **fields)
         self.progress.waiting(time.time() + delay, "backoff")
         self.stopper.sleep(delay)
@@ -220,9 +240,20 @@ class ResearchClient:
             answer = _body(resp)
             code, message = _error(answer)
             if resp.status_code == 200 and code == "ok":
-                self.backoff.reset()
                 data = answer.get("data")
-                return data if isinstance(data, dict) else {}
+                if isinstance(data, dict):
+                    self.backoff.reset()
+                    return data
+                # A captive portal's page, a proxy's, a body cut short: no page at all.
+                # Read as an empty last page it closed the window with nothing in it, for
+                # good; tried again like a 5xx, it is this hashtag's error at worst, and
+                # the window stays to be asked by the next run.
+                failures += 1
+                what = "answer without data" if answer else "answer is not JSON"
+                if failures > self.retries:
+                    raise ApiError(200, "unexpected_answer", what)
+                self._pause("query failed", resp, status=200, error=what)
+                continue
             if resp.status_code == 401 or code == TOKEN_INVALID:
                 if refreshed:
                     raise ConnectorError(f"TikTok refused a fresh token: {code} {message}"[:300])
@@ -236,7 +267,7 @@ class ResearchClient:
                 failures += 1
                 if failures > self.retries:
                     raise ApiError(resp.status_code, code, message)
-                self._pause("query failed", status=resp.status_code, code=code)
+                self._pause("query failed", resp, status=resp.status_code, code=code)
                 continue
             raise ApiError(resp.status_code, code, message)
 
@@ -273,15 +304,19 @@ def range_of(args: argparse.Namespace) -> tuple[date, date]:
 def names(values: list[str], strip: str) -> list[str]:
     """Hashtags without '#' or users without '@', in lower case (TikTok's own: ``#London``
     and ``#london`` are one hashtag, ``@Alice`` and ``@alice`` one account), each once.
-    A hashtag is letters, digits and ``_``; a user name may hold ``.`` too, but not only
+    A hashtag is letters (with their marks), digits and ``_`` of any script, in NFC
+    (:func:`shoal.names.hashtag_name`); a user name may hold ``.`` too, but not only
     dots (``..`` is no account, and must not become a path or a URL)."""
     out: list[str] = []
-    pattern = _TAG if strip == "#" else _USER
     for value in values:
-        name = value.strip().lstrip(strip).lower()
+        name: str | None = value.strip().lstrip(strip).lower()
         if not name:
             continue
-        if not pattern.fullmatch(name):
+        if strip == "#":
+            name = hashtag_name(name)
+        elif not _USER.fullmatch(name):
+            name = None
+        if name is None:
             kind = "hashtag" if strip == "#" else "user name"
             raise ConnectorError(f"not a TikTok {kind}: {value!r}")
         if name not in out:
@@ -301,8 +336,27 @@ def credentials(args: argparse.Namespace) -> tuple[str, str]:
 # --------------------------------------------------------------------------- the batch
 
 
+ID_LIST = "_post_ids.txt"
+NAME_MAX = 255  # bytes in a file name, on every common file system
+
+
+def id_list_name(query: str) -> str:
+    """The file name of a query's ID list: ``<query>_post_ids.txt``, unless that is longer
+    than a file name may be (a long hashtag: 85 letters of an Indic script are 255 bytes),
+    when the query's beginning (cut at a character) and 16 hex digits of its hash stand for
+    it. Writing the full name failed after the first page was published, every run."""
+    name = f"{query}{ID_LIST}"
+    if len(name.encode()) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(query.encode()).hexdigest()[:16]
+    room = NAME_MAX - len(ID_LIST) - len(digest) - 1
+    head = query.encode()[:room].decode("utf-8", "ignore")
+    return f"{head}-{digest}{ID_LIST}"
+
+
 class IdLists:
-    """``<query>_post_ids.txt`` per query, appended and synced as posts are acknowledged."""
+    """``<query>_post_ids.txt`` per query, appended and synced as posts are acknowledged;
+    kept by file name (:func:`id_list_name`), which is what a restart reads back."""
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
@@ -310,16 +364,16 @@ class IdLists:
         self.published: set[str] = set()
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            for path in sorted(folder.glob("*_post_ids.txt")):
+            for path in sorted(folder.glob(f"*{ID_LIST}")):
                 ids = set(path.read_text().split())
-                self.lists[path.name.removesuffix("_post_ids.txt")] = ids
+                self.lists[path.name] = ids
                 self.published |= ids
 
     def path(self, query: str) -> Path | None:
-        return self.folder / f"{query}_post_ids.txt" if self.folder is not None else None
+        return self.folder / id_list_name(query) if self.folder is not None else None
 
     def add(self, query: str, ids: list[str]) -> None:
-        known = self.lists.setdefault(query, set())
+        known = self.lists.setdefault(id_list_name(query), set())
         fresh = [i for i in dict.fromkeys(ids) if i not in known]
         known.update(fresh)
         self.published.update(fresh)
@@ -408,18 +462,25 @@ class TikTokCollector:
             if outcome != "interrupted":
                 self.outlet.progress.finish(outcome)
 
-    def publish(self, query: str, kind: str, videos: list[dict[str, Any]],
+    def publish(self, query: str, kind: str, videos: list[Any],
                 counts: dict[str, int]) -> None:
         """Publish what is new, then (acknowledged) list it; list what another query
-        already published without publishing it again."""
+        already published without publishing it again. An item that cannot be a post (no
+        object, no usable id) is a dead letter with its reason and content: it used to be
+        a warning line, and gone."""
         found_at = now_iso()
         posts: list[RawPost] = []
+        dead: list[DeadLetter] = []
         seen: list[str] = []
         for video in videos:
             try:
+                if not isinstance(video, dict):
+                    raise BadPost(f"TikTok video is a JSON {type(video).__name__}, "
+                                  "not an object")
                 vid = research_id(video)
-            except BadPost:
-                warn("video without id; skipped", kind="tiktok", query=query)
+            except BadPost as exc:
+                dead.append(DeadLetter(str(exc), f"tiktok:{kind}:{query}",
+                                       orjson.dumps(video, default=str), FORMAT))
                 continue
             if vid in self.ids.published or any(p.id == vid for p in posts):
                 seen.append(vid)
@@ -427,8 +488,8 @@ class TikTokCollector:
             payload = {**video, "id": vid, "query": query, "query_kind": kind,
                        "found_at": found_at}
             posts.append(RawPost("tiktok", vid, FORMAT, payload, source=f"tiktok:{kind}"))
-        if posts:
-            self.outlet.emit(posts)
+        if posts or dead:
+            self.outlet.emit([*posts, *dead])
             # Acknowledged before listed: a crash in between repeats a post (the dataflow
             # dedupes it), never loses one.
             self.outlet.publisher.flush(30)
@@ -490,7 +551,7 @@ class TikTokCollector:
                 # Paging on a cursor we cannot read could loop or skip: the hashtag's error.
                 raise ApiError(200, "unexpected_answer",
                                f"videos {type(found).__name__}, cursor {cursor!r}"[:120])
-            videos = [v for v in found if isinstance(v, dict)]
+            videos: list[Any] = list(found)  # an item that is no video: a dead letter
             # --max-posts: videos this hashtag listed over all its windows and runs (what
             # another hashtag published first counts too: it is listed under this one).
             most = self.args.settings.collectors.tiktok_max_posts
@@ -607,7 +668,7 @@ def user_videos(name: str, args: argparse.Namespace, stopper: Stopper
             "comment_count": entry.get("comment_count"),
             "share_count": entry.get("repost_count"),
             "video_duration": entry.get("duration"),
-            "hashtag_names": re.findall(r"#(\w+)", desc),
+            "hashtag_names": hashtags_in_text(desc),
         }
 
 
@@ -624,7 +685,12 @@ def run(args: argparse.Namespace) -> int:
         if tags:
             credentials(args)
             range_of(args)
+        check_writable(args.state, "--state")
         load_state(args.state)
+        check_writable(args.ids_dir or (args.state.parent if args.state else None),
+                       "--ids-dir", folder=True)
+        check_writable(args.run_log or (Path(f"{args.state}.runs.jsonl") if args.state
+                                        else None), "--run-log")
 
     def body(outlet: Outlet, stopper: Stopper) -> None:
         TikTokCollector(args, outlet, stopper).run()

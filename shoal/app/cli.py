@@ -138,16 +138,29 @@ def _parse_sources(specs: Sequence[str]) -> list[Source]:
     return out
 
 
+def collector_argv(source: Source, brokers: str, config: Path | str | None) -> list[str]:
+    """``shoal collect KIND ...`` for a live source. A positional argument (a keyword, a
+    search, a host) goes last, after ``--``: one starting with a dash (``images:-funny``,
+    ``twitter-search:-is:retweet #x``) was otherwise read as an unknown option, and the
+    collector exited 2 with the source uncollected."""
+    how = LIVE_SOURCES[source.kind][0]
+    argv = ["collect", source.kind, "--brokers", brokers,
+            "--collector", source.collector or source.kind]
+    if config:
+        argv += ["--config", str(config)]
+    if how == "-":
+        argv += ["--", source.value]
+    elif how:
+        argv += [how, *source.value.split(",")]
+    return argv
+
+
 def _start_live(source: Source, brokers: str, args: argparse.Namespace) -> subprocess.Popen[str]:
     """A live collector as a child process publishing into ``brokers``; it inherits the
     environment (tokens), the configuration file, the settings of our command line
     (:func:`shoal.app.config.child_env`) and our stderr (its log lines)."""
-    how = LIVE_SOURCES[source.kind][0]
-    given = [source.value] if how == "-" else [how, *source.value.split(",")] if how else []
-    cmd = [sys.executable, "-m", "shoal", "collect", source.kind, *given, "--brokers", brokers,
-           "--collector", source.collector or source.kind]
-    if getattr(args, "config", None):
-        cmd += ["--config", str(args.config)]
+    cmd = [sys.executable, "-m", "shoal",
+           *collector_argv(source, brokers, getattr(args, "config", None))]
     event(log, "collector started", kind=source.kind, collector=source.collector or source.kind)
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              errors="replace", env=shoal_config.child_env(args.settings))

@@ -608,13 +608,14 @@ def _ascii_value(value: object) -> str:
 
 def query_value(query: object) -> str:
     """``{query}`` in a file name: the sanitised query, plus 8 hex digits of its hash when
-    sanitising would lose what tells it from another query (letters outside ASCII, more
-    than MAX_VALUE characters). ``bike lane`` stays ``bike_lane``; ``猫`` and ``犬`` become
-    ``_-`` and two different hashes, not one ``_`` folder holding both keywords' images.
-    (ASCII as it always was: the dataflow's ``{query}`` folders keep their names.)"""
+    sanitising would lose what tells it from another query (letters outside ASCII,
+    punctuation, more than MAX_VALUE characters). ``bike lane`` stays ``bike_lane`` (a
+    space is the one loss kept readable); ``猫`` and ``犬`` become ``_-`` and two different
+    hashes, not one ``_`` folder holding both keywords' images, and so do ``c++`` and
+    ``c#`` (both were ``c_``) and ``.`` (no folder at all: its images in the root)."""
     text = str(query)
     plain = _ascii_value(text)
-    if text.isascii() and len(text) <= MAX_VALUE:
+    if text.isascii() and len(text) <= MAX_VALUE and plain == text.replace(" ", "_"):
         return plain
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     return f"{plain[:MAX_VALUE - 9]}-{digest}"

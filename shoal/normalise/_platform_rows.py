@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from shoal.hours import parse_iso
 from shoal.model import ENGAGEMENT_COLUMNS, POST_COLUMNS, USER_COLUMNS, BadPost, MediaRef
+from shoal.names import hashtags_in_text
 
 # The same vocabulary as the Twitter v2 ``referenced_tweets[].type`` the 2021 pipeline wrote,
 # so that one filter (``reference_type == "retweeted"``) works across platforms.
@@ -218,13 +219,11 @@ def unique_lower(tags: Iterable[Any]) -> list[str]:
     return list(seen)
 
 
-# Letters, digits, underscore and combining marks: what Instagram and TikTok accept in tags.
-_HASHTAG = re.compile(r"(?<![\w&])#(\w+)")
-
-
 def hashtags_in(body: str) -> list[str]:
-    """Hashtags as typed in the text, for platforms whose payload has no tag entities."""
-    return unique_lower(_HASHTAG.findall(body)) if "#" in body else []
+    """Hashtags as typed in the text, for platforms whose payload has no tag entities:
+    letters, digits, underscore and marks, what Instagram and TikTok accept in tags
+    (:func:`shoal.names.hashtags_in_text`)."""
+    return unique_lower(hashtags_in_text(body)) if "#" in body else []
 
 
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
