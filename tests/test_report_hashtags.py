@@ -196,3 +196,12 @@ def test_mistakes_are_one_line(tmp_path: Path, generated_dir: Path) -> None:
     ):
         code, _out, err = run(argv)
         assert code == 2 and err.startswith("shoal: error: ") and err.count("\n") == 1, err
+
+
+def test_reports_on_a_data_dir_with_nothing_sealed_say_so(tmp_path: Path) -> None:
+    """A fresh data dir has no views yet: each report says why in one line, not DuckDB's
+    ``Catalog Error: Table with name posts does not exist!``."""
+    for argv in (["report", "hashtags"], ["report", "day", "2021-05-11"], ["report", "images"]):
+        code, _out, err = run([*argv, "--data-dir", str(tmp_path)])
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"shoal: error: nothing is sealed in {tmp_path} yet"), err

@@ -51,6 +51,22 @@ def data_dir_of(args: argparse.Namespace) -> Path:
     return path
 
 
+def sealed_dir_of(args: argparse.Namespace) -> Path:
+    """The data dir a report reads, refused in one line when no hour was sealed there yet.
+
+    Such a folder has no views: without this check the user got DuckDB's ``Catalog Error:
+    Table with name posts does not exist!`` instead of the reason. (``shoal serve`` takes an
+    empty data dir: its page fills in once collection seals hours.)
+    """
+    from connectors.store.catalog import has_sealed
+
+    path = data_dir_of(args)
+    if not has_sealed(path):
+        raise UserError(f"nothing is sealed in {path} yet: no hour has been written there "
+                        "(`shoal up` or `shoal process` with this --data-dir seal hours)")
+    return path
+
+
 def _time(value: str | None, flag: str) -> datetime | None:
     from shoal.hours import parse_iso
 
@@ -108,7 +124,7 @@ def cmd_hashtags(args: argparse.Namespace) -> int:
     from shoal.charts import hashtag_chart
     from shoal.hashtags import cooccurrence
 
-    data_dir = data_dir_of(args)
+    data_dir = sealed_dir_of(args)
     since, until = window(args)
     if args.exclude_with_hashtag and not args.with_hashtag:
         raise UserError("--exclude-with-hashtag needs --with-hashtag")
@@ -161,7 +177,7 @@ def cmd_day(args: argparse.Namespace) -> int:
     from shoal.charts import day_chart
     from shoal.day_report import build
 
-    data_dir = data_dir_of(args)
+    data_dir = sealed_dir_of(args)
     try:
         datetime.strptime(args.day, "%Y-%m-%d")
     except ValueError:
@@ -201,7 +217,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     from shoal.app import report_html as html
     from shoal.spread import MAX_DISTANCE, image_groups
 
-    data_dir = data_dir_of(args)
+    data_dir = sealed_dir_of(args)
     since, until = window(args)
     if not 0 <= args.distance <= MAX_DISTANCE:
         raise UserError(f"--distance must be between 0 and {MAX_DISTANCE}")
