@@ -205,3 +205,16 @@ def test_reports_on_a_data_dir_with_nothing_sealed_say_so(tmp_path: Path) -> Non
         code, _out, err = run([*argv, "--data-dir", str(tmp_path)])
         assert code == 2 and err.count("\n") == 1, err
         assert err.startswith(f"shoal: error: nothing is sealed in {tmp_path} yet"), err
+
+
+def test_canonically_equivalent_spellings_are_one_hashtag() -> None:
+    """``café`` with a precomposed é and with e + combining accent look the same to a reader:
+    one row of the table, and --with-hashtag and --query find both."""
+    from shoal.hashtags import cooccurrence
+
+    posts = [("caf\u00e9|paris", "au caf\u00e9"), ("cafe\u0301", "au cafe\u0301"),
+             ("CAFE\u0301|Paris", "AU CAFE\u0301")]
+    table = cooccurrence(posts)
+    assert [(r.hashtag, r.posts) for r in table.rows] == [("caf\u00e9", 3), ("paris", 2)]
+    assert cooccurrence(posts, with_tag="#cafe\u0301").selected == 3
+    assert cooccurrence(posts, query="caf\u00e9").selected == 3
