@@ -83,3 +83,26 @@ def test_series_show_gaps_and_a_dead_collector() -> None:
 def test_bad_day_is_one_line(day_dir: Path) -> None:
     code, _out, err = run(["report", "day", "--data-dir", str(day_dir), "01/06/2023"])
     assert code == 2 and err.startswith("shoal: error: DAY must look like")
+
+
+def test_axis_follows_the_days_hours_around_summer_time_changes() -> None:
+    """On the spring day the skipped hour is no gap (nothing can be sealed for it); on the
+    autumn day the repeated hour is on the axis even when nothing was sealed for it."""
+    spring = build("2021-03-14", [HourRow("twitter", "01", 0, {"a": 5}, 5, 0, 0)],
+                   tz="America/St_Johns")
+    assert len(spring.axis()) == 23 and "02" not in spring.axis()
+    assert "02" not in spring.gaps()
+    autumn = build("2021-10-31", [HourRow("twitter", "02", 0, {"a": 5}, 5, 0, 0)],
+                   tz="Europe/Paris")
+    assert autumn.axis()[:5] == ["00", "01", "02", "02b", "03"] and len(autumn.axis()) == 25
+    assert "02b" in autumn.gaps()
+    assert len(build("2021-03-14", [], tz="Asia/Kolkata").axis()) == 24
+
+
+def test_day_command_takes_the_zone_the_hours_were_named_in(day_dir: Path) -> None:
+    code, _out, err = run(["report", "day", "--data-dir", str(day_dir), "2021-03-28",
+                           "--tz", "Europe/Paris", "--format", "csv"])
+    assert code == 0, err
+    code, _out, err = run(["report", "day", "--data-dir", str(day_dir), "2021-03-28",
+                           "--tz", "Mars/Olympus"])
+    assert code == 2 and "unknown time zone" in err, err

@@ -187,7 +187,8 @@ def cmd_day(args: argparse.Namespace) -> int:
         hours = report_data.day_hours(con, args.day, args.platform)
     finally:
         con.close()
-    report = build(args.day, hours, report_data.deadletters_by_reason(data_dir, args.day))
+    report = build(args.day, hours, report_data.deadletters_by_reason(data_dir, args.day),
+                   tz=args.settings.flow.tz)
     print_table(report.header(), report.values() if args.format == "json" else report.table(),
                 args.format)
     dead = (f"# dead letters {report.day} (inputs that became no post, all platforms): "
