@@ -106,3 +106,21 @@ def test_day_command_takes_the_zone_the_hours_were_named_in(day_dir: Path) -> No
     code, _out, err = run(["report", "day", "--data-dir", str(day_dir), "2021-03-28",
                            "--tz", "Mars/Olympus"])
     assert code == 2 and "unknown time zone" in err, err
+
+
+def test_dead_letters_are_filed_under_the_local_day_of_the_report(tmp_path: Path) -> None:
+    """With --tz Europe/Paris, a letter that arrived at 00:30 local on 2021-10-31 (22:30 UTC
+    the day before) belongs in that local day's report, like the posts of that hour; the
+    repeated autumn hour gets its own file, as the posts' does."""
+    from connectors.store.deadletters import DeadLetterSink, reasons_on
+    from shoal.model import DeadLetter
+
+    sink = DeadLetterSink(tmp_path, None, "Europe/Paris").build("dead-letters", 0, 1)
+    sink.write_batch([DeadLetter("not JSON", f"t/0/{i}", b"x" * (i + 1), at=at)
+                      for i, at in enumerate(("2021-10-30T22:30:00+00:00",
+                                              "2021-10-31T01:30:00+00:00"))])
+    folder = tmp_path / "_deadletter" / "2021-10-31"
+    assert sorted(p.name for p in folder.glob("*.xz")) == [
+        "2021-10-31_00_deadletter.jsonl.xz", "2021-10-31_02b_deadletter.jsonl.xz"]
+    assert reasons_on(tmp_path, "2021-10-31") == {"not JSON": 2}
+    assert not (tmp_path / "_deadletter" / "2021-10-30").exists()
