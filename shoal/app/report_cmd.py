@@ -273,7 +273,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--exclude-with-hashtag", action="store_true",
                    help="leave the --with-hashtag one out of the table")
     p.add_argument("--query", metavar="TEXT", default=None,
-                   help="only posts whose text contains TEXT (case-insensitive)")
+                   help="only posts whose full text contains TEXT (case-insensitive)")
     _window(p)
     p.add_argument("--png", type=Path, default=None, help="write a bar chart here")
     p.add_argument("--html", type=Path, default=None, help="write a page with chart and table")
