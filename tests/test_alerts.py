@@ -253,6 +253,27 @@ def test_a_restart_remembers_silent_collectors_and_alerts_already_sent(
     notifier.close()
 
 
+def test_a_processor_restarting_in_a_loop_still_reports_that_nothing_is_sealed(
+        tmp_path: Path, hook: Hook) -> None:
+    """Restart=always and a processor that dies every few minutes: the sealing silence runs
+    on across the restarts instead of starting over with each one."""
+    notifier = Notifier([WebhookChannel(hook.url, 5)], backoff=0.01)
+    first = Alerts(notifier, data_dir=tmp_path, seal_silence=90 * MIN, now=T0)
+    first.on_sealed(_summary("twitter", "2024-05-01"), now=T0)
+    assert first.check(T0 + 1 * MIN) == []
+    fired = []
+    for k in range(1, 12):  # a restart every 10 minutes, each checked once before it dies
+        alive = Alerts(notifier, data_dir=tmp_path, seal_silence=90 * MIN, now=T0 + k * 10 * MIN)
+        fired += [n.condition for n in alive.check(T0 + k * 10 * MIN + MIN)]
+    assert fired == ["sealing"]
+    back = Alerts(notifier, data_dir=tmp_path, seal_silence=90 * MIN, now=T0 + 130 * MIN)
+    back.on_sealed(_summary("twitter", "2024-05-01", "11"), now=T0 + 131 * MIN)
+    assert notifier.flush(10)
+    assert [(d["kind"], d["condition"]) for d in hook.received] == [
+        ("alert", "sealing"), ("recovered", "sealing")]
+    notifier.close()
+
+
 def test_delivery_never_blocks_the_caller_and_retries(smtp: tuple[Inbox, int]) -> None:
     inbox, port = smtp
     inbox.delay = 1.0

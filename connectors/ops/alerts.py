@@ -231,7 +231,7 @@ class Alerts:
         self._state_path = data_dir / STATE_FILE if data_dir is not None else None
         self.last_day: dict[str, str] = {}
         self.reported: list[str] = []
-        self._saved_watch: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        self._saved_watch: dict[str, Any] = {}
         self._load_state()
 
     @classmethod
@@ -318,11 +318,13 @@ class Alerts:
             self.notifier.send(n)
         return notices
 
-    def _watched(self) -> tuple[dict[str, float], dict[str, float]]:
-        """What a restart must not forget: when each collector last delivered, and which of
-        them are already alerted on (the sealing condition starts afresh with the process)."""
-        active = {c: t for c, t in self.active.items() if c.startswith("collector:")}
-        return dict(self.last_post), active
+    def _watched(self) -> dict[str, Any]:
+        """What a restart must not forget: when each collector last delivered, when an hour
+        was last sealed, and which conditions are already alerted on. A processor that
+        restarts in a loop (Restart=always) would otherwise never stay up long enough to
+        notice that nothing is collected or sealed any more."""
+        return {"last_post": dict(self.last_post), "last_seal": self.last_seal,
+                "active": dict(self.active)}
 
     def _evaluate(self, now: float) -> list[Notice]:
         out: list[Notice] = []
@@ -402,12 +404,14 @@ class Alerts:
             self.last_day = {str(k): str(v) for k, v in doc.get("last_day", {}).items()}
             self.reported = [str(x) for x in doc.get("reported", [])][-100:]
             # A collector that fell silent before a restart stays watched from its last post,
-            # and one already alerted on is not alerted again (its recovery is still sent):
-            # without this, a restart forgot every collector not in expect_collectors.
+            # sealing from its last seal, and a condition already alerted on is not alerted
+            # again (its recovery is still sent): without this, a restart forgot every
+            # collector not in expect_collectors, and the silences started over.
             for name, when in doc.get("last_post", {}).items():
                 self.last_post[str(name)] = float(when)
-            self.active.update({str(c): float(t) for c, t in doc.get("active", {}).items()
-                                if str(c).startswith("collector:")})
+            if "last_seal" in doc:
+                self.last_seal = min(self.last_seal, float(doc["last_seal"]))
+            self.active.update({str(c): float(t) for c, t in doc.get("active", {}).items()})
             self._saved_watch = self._watched()
         except (orjson.JSONDecodeError, AttributeError, OSError, TypeError, ValueError):
             log.warning("alert state unreadable; starting afresh",
@@ -416,9 +420,8 @@ class Alerts:
     def _save_state(self) -> None:
         if self._state_path is None:
             return
-        last_post, active = self._saved_watch = self._watched()
-        doc = {"last_day": self.last_day, "reported": self.reported, "last_post": last_post,
-               "active": active}
+        self._saved_watch = self._watched()
+        doc = {"last_day": self.last_day, "reported": self.reported, **self._saved_watch}
         try:
             atomic_write(self._state_path, orjson.dumps(doc))
         except OSError as exc:
