@@ -4,6 +4,7 @@ day report file the sealer writes, and a chart where a dead collector and a miss
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -124,3 +125,13 @@ def test_dead_letters_are_filed_under_the_local_day_of_the_report(tmp_path: Path
         "2021-10-31_00_deadletter.jsonl.xz", "2021-10-31_02b_deadletter.jsonl.xz"]
     assert reasons_on(tmp_path, "2021-10-31") == {"not JSON": 2}
     assert not (tmp_path / "_deadletter" / "2021-10-30").exists()
+
+
+def test_csv_is_csv(day_dir: Path) -> None:
+    """Every line of ``--format csv`` is a row of the table; the dead letters go to stderr."""
+    code, out, err = run(["report", "day", "--data-dir", str(day_dir), "2023-06-01",
+                          "--format", "csv"])
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["hour"] for r in rows] == ["09", "10", "12"]
+    assert "dead letters 2023-06-01" in err

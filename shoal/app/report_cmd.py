@@ -193,7 +193,9 @@ def cmd_day(args: argparse.Namespace) -> int:
                 args.format)
     dead = (f"# dead letters {report.day} (inputs that became no post, all platforms): "
             f"{report.deadletter_total}")
-    print(dead, file=sys.stdout if args.format == "csv" else sys.stderr)
+    # On stderr in every format: on stdout, this comment line made `--format csv` no CSV
+    # (csv.reader and pandas read it as a row whose hour was "# dead letters ...").
+    print(dead, file=sys.stderr)
     if not hours:
         print(f"no hour of {args.day} is sealed"
               + (f" for {args.platform}" if args.platform else ""), file=sys.stderr)
