@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from shoal.hours import day_hour_names
+from shoal.hours import HourName, day_hour_names, hour_name
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,12 @@ class DayReport:
                 values.append(None if rows is None else sum(r.collectors.get(c, 0) for r in rows))
             out[c] = values
         return out
+
+    def misnamed(self, tz: str) -> list[str]:
+        """Sealed hours whose name is not what ``tz`` calls their start: the hours were named
+        in another zone (``--tz`` of ``up``/``process``), so the axis in ``tz`` is wrong."""
+        return [h.hour for h in self.hours
+                if hour_name(h.start, tz) != HourName(self.day, h.hour)]
 
     def gaps(self) -> list[str]:
         """Hours of the axis with nothing sealed."""

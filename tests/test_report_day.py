@@ -98,6 +98,9 @@ def test_axis_follows_the_days_hours_around_summer_time_changes() -> None:
     assert autumn.axis()[:5] == ["00", "01", "02", "02b", "03"] and len(autumn.axis()) == 25
     assert "02b" in autumn.gaps()
     assert len(build("2021-03-14", [], tz="Asia/Kolkata").axis()) == 24
+    # 01:00 Paris on 2021-03-28 starts at 00:00 UTC: named in Paris, not in UTC.
+    paris = build("2021-03-28", [HourRow("twitter", "01", 1616889600, {"a": 1}, 1, 0, 0)])
+    assert paris.misnamed("Europe/Paris") == [] and paris.misnamed("UTC") == ["01"]
 
 
 def test_day_command_takes_the_zone_the_hours_were_named_in(day_dir: Path) -> None:

@@ -196,6 +196,9 @@ def cmd_day(args: argparse.Namespace) -> int:
     # On stderr in every format: on stdout, this comment line made `--format csv` no CSV
     # (csv.reader and pandas read it as a row whose hour was "# dead letters ...").
     print(dead, file=sys.stderr)
+    if report.misnamed(args.settings.flow.tz):
+        print(f"note: these hours were not named in {args.settings.flow.tz}: give report day the "
+              "--tz they were sealed with, for the chart's hours", file=sys.stderr)
     if not hours:
         print(f"no hour of {args.day} is sealed"
               + (f" for {args.platform}" if args.platform else ""), file=sys.stderr)
