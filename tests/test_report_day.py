@@ -138,3 +138,11 @@ def test_csv_is_csv(day_dir: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["hour"] for r in rows] == ["09", "10", "12"]
     assert "dead letters 2023-06-01" in err
+
+
+def test_a_day_written_without_leading_zeros_is_that_day(day_dir: Path) -> None:
+    code, out, err = run(["report", "day", "--data-dir", str(day_dir), "2023-6-1",
+                          "--format", "csv"])
+    assert code == 0, err
+    assert [r["hour"] for r in csv.DictReader(io.StringIO(out))] == ["09", "10", "12"]
+    assert "dead letters 2023-06-01" in err

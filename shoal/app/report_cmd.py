@@ -179,7 +179,9 @@ def cmd_day(args: argparse.Namespace) -> int:
 
     data_dir = sealed_dir_of(args)
     try:
-        datetime.strptime(args.day, "%Y-%m-%d")
+        # strptime takes 2021-5-1 too: written back zero-padded, as the data dir names days
+        # (the query found no hour of '2021-5-1', and the chart's hours failed on it).
+        args.day = datetime.strptime(args.day, "%Y-%m-%d").strftime("%Y-%m-%d")
     except ValueError:
         raise UserError(f"DAY must look like 2021-05-11, not {args.day!r}") from None
     con = report_data.readonly(data_dir)
