@@ -73,7 +73,7 @@ def build_flow(cfg: FlowConfig) -> Dataflow:
     outputs = op.map("drop-key", staged, lambda kv: kv[1])
     dead = op.branch("dead-or-not", outputs, lambda x: isinstance(x, DeadLetter))
     op.output("dead-letters", dead.trues, DeadLetterSink(
-        cfg.data_dir, cfg.brokers if cfg.deadletter_topic else None))
+        cfg.data_dir, cfg.brokers if cfg.deadletter_topic else None, cfg.flow.tz))
     facts_or_jobs = op.branch("facts-or-media", dead.falses, lambda x: isinstance(x, ChunkFact))
     facts: Any = facts_or_jobs.trues
     if cfg.media.enabled:

@@ -22,7 +22,7 @@ from bytewax.operators import StatefulBatchLogic
 from connectors.ops import metrics
 from connectors.store.chunks import pending_hours
 from connectors.store.reports import stamp_seal
-from connectors.store.seal import recover_staged
+from connectors.store.seal import announced, recover_staged, unannounced
 from connectors.store.seal_worker import ID_LISTS, InlineSealer, SealWorker
 from flows.config import FlowConfig
 from flows.media import MediaFact
@@ -104,6 +104,7 @@ class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str,
         self.ids_due: float | None = None  # since when (monotonic)
         self.ids_hold = ID_LISTS_MAX_AGE
         self.sealer: SealWorker | InlineSealer | None = None
+        self.unannounced: list[HourSummary] = []
         # A shard of another sharding (the shard count changed since the snapshot) owns
         # nothing now: its hours belong to the new shards. It lets go of its state at once.
         self.retired = self.shards is not None and self.shards != (
@@ -117,6 +118,8 @@ class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str,
         self.retired = False
         recover_staged(self.cfg.data_dir, self._mine)
         self.open = self._pending()
+        # Seals a previous run committed but was killed before announcing: announce them now.
+        self.unannounced = unannounced(self.cfg.data_dir, self._mine)
         cfg = self.cfg
         if cfg.flow.seal_processes > 0:
             level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
@@ -199,6 +202,10 @@ class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str,
     def _reap(self, wait: bool) -> list[HourSummary]:
         assert self.sealer is not None
         done = []
+        for left in self.unannounced:
+            self._announce(left)
+            done.append(left)
+        self.unannounced = []
         for (platform, start), summary in self.sealer.done(wait):
             t0 = self.started.pop((platform, start), time.perf_counter())
             took = self.sealer.took((platform, start))
@@ -216,10 +223,7 @@ class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str,
                 time.monotonic() if began is None else began[0],
                 reseal_hold(self.cfg.reseal_interval, seconds))
             done.append(summary)
-            stamp_seal(self.cfg.data_dir, summary.platform, summary.day)
-            metrics.hour_sealed(summary)
-            if self.cfg.on_sealed is not None:
-                self.cfg.on_sealed(summary)
+            self._announce(summary)
             # One info line per hour: re-seals (late posts, fetched media) are routine and
             # frequent, so they are debug lines (and a metric).
             log.log(
@@ -233,6 +237,15 @@ class SealLogic(StatefulBatchLogic[tuple[int, int, Fact], HourSummary, dict[str,
                 }},
             )
         return done
+
+    def _announce(self, summary: HourSummary) -> None:
+        """Tell the world an hour was sealed (stamp, metrics, hooks and alerts), then forget
+        the seal's marker: a kill before this point announces it again at the next start."""
+        stamp_seal(self.cfg.data_dir, summary.platform, summary.day)
+        metrics.hour_sealed(summary)
+        if self.cfg.on_sealed is not None:
+            self.cfg.on_sealed(summary)
+        announced(self.cfg.data_dir, summary.platform, summary.start)
 
     def _threshold(self) -> float:
         """Event time up to which every hour is complete, as far as the stream can tell.

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from shoal.hours import HourName, day_hour_names, hour_name
+
 
 @dataclass(frozen=True)
 class HourRow:
@@ -36,6 +38,8 @@ class DayReport:
     collectors: tuple[str, ...]  # every collector seen on the day's platforms, sorted
     hours: tuple[HourRow, ...]  # sealed hours, in time order
     deadletters: Mapping[str, int] = field(default_factory=dict)  # reason -> count (all platforms)
+    # The hours the local day has (23, 24 or 25 around a summer-time change); see axis().
+    names: tuple[str, ...] = tuple(f"{i:02d}" for i in range(24))
 
     @property
     def deadletter_total(self) -> int:
@@ -69,9 +73,13 @@ class DayReport:
         return out
 
     def axis(self) -> list[str]:
-        """Hour names for a chart: all 24 of the day, plus any repeated hour ("02b")."""
-        names = {f"{i:02d}" for i in range(24)} | {h.hour for h in self.hours}
-        return sorted(names)
+        """Hour names for a chart: every hour the day has in its zone, plus any sealed one.
+
+        With the zone the hours were named in, the spring hour that never happens is not on
+        the axis (it was shaded as "nothing sealed", a dead collector that was not), and
+        the repeated autumn hour ("02b") is, sealed or not.
+        """
+        return sorted(set(self.names) | {h.hour for h in self.hours})
 
     def series(self) -> dict[str, list[int | None]]:
         """Posts per hour per collector along :meth:`axis`; ``None`` where no hour was sealed
@@ -89,6 +97,12 @@ class DayReport:
             out[c] = values
         return out
 
+    def misnamed(self, tz: str) -> list[str]:
+        """Sealed hours whose name is not what ``tz`` calls their start: the hours were named
+        in another zone (``--tz`` of ``up``/``process``), so the axis in ``tz`` is wrong."""
+        return [h.hour for h in self.hours
+                if hour_name(h.start, tz) != HourName(self.day, h.hour)]
+
     def gaps(self) -> list[str]:
         """Hours of the axis with nothing sealed."""
         present = {h.hour for h in self.hours}
@@ -96,9 +110,12 @@ class DayReport:
 
 
 def build(
-    day: str, rows: Iterable[HourRow], deadletters: Mapping[str, int] | None = None
+    day: str, rows: Iterable[HourRow], deadletters: Mapping[str, int] | None = None,
+    tz: str = "UTC",
 ) -> DayReport:
+    """The report of ``day``; ``tz`` is the zone its hours were named in (``--tz``)."""
     ordered = tuple(sorted(rows, key=lambda r: (r.start, r.platform)))
     collectors = sorted({c for r in ordered for c in r.collectors})
     platforms = sorted({r.platform for r in ordered})
-    return DayReport(day, tuple(platforms), tuple(collectors), ordered, dict(deadletters or {}))
+    return DayReport(day, tuple(platforms), tuple(collectors), ordered, dict(deadletters or {}),
+                     tuple(day_hour_names(day, tz)))

@@ -2,7 +2,7 @@
 
 The table the TikTok hashtag tool printed: among the *selected* posts, each hashtag's number
 of posts and its ratio to the number of selected posts, the most frequent first. Hashtags
-are compared after Unicode case folding (``str.casefold``: ``#London``, ``#LONDON`` and
+are compared after Unicode canonical case folding (:func:`caseless`: ``#London``, ``#LONDON`` and
 ``#london`` are one hashtag, and so are ``#Straße`` and ``#STRASSE``), with a leading ``#``
 dropped; a post counts once per hashtag however often it repeats it.
 
@@ -14,6 +14,7 @@ contains the words (case-folded substring). Pure: rows in, a table out.
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,9 +22,19 @@ from dataclasses import dataclass
 SEPARATOR = "|"  # how the hourly files and the posts view list a post's hashtags
 
 
+def caseless(text: str) -> str:
+    """Unicode canonical caseless form: NFC of the case folding of NFD.
+
+    Case folding alone leaves canonically equivalent spellings apart: ``café`` typed with a
+    precomposed ``é`` and ``café`` with ``e`` + combining accent (macOS, some keyboards and
+    platforms pass either on) look identical but were two rows of the table.
+    """
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", text).casefold())
+
+
 def fold(tag: str) -> str:
     """The form hashtags are compared in: case-folded, without ``#`` and surrounding space."""
-    return tag.strip().lstrip("#").strip().casefold()
+    return caseless(tag.strip().lstrip("#").strip())
 
 
 def tags_of(cell: str | None) -> set[str]:
@@ -66,14 +77,14 @@ def cooccurrence(
     wanted = fold(with_tag) if with_tag else None
     if with_tag is not None and not wanted:
         raise ValueError(f"--with-hashtag {with_tag!r} is not a hashtag")
-    needle = query.casefold() if query else None
+    needle = caseless(query) if query else None
     counts: Counter[str] = Counter()
     selected = 0
     for cell, text in posts:
         tags = tags_of(cell)
         if wanted is not None and wanted not in tags:
             continue
-        if needle is not None and needle not in (text or "").casefold():
+        if needle is not None and needle not in caseless(text or ""):
             continue
         selected += 1
         counts.update(tags)

@@ -76,6 +76,21 @@ def hour_end(start: int, tz_name: str = "UTC") -> int:
     return start + HOUR
 
 
+def day_hour_names(day: str, tz_name: str = "UTC") -> list[str]:
+    """The names of the hours that happen on local ``day`` (``YYYY-mm-dd``), in time order.
+
+    24 on most days; 23 on the spring day of a summer-time change (its skipped hour never
+    happens) and 25 on the autumn day (``02`` then ``02b``). A day report's axis is these
+    hours: an hour that never happened is no gap, and an unsealed repeated hour is one.
+    """
+    tz = zone(tz_name)
+    first = date.fromisoformat(day)
+    start = hour_start(datetime(first.year, first.month, first.day, tzinfo=tz), tz)
+    end = hour_start(datetime.combine(first + timedelta(days=1), datetime.min.time(), tz), tz)
+    return [hour_name(at, tz_name).label for at in range(start, end, HOUR)
+            if hour_name(at, tz_name).day == day]
+
+
 def iso_utc(ts: datetime) -> str:
     return ts.astimezone(UTC).replace(microsecond=0).isoformat()
 

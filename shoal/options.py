@@ -91,7 +91,7 @@ class FlowSettings:
                         flag="--data-dir", commands=(*FLOW_COMMANDS, *READERS), path=True,
                         required=(*FLOW_COMMANDS, *READERS))
     tz: str = opt("UTC", "zone naming days and hours (timestamps in the files stay UTC)",
-                  flag="--tz", commands=FLOW_COMMANDS)
+                  flag="--tz", commands=(*FLOW_COMMANDS, "report day"))
     partition_by: str = opt("created", "hour of a post: its creation or its retrieval time",
                             flag="--partition-by", commands=FLOW_COMMANDS,
                             choices=("created", "retrieved"))

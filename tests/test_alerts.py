@@ -226,6 +226,54 @@ def test_daily_report_sent_once_per_day_even_across_restarts(
     notifier.close()
 
 
+def test_a_restart_remembers_silent_collectors_and_alerts_already_sent(
+        tmp_path: Path, hook: Hook) -> None:
+    """The processor restarted (systemd, a crash) while server-b was down: server-b is still
+    watched from its last post, its alert is not sent twice, and its recovery is sent."""
+    notifier = Notifier([WebhookChannel(hook.url, 5)], backoff=0.01)
+    first = Alerts(notifier, data_dir=tmp_path, collector_silence=30 * MIN, now=T0)
+    first.saw("server-a", T0)
+    first.saw("server-b", T0)
+    assert first.check(T0 + 10 * MIN) == []
+    # server-b dies; the processor restarts at +20 min, before its silence was noticed.
+    later = Alerts(notifier, data_dir=tmp_path, collector_silence=30 * MIN, now=T0 + 20 * MIN)
+    later.saw("server-a", T0 + 25 * MIN)
+    assert [n.condition for n in later.check(T0 + 31 * MIN)] == ["collector:server-b"]
+    # Restarted again while the alert stands: no second alert, and the recovery still comes.
+    again = Alerts(notifier, data_dir=tmp_path, collector_silence=30 * MIN, now=T0 + 40 * MIN)
+    again.saw("server-a", T0 + 79 * MIN)
+    assert again.check(T0 + 80 * MIN) == []
+    again.saw("server-b", T0 + 81 * MIN)
+    again.saw("server-a", T0 + 81 * MIN)
+    assert [(n.kind, n.condition) for n in again.check(T0 + 82 * MIN)] == [
+        ("recovered", "collector:server-b")]
+    assert notifier.flush(10)
+    assert [(d["kind"], d["condition"]) for d in hook.received] == [
+        ("alert", "collector:server-b"), ("recovered", "collector:server-b")]
+    notifier.close()
+
+
+def test_a_processor_restarting_in_a_loop_still_reports_that_nothing_is_sealed(
+        tmp_path: Path, hook: Hook) -> None:
+    """Restart=always and a processor that dies every few minutes: the sealing silence runs
+    on across the restarts instead of starting over with each one."""
+    notifier = Notifier([WebhookChannel(hook.url, 5)], backoff=0.01)
+    first = Alerts(notifier, data_dir=tmp_path, seal_silence=90 * MIN, now=T0)
+    first.on_sealed(_summary("twitter", "2024-05-01"), now=T0)
+    assert first.check(T0 + 1 * MIN) == []
+    fired = []
+    for k in range(1, 12):  # a restart every 10 minutes, each checked once before it dies
+        alive = Alerts(notifier, data_dir=tmp_path, seal_silence=90 * MIN, now=T0 + k * 10 * MIN)
+        fired += [n.condition for n in alive.check(T0 + k * 10 * MIN + MIN)]
+    assert fired == ["sealing"]
+    back = Alerts(notifier, data_dir=tmp_path, seal_silence=90 * MIN, now=T0 + 130 * MIN)
+    back.on_sealed(_summary("twitter", "2024-05-01", "11"), now=T0 + 131 * MIN)
+    assert notifier.flush(10)
+    assert [(d["kind"], d["condition"]) for d in hook.received] == [
+        ("alert", "sealing"), ("recovered", "sealing")]
+    notifier.close()
+
+
 def test_delivery_never_blocks_the_caller_and_retries(smtp: tuple[Inbox, int]) -> None:
     inbox, port = smtp
     inbox.delay = 1.0

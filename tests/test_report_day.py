@@ -4,6 +4,7 @@ day report file the sealer writes, and a chart where a dead collector and a miss
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,3 +103,65 @@ def test_dead_letters_are_counted_by_kind_not_by_bad_value() -> None:
     assert kind("UTF-16 file") == "UTF-16 file"  # a number inside a word stays
     assert kind("the collector can't read 'x'") == "the collector can't read '…'"
     assert len({kind("line too large: 5 bytes"), kind("invalid JSON line: x"), dates.pop()}) == 3
+
+
+def test_axis_follows_the_days_hours_around_summer_time_changes() -> None:
+    """On the spring day the skipped hour is no gap (nothing can be sealed for it); on the
+    autumn day the repeated hour is on the axis even when nothing was sealed for it."""
+    spring = build("2021-03-14", [HourRow("twitter", "01", 0, {"a": 5}, 5, 0, 0)],
+                   tz="America/St_Johns")
+    assert len(spring.axis()) == 23 and "02" not in spring.axis()
+    assert "02" not in spring.gaps()
+    autumn = build("2021-10-31", [HourRow("twitter", "02", 0, {"a": 5}, 5, 0, 0)],
+                   tz="Europe/Paris")
+    assert autumn.axis()[:5] == ["00", "01", "02", "02b", "03"] and len(autumn.axis()) == 25
+    assert "02b" in autumn.gaps()
+    assert len(build("2021-03-14", [], tz="Asia/Kolkata").axis()) == 24
+    # 01:00 Paris on 2021-03-28 starts at 00:00 UTC: named in Paris, not in UTC.
+    paris = build("2021-03-28", [HourRow("twitter", "01", 1616889600, {"a": 1}, 1, 0, 0)])
+    assert paris.misnamed("Europe/Paris") == [] and paris.misnamed("UTC") == ["01"]
+
+
+def test_day_command_takes_the_zone_the_hours_were_named_in(day_dir: Path) -> None:
+    code, _out, err = run(["report", "day", "--data-dir", str(day_dir), "2021-03-28",
+                           "--tz", "Europe/Paris", "--format", "csv"])
+    assert code == 0, err
+    code, _out, err = run(["report", "day", "--data-dir", str(day_dir), "2021-03-28",
+                           "--tz", "Mars/Olympus"])
+    assert code == 2 and "unknown time zone" in err, err
+
+
+def test_dead_letters_are_filed_under_the_local_day_of_the_report(tmp_path: Path) -> None:
+    """With --tz Europe/Paris, a letter that arrived at 00:30 local on 2021-10-31 (22:30 UTC
+    the day before) belongs in that local day's report, like the posts of that hour; the
+    repeated autumn hour gets its own file, as the posts' does."""
+    from connectors.store.deadletters import DeadLetterSink, reasons_on
+    from shoal.model import DeadLetter
+
+    sink = DeadLetterSink(tmp_path, None, "Europe/Paris").build("dead-letters", 0, 1)
+    sink.write_batch([DeadLetter("not JSON", f"t/0/{i}", b"x" * (i + 1), at=at)
+                      for i, at in enumerate(("2021-10-30T22:30:00+00:00",
+                                              "2021-10-31T01:30:00+00:00"))])
+    folder = tmp_path / "_deadletter" / "2021-10-31"
+    assert sorted(p.name for p in folder.glob("*.xz")) == [
+        "2021-10-31_00_deadletter.jsonl.xz", "2021-10-31_02b_deadletter.jsonl.xz"]
+    assert reasons_on(tmp_path, "2021-10-31") == {"not JSON": 2}
+    assert not (tmp_path / "_deadletter" / "2021-10-30").exists()
+
+
+def test_csv_is_csv(day_dir: Path) -> None:
+    """Every line of ``--format csv`` is a row of the table; the dead letters go to stderr."""
+    code, out, err = run(["report", "day", "--data-dir", str(day_dir), "2023-06-01",
+                          "--format", "csv"])
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["hour"] for r in rows] == ["09", "10", "12"]
+    assert "dead letters 2023-06-01" in err
+
+
+def test_a_day_written_without_leading_zeros_is_that_day(day_dir: Path) -> None:
+    code, out, err = run(["report", "day", "--data-dir", str(day_dir), "2023-6-1",
+                          "--format", "csv"])
+    assert code == 0, err
+    assert [r["hour"] for r in csv.DictReader(io.StringIO(out))] == ["09", "10", "12"]
+    assert "dead letters 2023-06-01" in err

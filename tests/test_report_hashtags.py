@@ -196,3 +196,49 @@ def test_mistakes_are_one_line(tmp_path: Path, generated_dir: Path) -> None:
     ):
         code, _out, err = run(argv)
         assert code == 2 and err.startswith("shoal: error: ") and err.count("\n") == 1, err
+
+
+def test_reports_on_a_data_dir_with_nothing_sealed_say_so(tmp_path: Path) -> None:
+    """A fresh data dir has no views yet: each report says why in one line, not DuckDB's
+    ``Catalog Error: Table with name posts does not exist!``."""
+    for argv in (["report", "hashtags"], ["report", "day", "2021-05-11"], ["report", "images"]):
+        code, _out, err = run([*argv, "--data-dir", str(tmp_path)])
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"shoal: error: nothing is sealed in {tmp_path} yet"), err
+
+
+def test_canonically_equivalent_spellings_are_one_hashtag() -> None:
+    """``café`` with a precomposed é and with e + combining accent look the same to a reader:
+    one row of the table, and --with-hashtag and --query find both."""
+    from shoal.hashtags import cooccurrence
+
+    posts = [("caf\u00e9|paris", "au caf\u00e9"), ("cafe\u0301", "au cafe\u0301"),
+             ("CAFE\u0301|Paris", "AU CAFE\u0301")]
+    table = cooccurrence(posts)
+    assert [(r.hashtag, r.posts) for r in table.rows] == [("caf\u00e9", 3), ("paris", 2)]
+    assert cooccurrence(posts, with_tag="#cafe\u0301").selected == 3
+    assert cooccurrence(posts, query="caf\u00e9").selected == 3
+
+
+def test_query_reads_the_full_text_not_the_truncated_one() -> None:
+    """A retweet's ``text`` is cut ("RT @bob: ...a p…"); --query must find words past the cut,
+    as ``full_text`` holds them. Catalogs sealed before ``full_text`` existed use ``text``."""
+    import duckdb
+
+    from connectors.store.report_data import PostFilter, hashtag_posts
+    from shoal.hashtags import cooccurrence
+
+    con = duckdb.connect()
+    con.execute("CREATE VIEW posts AS SELECT * FROM (VALUES "
+                "('twitter', '1', 'velo', 'RT @bob: safer streets: a p…', "
+                "'RT @bob: safer streets: a protected bike lane saves lives'), "
+                "('twitter', '2', 'velo', 'no lane here', NULL)) "
+                "AS t(platform, id, hashtags, text, full_text)")
+    texts = sorted(t or "" for _tags, t in hashtag_posts(con, PostFilter(), with_text=True))
+    assert texts == ["RT @bob: safer streets: a protected bike lane saves lives", "no lane here"]
+    rows = hashtag_posts(con, PostFilter(), with_text=True)
+    assert cooccurrence(rows, query="bike lane").selected == 1
+    old = duckdb.connect()
+    old.execute("CREATE VIEW posts AS SELECT 'twitter' AS platform, '1' AS id, "
+                "'velo' AS hashtags, 'bike lane' AS text")
+    assert list(hashtag_posts(old, PostFilter(), with_text=True)) == [("velo", "bike lane")]

@@ -102,3 +102,29 @@ def test_the_hold_is_the_interval_for_cheap_seals_and_capped_for_huge_ones() -> 
     assert reseal_hold(10.0, 20.0) == 20.0 * RESEAL_COST_FACTOR
     assert reseal_hold(10.0, 10_000.0) == RESEAL_HOLD_MAX  # its media still reach its files
     assert reseal_hold(0.0, 0.5) == 0.5 * RESEAL_COST_FACTOR
+
+
+def test_a_seal_committed_but_never_announced_is_announced_at_the_next_start(
+        tmp_path: Path) -> None:
+    """Killed between a helper's commit (chunks gone) and the dataflow reaping it, a run left
+    an hour sealed that no hook, alert or stamp ever heard of: the lab's hourly upload of its
+    ID list never happened. The next start announces it; once announced, never again."""
+    from connectors.store.seal import seal_hour
+
+    data = tmp_path / "data"
+    start, _media = _hour_of_posts(tmp_path, data, 50)
+    committed = seal_hour(data, "twitter", start, "UTC", announce=True)  # then: kill -9
+    assert committed is not None and not list((data / "_work/chunks").rglob("*.jsonl"))
+    heard: list[int] = []
+
+    def restart() -> list[int]:
+        cfg = FlowConfig(data_dir=data, brokers="unused:9092", partitions=1,
+                         flow=FlowSettings(seal_processes=0), media=MediaSettings(enabled=False),
+                         on_sealed=lambda s: heard.append(s.start))
+        seal = SealLogic(cfg, None)
+        out = [s.start for s in seal.on_batch([(0, 1, ChunkFact(0, start, ()))])[0]]
+        seal.on_eof()
+        return out
+
+    assert restart() == [start] and heard == [start]
+    assert restart() == [] and heard == [start]

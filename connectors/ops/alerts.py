@@ -231,6 +231,7 @@ class Alerts:
         self._state_path = data_dir / STATE_FILE if data_dir is not None else None
         self.last_day: dict[str, str] = {}
         self.reported: list[str] = []
+        self._saved_watch: dict[str, Any] = {}
         self._load_state()
 
     @classmethod
@@ -310,9 +311,20 @@ class Alerts:
                     self._stamps_seen[platform] = when
                     notices += self._note_seal(platform, day, min(when, now))
             notices += self._evaluate(now)
+            watched = self._watched()
+            if watched != self._saved_watch:
+                self._save_state()
         for n in notices:
             self.notifier.send(n)
         return notices
+
+    def _watched(self) -> dict[str, Any]:
+        """What a restart must not forget: when each collector last delivered, when an hour
+        was last sealed, and which conditions are already alerted on. A processor that
+        restarts in a loop (Restart=always) would otherwise never stay up long enough to
+        notice that nothing is collected or sealed any more."""
+        return {"last_post": dict(self.last_post), "last_seal": self.last_seal,
+                "active": dict(self.active)}
 
     def _evaluate(self, now: float) -> list[Notice]:
         out: list[Notice] = []
@@ -391,14 +403,25 @@ class Alerts:
             doc = orjson.loads(self._state_path.read_bytes())
             self.last_day = {str(k): str(v) for k, v in doc.get("last_day", {}).items()}
             self.reported = [str(x) for x in doc.get("reported", [])][-100:]
-        except (orjson.JSONDecodeError, AttributeError, OSError):
+            # A collector that fell silent before a restart stays watched from its last post,
+            # sealing from its last seal, and a condition already alerted on is not alerted
+            # again (its recovery is still sent): without this, a restart forgot every
+            # collector not in expect_collectors, and the silences started over.
+            for name, when in doc.get("last_post", {}).items():
+                self.last_post[str(name)] = float(when)
+            if "last_seal" in doc:
+                self.last_seal = min(self.last_seal, float(doc["last_seal"]))
+            self.active.update({str(c): float(t) for c, t in doc.get("active", {}).items()})
+            self._saved_watch = self._watched()
+        except (orjson.JSONDecodeError, AttributeError, OSError, TypeError, ValueError):
             log.warning("alert state unreadable; starting afresh",
                         extra={"fields": {"path": str(self._state_path)}})
 
     def _save_state(self) -> None:
         if self._state_path is None:
             return
-        doc = {"last_day": self.last_day, "reported": self.reported}
+        self._saved_watch = self._watched()
+        doc = {"last_day": self.last_day, "reported": self.reported, **self._saved_watch}
         try:
             atomic_write(self._state_path, orjson.dumps(doc))
         except OSError as exc:

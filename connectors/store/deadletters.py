@@ -1,6 +1,7 @@
 """Dead letters: inputs that could not become posts, kept with their reason and origin.
 
-They go to ``DIR/_deadletter/YYYY-mm-dd/YYYY-mm-dd_hh_deadletter.jsonl.xz`` (hour of arrival)
+They go to ``DIR/_deadletter/YYYY-mm-dd/YYYY-mm-dd_hh_deadletter.jsonl.xz`` (hour of arrival,
+named in the flow's ``--tz`` like the posts' hours)
 and, when a broker is given, to the ``shoal.deadletter`` topic. Files are rewritten whole
 (temporary name, then rename) and deduplicated by origin, so a replay after a crash does not
 list the same bad message twice. Dead letters are rare; rewriting is cheap enough.
@@ -23,17 +24,21 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.store.disk import atomic_write
 from connectors.store.reports import refresh_day_reports, reports_lock
-from shoal.hours import parse_iso
+from shoal.hours import hour_name, hour_start, parse_iso, zone
 from shoal.model import DEADLETTER_TOPIC, DeadLetter
 
 FOLDER = "_deadletter"
 log = logging.getLogger("shoal.deadletters")
 
 
-def deadletter_path(data_dir: Path, when: datetime) -> Path:
-    when = when.astimezone(UTC)
-    day = when.strftime("%Y-%m-%d")
-    return data_dir / FOLDER / day / f"{day}_{when:%H}_deadletter.jsonl.xz"
+def deadletter_path(data_dir: Path, when: datetime, tz_name: str = "UTC") -> Path:
+    """The file of the hour ``when`` falls in, named in the flow's zone (``--tz``).
+
+    Named like the posts' hours, so that a day's letters are counted in the report of the
+    same local day (in UTC, a Paris lab's letters of 00:00-02:00 went to the day before).
+    """
+    name = hour_name(hour_start(when, zone(tz_name)), tz_name)
+    return data_dir / FOLDER / name.day / f"{name.stem}_deadletter.jsonl.xz"
 
 
 def read_deadletters(path: Path) -> list[dict[str, Any]]:
@@ -119,8 +124,9 @@ def write_deadletter_report(data_dir: Path, day: str) -> Path:
 
 
 class _Partition(StatelessSinkPartition[DeadLetter]):
-    def __init__(self, data_dir: Path, brokers: str | None):
+    def __init__(self, data_dir: Path, brokers: str | None, tz: str = "UTC"):
         self.data_dir = data_dir
+        self.tz = tz
         self.known: set[bytes] | None = None  # known_letters, read at the first letter
         self.producer: Any = None
         if brokers:
@@ -143,7 +149,7 @@ class _Partition(StatelessSinkPartition[DeadLetter]):
             # Filed by the time the message reached Kafka, so a replay files it the same way.
             when = parse_iso(letter.at) if letter.at else now
             rec["at"] = letter.at = when.isoformat()
-            groups[deadletter_path(self.data_dir, when)].append(rec)
+            groups[deadletter_path(self.data_dir, when, self.tz)].append(rec)
             if self.producer is not None and not letter.published:
                 to_publish.append(letter)
         # The disk first: the files are the record that is never lost; the topic is a feed
@@ -185,9 +191,10 @@ class _Partition(StatelessSinkPartition[DeadLetter]):
 
 
 class DeadLetterSink(DynamicSink[DeadLetter]):
-    def __init__(self, data_dir: Path, brokers: str | None = None):
+    def __init__(self, data_dir: Path, brokers: str | None = None, tz: str = "UTC"):
         self.data_dir = data_dir
         self.brokers = brokers
+        self.tz = tz
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(self.data_dir, self.brokers)
+        return _Partition(self.data_dir, self.brokers, self.tz)

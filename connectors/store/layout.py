@@ -24,6 +24,8 @@ PARQUET = "_parquet"
 STAGING = "_work/seal"
 
 SEAL_STAMPS = "_work/last-seal"
+# Seals committed but not yet announced (hooks queued, alerts told): see seal.unannounced.
+ANNOUNCE = "_work/announce"
 
 def posts_word(platform: str) -> str:
     return "tweets" if platform == "twitter" else "posts"

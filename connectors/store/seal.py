@@ -17,7 +17,7 @@ import operator
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,15 @@ import orjson
 from connectors.store.chunks import apply_chunk
 from connectors.store.disk import DiskTrouble, atomic_write, disk_writes, fsync_dir
 from connectors.store.id_lists import write_id_files
-from connectors.store.layout import PARQUET, STAGING, HourPaths, chunk_dir, posts_word, read_csv_xz
+from connectors.store.layout import (
+    ANNOUNCE,
+    PARQUET,
+    STAGING,
+    HourPaths,
+    chunk_dir,
+    posts_word,
+    read_csv_xz,
+)
 from connectors.store.reports import (
     collector_counts,
     known_collectors,
@@ -108,13 +116,15 @@ def load_sealed(paths: HourPaths) -> HourState:
 
 def seal_hour(
     data_dir: Path, platform: str, start: int, tz: str, catalog: Any | None = None,
-    *, id_lists: bool = True,
+    *, id_lists: bool = True, announce: bool = False,
 ) -> HourSummary | None:
     """Merge the hour's chunks into its sealed files; a no-op if it has no chunks.
 
     A TikTok hour also brings the per-query ID files up to date, unless ``id_lists`` is
     false: the dataflow's sealer does that once a burst of TikTok seals is over
     (:func:`refresh_id_lists`), since each rewrite reads every TikTok hour sealed so far.
+    With ``announce`` (the dataflow), the summary is kept on disk before the chunks go,
+    until :func:`announced` (see :func:`unannounced`).
     """
     chunks = sorted(chunk_dir(data_dir, platform, start).glob("*.jsonl"))
     if not chunks:
@@ -204,11 +214,41 @@ def seal_hour(
             # After the hour's Parquet files: the lists are read back from them.
             write_id_files(data_dir)
     fsync_dir(paths.folder)
+    if announce:
+        atomic_write(announce_path(data_dir, platform, start), orjson.dumps(asdict(summary)))
     for chunk in chunks:
         chunk.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         chunks[0].parent.rmdir()
     return summary
+
+def announce_path(data_dir: Path, platform: str, start: int) -> Path:
+    return data_dir / ANNOUNCE / f"{platform}_{start}.json"
+
+
+def unannounced(data_dir: Path, mine: Callable[[str, int], bool]) -> list[HourSummary]:
+    """Hours sealed (committed, chunks gone) whose seal the dataflow never announced.
+
+    The seal is committed by a helper and announced (hooks queued, alerts told) by the
+    dataflow when it reaps it; a kill between the two left an hour whose hooks never ran -
+    the lab's upload of its ID list - since nothing on disk said it was sealed. These are
+    announced at the next start (a hook may then run twice: hooks run at least once).
+    """
+    out = []
+    for path in sorted((data_dir / ANNOUNCE).glob("*.json")):
+        try:
+            summary = HourSummary(**orjson.loads(path.read_bytes()))
+        except (orjson.JSONDecodeError, TypeError, OSError):
+            path.unlink(missing_ok=True)  # torn by a crash while written: atomic_write's tmp
+            continue
+        if mine(summary.platform, summary.start):
+            out.append(summary)
+    return out
+
+
+def announced(data_dir: Path, platform: str, start: int) -> None:
+    announce_path(data_dir, platform, start).unlink(missing_ok=True)
+
 
 def refresh_id_lists(data_dir: Path) -> None:
     """Rewrite the TikTok ID files from every hour committed so far (under the reports

@@ -88,7 +88,7 @@ def _seal_or_ids(data_dir: Path, platform: str, start: int, tz: str,
         refresh_id_lists(data_dir)
         return None
     # The ID files are the sealer's to rewrite, once its TikTok seals under way are over.
-    return seal_hour(data_dir, platform, start, tz, catalog, id_lists=False)
+    return seal_hour(data_dir, platform, start, tz, catalog, id_lists=False, announce=True)
 
 
 class SealWorker:

@@ -51,6 +51,22 @@ def data_dir_of(args: argparse.Namespace) -> Path:
     return path
 
 
+def sealed_dir_of(args: argparse.Namespace) -> Path:
+    """The data dir a report reads, refused in one line when no hour was sealed there yet.
+
+    Such a folder has no views: without this check the user got DuckDB's ``Catalog Error:
+    Table with name posts does not exist!`` instead of the reason. (``shoal serve`` takes an
+    empty data dir: its page fills in once collection seals hours.)
+    """
+    from connectors.store.catalog import has_sealed
+
+    path = data_dir_of(args)
+    if not has_sealed(path):
+        raise UserError(f"nothing is sealed in {path} yet: no hour has been written there "
+                        "(`shoal up` or `shoal process` with this --data-dir seal hours)")
+    return path
+
+
 def _time(value: str | None, flag: str) -> datetime | None:
     from shoal.hours import parse_iso
 
@@ -108,7 +124,7 @@ def cmd_hashtags(args: argparse.Namespace) -> int:
     from shoal.charts import hashtag_chart
     from shoal.hashtags import cooccurrence
 
-    data_dir = data_dir_of(args)
+    data_dir = sealed_dir_of(args)
     since, until = window(args)
     if args.exclude_with_hashtag and not args.with_hashtag:
         raise UserError("--exclude-with-hashtag needs --with-hashtag")
@@ -161,9 +177,11 @@ def cmd_day(args: argparse.Namespace) -> int:
     from shoal.charts import day_chart
     from shoal.day_report import build
 
-    data_dir = data_dir_of(args)
+    data_dir = sealed_dir_of(args)
     try:
-        datetime.strptime(args.day, "%Y-%m-%d")
+        # strptime takes 2021-5-1 too: written back zero-padded, as the data dir names days
+        # (the query found no hour of '2021-5-1', and the chart's hours failed on it).
+        args.day = datetime.strptime(args.day, "%Y-%m-%d").strftime("%Y-%m-%d")
     except ValueError:
         raise UserError(f"DAY must look like 2021-05-11, not {args.day!r}") from None
     con = report_data.readonly(data_dir)
@@ -171,12 +189,18 @@ def cmd_day(args: argparse.Namespace) -> int:
         hours = report_data.day_hours(con, args.day, args.platform)
     finally:
         con.close()
-    report = build(args.day, hours, report_data.deadletters_by_reason(data_dir, args.day))
+    report = build(args.day, hours, report_data.deadletters_by_reason(data_dir, args.day),
+                   tz=args.settings.flow.tz)
     print_table(report.header(), report.values() if args.format == "json" else report.table(),
                 args.format)
     dead = (f"# dead letters {report.day} (inputs that became no post, all platforms): "
             f"{report.deadletter_total}")
-    print(dead, file=sys.stdout if args.format == "csv" else sys.stderr)
+    # On stderr in every format: on stdout, this comment line made `--format csv` no CSV
+    # (csv.reader and pandas read it as a row whose hour was "# dead letters ...").
+    print(dead, file=sys.stderr)
+    if report.misnamed(args.settings.flow.tz):
+        print(f"note: these hours were not named in {args.settings.flow.tz}: give report day the "
+              "--tz they were sealed with, for the chart's hours", file=sys.stderr)
     if not hours:
         print(f"no hour of {args.day} is sealed"
               + (f" for {args.platform}" if args.platform else ""), file=sys.stderr)
@@ -201,7 +225,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     from shoal.app import report_html as html
     from shoal.spread import MAX_DISTANCE, image_groups
 
-    data_dir = data_dir_of(args)
+    data_dir = sealed_dir_of(args)
     since, until = window(args)
     if not 0 <= args.distance <= MAX_DISTANCE:
         raise UserError(f"--distance must be between 0 and {MAX_DISTANCE}")
@@ -256,7 +280,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--exclude-with-hashtag", action="store_true",
                    help="leave the --with-hashtag one out of the table")
     p.add_argument("--query", metavar="TEXT", default=None,
-                   help="only posts whose text contains TEXT (case-insensitive)")
+                   help="only posts whose full text contains TEXT (case-insensitive)")
     _window(p)
     p.add_argument("--png", type=Path, default=None, help="write a bar chart here")
     p.add_argument("--html", type=Path, default=None, help="write a page with chart and table")

@@ -25,6 +25,7 @@ import duckdb
 from aiohttp import web
 
 from connectors.store import report_data
+from connectors.store.catalog import has_sealed
 from connectors.store.thumbs import thumbnail
 from shoal.app import report_html as html
 from shoal.charts import hashtag_chart
@@ -45,6 +46,17 @@ SHA = re.compile(r"[0-9a-f]{64}")
 
 class SectionError(Exception):
     """A section could not be made; its message goes into the section's error box."""
+
+
+class NothingSealed(Exception):
+    """No hour is sealed in the data dir yet, so the catalog has no views to ask.
+
+    ``shoal serve`` is started beside a new collection as often as over an old one; until
+    the first seal its sections say so instead of DuckDB's "Table ... does not exist".
+    """
+
+
+NOTHING_SEALED = '<p class="muted">no hour sealed yet</p>'
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,8 @@ class Site:
         box: dict[str, duckdb.DuckDBPyConnection] = {}
 
         def run() -> T:
+            if not has_sealed(self.config.data_dir):
+                raise NothingSealed()
             con = report_data.readonly(self.config.data_dir)
             box["con"] = con
             try:
@@ -145,7 +159,7 @@ class Site:
 
         per_platform, latest = await self.query(work)
         if not per_platform:
-            return '<p class="muted">no hour sealed yet</p>'
+            return NOTHING_SEALED
         collectors = sorted({c for h in latest for c in h["collectors"]})
         rows = [(h["platform"], h["day"], h["hour"],
                  *(h["collectors"].get(c, 0) for c in collectors), h["total"], h["diff"],
@@ -175,7 +189,7 @@ class Site:
         for scope, heading in (("hour", "Last sealed hour"), ("day", "Its day")):
             label, table = await self._hashtags(scope)
             if table is None:
-                return '<p class="muted">no hour sealed yet</p>'
+                return NOTHING_SEALED
             stamp = int(time.time())
             parts.append(
                 f'<div class="col"><h3>{heading}: {html.escape(label)}</h3>'
@@ -224,6 +238,8 @@ class Site:
         make: Callable[[], Awaitable[str]] = getattr(self, name)
         try:
             body = await make()
+        except NothingSealed:
+            body = NOTHING_SEALED
         except SectionError as exc:
             body = html.error_box(str(exc))
         except Exception as exc:  # a failing query must not take the page down
@@ -238,6 +254,8 @@ class Site:
             raise web.HTTPNotFound()
         try:
             label, table = await self._hashtags(scope)
+        except NothingSealed:
+            label, table = "(no hour sealed yet)", None
         except Exception as exc:
             raise web.HTTPServiceUnavailable(text=str(exc)) from None
         table = table or HashtagTable(0, ())
@@ -250,7 +268,10 @@ class Site:
         sha = request.match_info["sha"]
         if not SHA.fullmatch(sha):
             raise web.HTTPNotFound()
-        path = await self.query(lambda con: report_data.media_path(con, sha))
+        try:
+            path = await self.query(lambda con: report_data.media_path(con, sha))
+        except NothingSealed:
+            raise web.HTTPNotFound() from None
         data = None
         if path:
             data = await asyncio.get_running_loop().run_in_executor(
