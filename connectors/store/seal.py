@@ -222,6 +222,7 @@ def seal_hour(
         chunks[0].parent.rmdir()
     return summary
 
+
 def announce_path(data_dir: Path, platform: str, start: int) -> Path:
     return data_dir / ANNOUNCE / f"{platform}_{start}.json"
 
