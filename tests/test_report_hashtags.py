@@ -193,6 +193,8 @@ def test_mistakes_are_one_line(tmp_path: Path, generated_dir: Path) -> None:
         ["report", "hashtags", "--data-dir", str(generated_dir), "--from", "yesterday"],
         ["report", "hashtags", "--data-dir", str(generated_dir), "--top", "0"],
         ["report", "hashtags", "--data-dir", str(generated_dir), "--exclude-with-hashtag"],
+        ["report", "hashtags", "--data-dir", str(generated_dir), "--platform", "twiter"],
+        ["report", "day", "--data-dir", str(generated_dir), "2023-06-01", "--platform", "x"],
     ):
         code, _out, err = run(argv)
         assert code == 2 and err.startswith("shoal: error: ") and err.count("\n") == 1, err

@@ -113,6 +113,12 @@ def sealed_per_platform(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, 
     return [(p, int(n), int(t or 0)) for p, n, t in rows]
 
 
+def platforms(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The platforms with a sealed hour."""
+    return [str(p) for (p,) in con.execute(
+        "SELECT DISTINCT platform FROM reports ORDER BY platform").fetchall()]
+
+
 def newest_hour(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
     """(day, hour) of the most recently started sealed hour, if any."""
     row = con.execute("SELECT day, hour FROM reports ORDER BY hour_start DESC LIMIT 1").fetchone()

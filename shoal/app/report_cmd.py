@@ -67,6 +67,19 @@ def sealed_dir_of(args: argparse.Namespace) -> Path:
     return path
 
 
+def check_platform(con: duckdb.DuckDBPyConnection, platform: str | None) -> None:
+    """``--platform`` must name a platform of the data dir: a typo (``twiter``) selected no
+    post and printed an empty table with exit 0, like a platform with nothing to show."""
+    from connectors.store import report_data
+
+    if platform is None:
+        return
+    known = report_data.platforms(con)
+    if platform not in known:
+        raise UserError(f"--platform {platform!r}: no hour of it is sealed here (platforms: "
+                        f"{', '.join(known) or 'none'})")
+
+
 def _time(value: str | None, flag: str) -> datetime | None:
     from shoal.hours import parse_iso
 
@@ -131,6 +144,7 @@ def cmd_hashtags(args: argparse.Namespace) -> int:
     selection = report_data.PostFilter(platform=args.platform, since=since, until=until)
     con = report_data.readonly(data_dir)
     try:
+        check_platform(con, args.platform)
         posts = report_data.hashtag_posts(con, selection, with_text=bool(args.query))
         try:
             result = cooccurrence(posts, top=args.top, with_tag=args.with_hashtag,
@@ -186,6 +200,7 @@ def cmd_day(args: argparse.Namespace) -> int:
         raise UserError(f"DAY must look like 2021-05-11, not {args.day!r}") from None
     con = report_data.readonly(data_dir)
     try:
+        check_platform(con, args.platform)
         hours = report_data.day_hours(con, args.day, args.platform)
     finally:
         con.close()
