@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from bytewax.operators import StatefulBatchLogic
 
+from connectors.fetch.store import query_copy
 from connectors.ops import metrics
 from connectors.store.chunks import write_chunk
 from shoal import chunks, faults
@@ -176,6 +177,10 @@ class FetchLogic(StatefulBatchLogic[MediaJob, MediaFact, FetchSnapshot]):
             faults.point("fetch")  # a result in hand, maybe not yet written anywhere
 
     def _done(self, job: MediaJob, res: FetchResult) -> None:
+        path = query_copy(self.service.root, self.service.config, res, job.row["url"],
+                          _template_meta(job))
+        if path != res.path:  # the same URL for another query: its own folder's copy
+            res = replace(res, path=path)
         row = {**job.row, **res.media_cells()}
         outcome = "ok" if res.ok else (res.error.split(":")[0] or "error")
         metrics.fetch_outcome(url_host(job.row["url"]) or "data", outcome)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from shoal.model import RawPost
 from shoal.normalise.images import image_id
 from tests.live_helpers import KafkaTap, collector_name, live_args
 from tests.pipeline import all_rows, run_flow
@@ -85,7 +86,8 @@ def test_three_keywords_one_limited_one_data_url(brokers: str, tap: KafkaTap,
         by_query.setdefault(p["payload"]["query"], []).append(p["payload"])
     assert sorted(by_query) == ["cats", "dogs", "pixel"]
     assert all(len(v) == 3 for v in by_query.values())
-    assert any(p["image"] == PIXEL and p["id"] == image_id(PIXEL) for p in by_query["pixel"])
+    assert any(p["image"] == PIXEL and p["id"] == image_id(PIXEL, "pixel")
+               for p in by_query["pixel"])
 
     runs = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert [(r["target"], r["outcome"], r["posts"]) for r in runs] == [
@@ -95,7 +97,7 @@ def test_three_keywords_one_limited_one_data_url(brokers: str, tap: KafkaTap,
     run_flow(brokers, data)
     rows = all_rows(data, "images")
     assert len(rows) == 9
-    pixel = next(r for r in rows if r["id"] == image_id(PIXEL))
+    pixel = next(r for r in rows if r["id"] == image_id(PIXEL, "pixel"))
     assert pixel["media_urls"] == PIXEL and pixel["text"] == "pixel picture 0"
 
 
@@ -222,3 +224,17 @@ def test_files_the_batch_will_write_are_checked_before_it_starts(tmp_path: Path)
     for argv in cases:
         args = live_args(*argv, "--brokers", "127.0.0.1:1", "--collector", "c")
         assert args.live_run(args) == 2, argv
+
+
+def test_an_image_two_keywords_found_is_a_post_of_each() -> None:
+    """The dataflow dedupes posts by id: were the id the URL's alone, the second keyword's
+    find would be dropped as a copy of the first, and its folder would lack the image."""
+    from connectors.collect.images import result_post
+
+    url = "https://img.example/cat.jpg"
+    cats, pets = (result_post(k, {"image": url, "title": "t"}, "2026-12-01T10:00:00Z")
+                  for k in ("cats", "pets"))
+    assert isinstance(cats, RawPost) and isinstance(pets, RawPost)
+    assert cats.id != pets.id and (cats.payload["query"], pets.payload["query"]) == ("cats", "pets")
+    again = result_post("cats", {"image": url}, "2026-12-02T10:00:00Z")
+    assert isinstance(again, RawPost) and again.id == cats.id  # found again: the same post

@@ -33,6 +33,8 @@ def test_keyword_images_land_in_one_folder_per_keyword(tmp_path: Path) -> None:
             ("bike lane", f"{base}/photo/a.jpg"),
             ("bike lane", inline),
             ("saccage", f"{base}/photo/b.jpg"),
+            # The same image found by a second keyword: one request, a file in both folders.
+            ("saccage", f"{base}/photo/a.jpg"),
         ]
         with EmbeddedBroker() as broker:
             ensure_topics(broker.bootstrap, 1)
@@ -49,14 +51,19 @@ def test_keyword_images_land_in_one_folder_per_keyword(tmp_path: Path) -> None:
                      reseal_interval=0.2)
     finally:
         server.stop()
+    requests = server.log
     (posts_file,) = (tmp_path / "d" / "images").glob("*/*_posts.csv.xz")
     posts = {r["id"]: r for r in read_csv_xz(posts_file)}
     assert {pid: r["query"] for pid, r in posts.items()} == {
-        "r0": "bike lane", "r1": "bike lane", "r2": "saccage"}
+        "r0": "bike lane", "r1": "bike lane", "r2": "saccage", "r3": "saccage"}
     (media_file,) = (tmp_path / "d" / "images").glob("*/*_media.csv.xz")
     rows = {r["post_id"]: r for r in read_csv_xz(media_file)}
     assert all(r["sha256"] and not r["error"] for r in rows.values()), rows
     assert {pid: r["path"] for pid, r in rows.items()} == {
         "r0": "media/bike_lane/r0.jpg", "r1": "media/bike_lane/r1.png",
-        "r2": "media/saccage/r2.jpg"}
+        "r2": "media/saccage/r2.jpg", "r3": "media/saccage/r3.jpg"}
     assert (tmp_path / "d" / rows["r1"]["path"]).read_bytes() == _png("red")
+    first, again = (tmp_path / "d" / rows["r0"]["path"]), (tmp_path / "d" / rows["r3"]["path"])
+    assert first.read_bytes() == again.read_bytes() and rows["r3"]["sha256"] == rows["r0"]["sha256"]
+    assert first.stat().st_ino == again.stat().st_ino  # a hard link: stored once on disk
+    assert len(requests) == 2, requests  # a.jpg asked once, b.jpg once

@@ -87,7 +87,7 @@ def result_post(keyword: str, result: Any, found_at: str) -> RawPost | DeadLette
         what = "without an image URL" if isinstance(result, dict) else "that is no object"
         return DeadLetter(f"image search result {what}", f"images:{keyword}",
                           orjson.dumps(result, default=str), FORMAT)
-    post_id = image_id(image)
+    post_id = image_id(image, keyword)
     payload = {**result, "id": post_id, "query": keyword, "found_at": found_at}
     return RawPost("images", post_id, FORMAT, payload, source=f"images:{keyword}")
 

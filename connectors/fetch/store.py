@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import hashlib
 import os
+import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterator, Mapping
@@ -123,6 +124,43 @@ def place(
     res.bytes, res.sha256, res.mimetype, res.path, res.fetched_at = (
         sink.size, sha, mimetype, rel, now
     )
+
+
+def query_copy(
+    root: Path, config: FetchConfig, res: FetchResult, url: str, meta: Mapping[str, Any]
+) -> str:
+    """The path of ``res``'s file for the post ``meta`` describes, when its name has a folder
+    per query: an image two keywords found is in both keywords' folders.
+
+    A URL is fetched once, and its file named after the first post that asked for it; a
+    later post with the same URL (found by another keyword, or by the ledger of an earlier
+    run) gets the same result. With ``{query}`` in ``--filename-template``, the file is also
+    linked where this post's own name puts it (a hard link, or a copy where links fail), so
+    a folder per keyword holds every image of its posts. Other templates keep one file.
+    """
+    template = config.filename_template or ""
+    if not res.ok or not res.path or not res.sha256 or "{query}" not in template:
+        return res.path
+    name = res.path.rpartition("/")[2].removesuffix(".gz" if config.compress else "")
+    ext = name.rpartition(".")[2] if "." in name else "bin"
+    rel = storage_path(config, res.sha256, ext, template_fields(url, meta, res.fetched_at))
+    if rel == res.path:
+        return rel
+    final = root / rel
+    with local_writes(final):
+        if final.exists() and _file_sha256(final, config.compress) != res.sha256:
+            stem, dot, suffix = rel.rpartition("/")[2].partition(".")
+            rel = rel.rpartition("/")[0] + f"/{stem}_{res.sha256[:12]}{dot}{suffix}"
+            final = root / rel
+        if not final.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+            try:
+                os.link(root / res.path, tmp)
+            except OSError:  # another file system, or one without hard links
+                shutil.copyfile(root / res.path, tmp)
+            os.replace(tmp, final)  # whole or absent, whatever stops us
+    return rel
 
 
 def _file_sha256(path: Path, compressed: bool) -> str:

@@ -19,9 +19,13 @@ from shoal.normalise import _platform_rows as rows
 FORMAT = "image-search"
 
 
-def image_id(image_url: str) -> str:
-    """Stable id of a found image: 16 hex digits of the SHA-256 of its URL."""
-    return hashlib.sha256(image_url.encode()).hexdigest()[:16]
+def image_id(image_url: str, keyword: str = "") -> str:
+    """Stable id of a search result: 16 hex digits of the SHA-256 of the keyword and the
+    image URL. A result is one keyword's find: an image two keywords found is a post of
+    each (each with its ``query``, its file in each keyword's folder), not one post that the
+    second keyword loses to deduplication."""
+    text = f"{keyword}\n{image_url}" if keyword else image_url
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 @rows.guard(FORMAT)
@@ -29,7 +33,8 @@ def normalise_result(payload: dict[str, Any], retrieved_at: str) -> Normalised:
     image = payload.get("image")
     if not isinstance(image, str) or not image:
         raise BadPost("image search result without an image URL")
-    post_id = str(payload.get("id") or image_id(image))
+    query = payload.get("query")
+    post_id = str(payload.get("id") or image_id(image, query if isinstance(query, str) else ""))
     retrieved = rows.retrieved_at(payload, retrieved_at)
     created = rows.to_datetime(payload.get("found_at") or retrieved, "found_at")
     page = str(payload.get("url") or "")
