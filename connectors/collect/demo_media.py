@@ -2,14 +2,20 @@
 
 It answers any path with deterministic bytes of the type the extension names (a JPEG, an MP4
 or an HLS playlist, recognisable by their magic numbers), so identical URLs give identical
-files and the content-addressed store shows its deduplication.
+files and the content-addressed store shows its deduplication. Photos are real pictures:
+each URL draws one of a few motifs, at its own size and JPEG quality, so different posts
+show re-encoded copies of the same picture and ``shoal report images`` has something that
+spread to show after the demo.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import random
 import threading
+from functools import lru_cache
 
 from aiohttp import web
 
@@ -24,7 +30,30 @@ def body_for(path: str) -> tuple[bytes, str]:
         )
     if path.endswith(".mp4"):
         return b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + seed * 64, "video/mp4"
-    return b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + seed * 32 + b"\xff\xd9", "image/jpeg"
+    return _photo(seed), "image/jpeg"
+
+
+MOTIFS = 12  # distinct pictures behind the demo's photo URLs
+
+
+@lru_cache(maxsize=1024)
+def _photo(seed: bytes) -> bytes:
+    """A JPEG of motif ``seed[0] % MOTIFS`` (shapes drawn from the motif's own random
+    stream), resized and re-encoded as ``seed`` says: near-identical to its motif's others."""
+    from PIL import Image, ImageDraw
+
+    rnd = random.Random(seed[0] % MOTIFS)
+    img = Image.new("RGB", (128, 128), tuple(rnd.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x0, y0 = rnd.randrange(96), rnd.randrange(96)
+        box = (x0, y0, x0 + 16 + rnd.randrange(64), y0 + 16 + rnd.randrange(64))
+        fill = tuple(rnd.randrange(256) for _ in range(3))
+        (draw.ellipse if rnd.random() < 0.5 else draw.rectangle)(box, fill=fill)
+    side = 128 - 16 * (seed[1] % 3)
+    out = io.BytesIO()
+    img.resize((side, side)).save(out, "JPEG", quality=60 + seed[2] % 35)
+    return out.getvalue()
 
 
 class DemoMediaServer:
