@@ -642,9 +642,10 @@ def listing_outcome(error: str) -> str:
     return "error"
 
 
-def user_videos(name: str, args: argparse.Namespace, stopper: Stopper
-                ) -> Iterator[dict[str, Any]]:
-    """A user's videos, shaped like Research API videos (the one format we normalise)."""
+def user_videos(name: str, args: argparse.Namespace, stopper: Stopper) -> Iterator[Any]:
+    """A user's videos, shaped like Research API videos (the one format we normalise). An
+    entry without an id is handed on as it came: :meth:`publish` files it as a dead letter
+    (it was skipped without a word)."""
     import yt_dlp
     from yt_dlp.utils import DownloadError
 
@@ -656,6 +657,7 @@ def user_videos(name: str, args: argparse.Namespace, stopper: Stopper
         raise _ListingError(listing_outcome(text), text.removeprefix("ERROR: ")) from None
     for entry in (info or {}).get("entries") or []:
         if not isinstance(entry, dict) or not entry.get("id"):
+            yield entry
             continue
         desc = entry.get("description") or entry.get("title") or ""
         yield {
