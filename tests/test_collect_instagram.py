@@ -20,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from connectors.collect.instagram import BatchRateController
 from connectors.collect.live import Stopper
 from tests.fake_instagram import HOSTS, FakeInstagram, Profile, batch, fixture_media
@@ -307,3 +309,18 @@ def test_profiles_given_as_their_instagram_links(tmp_path: Path) -> None:
     assert targets[:2] == ["profile:alice", "profile:bob"]
     assert targets[3:] == ["profile:carol_c.x", "profile:dave"]
     assert not valid_target(targets[2])
+
+
+def test_a_hashtag_given_as_a_profile_is_one_line(tmp_path: Path) -> None:
+    """``--profiles '#london'`` was dropped without a word (in a file, '#' starts a comment)."""
+    from connectors.collect.instagram import targets_of
+    from connectors.collect.live import ConnectorError
+
+    args = live_args("instagram", "--brokers", "127.0.0.1:1", "--collector", "ig",
+                     "--profiles", "alice", "#london")
+    with pytest.raises(ConnectorError, match="#london is a hashtag, not a profile"):
+        targets_of(args)
+    (tmp_path / "p.txt").write_text("# my list\nalice  # the first\n")
+    args = live_args("instagram", "--brokers", "127.0.0.1:1", "--collector", "ig",
+                     "--profiles", str(tmp_path / "p.txt"))
+    assert targets_of(args) == ["profile:alice"]  # comments in a file stay comments

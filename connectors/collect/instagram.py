@@ -213,6 +213,10 @@ def targets_of(args: argparse.Namespace) -> list[str]:
             raise ConnectorError(f"profiles file {item} does not exist")
         elif not is_utf8(item):
             raise ConnectorError(f"profile name {item!a} is not UTF-8 text")
+        elif item.strip().startswith("#"):
+            # In a file a '#' starts a comment; here it was meant as a hashtag, and dropped.
+            raise ConnectorError(f"{item.strip()} is a hashtag, not a profile: give it with "
+                                 f"--hashtags")
         else:
             names.append(item)
     for tag in args.hashtags or ():
