@@ -264,14 +264,18 @@ def test_a_backfill_the_server_refuses_for_now_is_tried_again(
     mastodon.script = lambda n: (
         [*(sse("update", d) for d in dumps[:10]), None] if n == 1
         else [sse("update", d) for d in dumps[15:]])
-    busy = [503, 429]
+    busy = [(503, "0"), (429, "1")]
     answer = mastodon.timeline
+    asked: list[tuple[float, int]] = []  # when the timeline was asked, and what it answered
 
     async def timeline(request: web.Request) -> web.Response:
         if busy:
             mastodon.timelines.append({"path": request.path, "query": dict(request.query)})
-            return web.json_response({"error": "busy"}, status=busy.pop(0),
-                                     headers={"Retry-After": "0"})
+            status, wait = busy.pop(0)
+            asked.append((time.monotonic(), status))
+            return web.json_response({"error": "busy"}, status=status,
+                                     headers={"Retry-After": wait})
+        asked.append((time.monotonic(), 200))
         return await answer(request)
 
     mastodon.timeline = timeline  # type: ignore[method-assign]
@@ -290,3 +294,19 @@ def test_a_backfill_the_server_refuses_for_now_is_tried_again(
     tap.settle(0.5)
     got = sorted(p["payload"]["id"] for p in tap.posts(name))
     assert got == [s["id"] for s in ordered], [s["id"] for s in ordered if s["id"] not in got]
+    # The 429's Retry-After (1 s) was waited out, not the backoff's 0.2 s at most.
+    refused = next(i for i, (_t, status) in enumerate(asked) if status == 429)
+    assert asked[refused + 1][0] - asked[refused][0] >= 1.0, asked
+
+
+def test_retry_after_lengthens_the_next_reconnection_delay_once() -> None:
+    from connectors.collect.live import Backoff
+
+    backoff = Backoff(0.05, 0.2)
+    backoff.hold("3")
+    assert backoff.next() == 3.0
+    assert backoff.next() <= 0.2  # once: then the backoff's own delays again
+    backoff.hold("Wed, 21 Oct 2015 07:28:00 GMT")  # a date in the past: no wait beyond
+    assert backoff.next() <= 0.2
+    backoff.hold("soon")  # unreadable: ignored
+    assert backoff.next() <= 0.2

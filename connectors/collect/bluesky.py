@@ -151,6 +151,7 @@ class Jetstream:
                 raise ConnectorError(f"Jetstream refused the subscription ({exc.status}: "
                                      f"{exc.message}); check --url and --did") from None
             warn("connection refused", kind=KIND, status=exc.status)
+            self.backoff.hold(exc.headers.get("Retry-After") if exc.headers else None)
         except (aiohttp.ClientError, TimeoutError) as exc:
             warn("connection failed", kind=KIND, **failure(exc, self.args.url))
 

@@ -30,6 +30,7 @@ from connectors.kafka.publisher import Publisher, ensure_topics, now_iso
 from connectors.store.disk import atomic_write
 from shoal.batch import BatchProgress
 from shoal.errors import UserError, chain
+from shoal.fetch.policy import parse_retry_after
 from shoal.logs import event
 from shoal.model import Control, DeadLetter, RawPost
 from shoal.options import finite_float
@@ -96,12 +97,23 @@ class Backoff:
         self.base = max(base, 0.001)
         self.cap = max(cap, self.base)
         self.failures = 0
+        self.at_least = 0.0
         self._rng = rng or random.Random()
 
     def next(self) -> float:
         ceiling = min(self.cap, self.base * 2 ** min(self.failures, 30))
         self.failures += 1
-        return ceiling / 2 + self._rng.random() * ceiling / 2
+        delay = max(ceiling / 2 + self._rng.random() * ceiling / 2, self.at_least)
+        self.at_least = 0.0
+        return delay
+
+    def hold(self, retry_after: str | None) -> None:
+        """The server's ``Retry-After`` (seconds or an HTTP date): the next delay is at least
+        that long, whatever the backoff says (asking sooner is asking to be refused again;
+        at most a day, against a header gone wrong)."""
+        seconds = parse_retry_after(retry_after)
+        if seconds is not None:
+            self.at_least = min(max(seconds, 0.0), 86400.0)
 
     def reset(self) -> None:
         self.failures = 0

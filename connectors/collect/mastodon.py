@@ -177,6 +177,7 @@ class MastodonStream:
                     if not retryable(resp.status):
                         raise self._refused(resp.status, "stream")
                     warn("stream unavailable", kind=KIND, status=resp.status)
+                    self.backoff.hold(resp.headers.get("Retry-After"))
                     return
                 event(log, "stream connected", kind=KIND, connection=self.connection,
                       last_id=self.last_id)
@@ -206,6 +207,7 @@ class MastodonStream:
                     if resp.status in (401, 403):
                         raise self._refused(resp.status, "timeline")
                     warn("backfill failed", kind=KIND, status=resp.status, min_id=min_id)
+                    self.backoff.hold(resp.headers.get("Retry-After"))
                     return not retryable(resp.status)
                 body = await resp.read()
             pages += 1
