@@ -213,8 +213,7 @@ def test_ctrl_c_stops_up_in_one_line_and_leaves_nothing_behind(tmp_path: Path) -
     deadline, left = time.monotonic() + 10, ["?"]
     while left and time.monotonic() < deadline:
         pids = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True)
-        left = [Path(f"/proc/{p}/cmdline").read_bytes()[:80].decode(errors="replace")
-                for p in pids.stdout.split() if Path(f"/proc/{p}").exists()]
+        left = [cmd for p in pids.stdout.split() if (cmd := _cmdline(p))]
         time.sleep(0.1)
     assert not left, left
     for ids in data.glob("twitter/*/*_IDs.txt.xz"):  # every hour under its final name is whole
@@ -222,6 +221,14 @@ def test_ctrl_c_stops_up_in_one_line_and_leaves_nothing_behind(tmp_path: Path) -
         tweets = ids.with_name(f"{stem}_tweets.csv.xz")
         n = len(lzma.decompress(ids.read_bytes()).splitlines())
         assert len(lzma.decompress(tweets.read_bytes()).decode().splitlines()) >= n + 1
+
+
+def _cmdline(pid: str) -> str:
+    """A live process's command line ("" once it has gone, which it may do while read)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()[:80].decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 def test_up_passes_a_source_argument_that_starts_with_a_dash_as_one() -> None:
