@@ -26,6 +26,16 @@ DAY_SIZE = (1000, 500)
 BAR = "#2b6cb0"
 
 
+def plain(text: str) -> str:
+    """``text`` drawn as written: matplotlib reads a string with two ``$`` as TeX (mathtext).
+
+    Hashtags, queries and collector names are data: ``#costs$5$`` was drawn as ``#costs5``,
+    and ``#a$^$`` raised ValueError, which ended ``report hashtags --png`` in a traceback
+    and the live page's chart in a 500. An escaped dollar is never mathtext.
+    """
+    return text.replace("$", r"\$")
+
+
 def _figure(size: tuple[int, int]) -> Figure:
     fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -44,13 +54,13 @@ def hashtag_chart(table: HashtagTable, title: str = "", fmt: Format = "png") -> 
     ax = fig.add_axes((0.22, 0.1, 0.7, 0.8))
     rows = list(table.rows)
     heading = title or "Top co-occurring hashtags"
-    ax.set_title(f"{heading} — {table.selected:,} posts selected", fontsize=12)
+    ax.set_title(plain(f"{heading} — {table.selected:,} posts selected"), fontsize=12)
     if not rows:
         ax.text(0.5, 0.5, "no hashtags among the selected posts", ha="center", va="center",
                 transform=ax.transAxes, fontsize=12, color="#555555")
         ax.set_axis_off()
         return _encode(fig, fmt)
-    labels = [f"#{r.hashtag}" for r in rows][::-1]
+    labels = [plain(f"#{r.hashtag}") for r in rows][::-1]
     values = [r.posts for r in rows][::-1]
     ax.barh(range(len(rows)), values, color=BAR)
     ax.set_yticks(range(len(rows)), labels, fontsize=9 if len(rows) <= 25 else 7)
@@ -71,7 +81,7 @@ def day_chart(report: DayReport, title: str = "", fmt: Format = "png") -> bytes:
     ax = fig.add_axes((0.08, 0.14, 0.74, 0.76))
     axis = report.axis()
     platforms = ", ".join(report.platforms) or "no platform"
-    ax.set_title(title or f"Posts per hour per collector — {report.day} ({platforms})",
+    ax.set_title(plain(title or f"Posts per hour per collector — {report.day} ({platforms})"),
                  fontsize=12)
     xs = list(range(len(axis)))
     for x, name in enumerate(axis):
@@ -79,7 +89,7 @@ def day_chart(report: DayReport, title: str = "", fmt: Format = "png") -> bytes:
             ax.axvspan(x - 0.5, x + 0.5, color="#dddddd", zorder=0)
     for collector, values in report.series().items():
         ys = [math.nan if v is None else v for v in values]
-        ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.6, label=collector)
+        ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.6, label=plain(collector))
     ax.set_xticks(xs, axis, fontsize=8, rotation=0 if len(axis) <= 24 else 45)
     ax.set_xlim(-0.5, len(axis) - 0.5)
     peak = max((v for vs in report.series().values() for v in vs if v), default=1)
