@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from shoal.app.web import SECTIONS, ServeConfig, make_app
@@ -33,3 +34,31 @@ def test_a_data_dir_with_nothing_sealed_yet_shows_no_error_boxes(tmp_path: Path)
     assert got["/chart/hashtags-hour.svg"][0] == 200
     assert got["/chart/hashtags-day.svg"][1].lstrip().startswith("<?xml")
     assert got["/thumb/" + "0" * 64][0] == 404
+
+
+async def _status(data_dir: Path, path: str, host: str, listen: str = "127.0.0.1") -> int:
+    config = ServeConfig(data_dir, listen=listen)
+    async with TestClient(TestServer(make_app(config))) as client:
+        resp = await client.get(path, headers={"Host": host})
+        return resp.status
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "127.0.0.1",
+                                  "LOCALHOST."])
+def test_the_page_answers_to_its_own_names(tmp_path: Path, host: str) -> None:
+    assert asyncio.run(_status(tmp_path, "/section/hours", host)) == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/section/hours", "/chart/hashtags-day.svg", "/page.js"])
+def test_another_host_name_is_refused_against_dns_rebinding(tmp_path: Path, path: str) -> None:
+    """A web page at evil.example whose name is re-pointed at 127.0.0.1 (DNS rebinding) read
+    the whole page, sections included, from the visitor's browser: the server answered any
+    Host header, so the same-origin rule (which compares names, not addresses) let it."""
+    assert asyncio.run(_status(tmp_path, path, "evil.example:8080")) == 421
+    assert asyncio.run(_status(tmp_path, path, "")) == 421
+
+
+def test_listening_elsewhere_takes_addresses_and_the_listen_name(tmp_path: Path) -> None:
+    assert asyncio.run(_status(tmp_path, "/", "192.168.1.7:8080", "0.0.0.0")) == 200
+    assert asyncio.run(_status(tmp_path, "/", "box.lan:8080", "box.lan")) == 200
+    assert asyncio.run(_status(tmp_path, "/", "evil.example", "0.0.0.0")) == 421

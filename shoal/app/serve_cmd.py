@@ -23,7 +23,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
     from shoal.app.web import ServeConfig, make_app
 
-    config = ServeConfig(args.data_dir, refresh=args.refresh, query_timeout=args.query_timeout)
+    config = ServeConfig(args.data_dir, refresh=args.refresh, query_timeout=args.query_timeout,
+                         listen=args.host)
     runner = web.AppRunner(make_app(config), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)

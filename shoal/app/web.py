@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +69,7 @@ class ServeConfig:
     top: int = 10
     distance: int = 8
     groups: int = 12
+    listen: str = "127.0.0.1"  # --host: names other than this and addresses are refused
 
 
 SCRIPT = """
@@ -116,6 +119,41 @@ def _page(config: ServeConfig) -> str:
         '<button id="refresh" type="button">Refresh</button></p>'
         f'{sections}<script src="page.js"></script></body></html>\n'
     )
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without port, brackets, case or a final dot."""
+    name = header.strip()
+    if name.startswith("["):
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    return name.lower().rstrip(".")
+
+
+def host_allowed(header: str, listen: str, names: tuple[str, ...] = ()) -> bool:
+    """Whether a request naming ``header`` is for this server, not for a rebound name.
+
+    A page at evil.example whose DNS name is re-pointed at 127.0.0.1 (DNS rebinding) is
+    same-origin with it in the visitor's browser, which compares names, not addresses: a
+    server answering every Host header let such a page read all of it. A rebinding needs a
+    name, so addresses pass; of names, ``localhost``, the ``--host`` one and ``names`` (the
+    machine's, when listening beyond it) pass.
+    """
+    name = host_name(header)
+    if not name:
+        return False
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(name)
+        return True
+    return name in {"localhost", host_name(listen), *(host_name(n) for n in names)}
+
+
+def _loopback(listen: str) -> bool:
+    try:
+        return ipaddress.ip_address(host_name(listen)).is_loopback
+    except ValueError:
+        return host_name(listen) == "localhost"
 
 
 class Site:
@@ -287,7 +325,17 @@ class Site:
 
 def make_app(config: ServeConfig) -> web.Application:
     site = Site(config)
-    app = web.Application()
+    names = () if _loopback(config.listen) else (socket.gethostname(),)
+
+    @web.middleware
+    async def check_host(request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                         ) -> web.StreamResponse:
+        if not host_allowed(request.headers.get("Host", ""), config.listen, names):
+            return web.Response(status=421, text="shoal serve: unknown Host name\n")
+        return await handler(request)
+
+    app = web.Application(middlewares=[check_host])
     app.router.add_get("/", site.index)
     app.router.add_get("/page.js", site.script)
     app.router.add_get("/section/{name}", site.section)
