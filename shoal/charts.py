@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
+from collections.abc import Iterable
+from functools import cache
 from typing import Literal
 
+from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ft2font import FT2Font
 from matplotlib.ticker import MaxNLocator
 
 from shoal.day_report import DayReport
@@ -24,6 +29,26 @@ DPI = 100
 HASHTAG_SIZE = (1000, 600)  # pixels
 DAY_SIZE = (1000, 500)
 BAR = "#2b6cb0"
+
+# matplotlib warns once per character its font lacks (two lines each, with this module's path
+# and source line): an emoji or CJK hashtag made dozens between a report's lines, and the
+# live page's log filled with them. The reports say it in one line (missing_glyphs).
+warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+
+
+@cache
+def _font() -> FT2Font:
+    return FT2Font(font_manager.fontManager.findfont(font_manager.FontProperties()))
+
+
+def missing_glyphs(texts: Iterable[str]) -> str:
+    """The characters of ``texts`` the charts' font cannot draw (shown there as boxes), each
+    once: printable ones as themselves, the others as ``U+0001``; "" when all are drawn."""
+    font, seen = _font(), dict.fromkeys(c for t in texts for c in t)
+    missing = [c for c in seen if font.get_char_index(ord(c)) == 0]
+    shown = "".join(c for c in missing if c.isprintable())
+    codes = " ".join(f"U+{ord(c):04X}" for c in missing if not c.isprintable())
+    return " ".join(part for part in (shown, codes) if part)
 
 
 def plain(text: str) -> str:

@@ -7,9 +7,12 @@ hashtags --png/--html`` ended in a traceback and the live page's chart in a 500.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from shoal.charts import day_chart, hashtag_chart
+from shoal.charts import day_chart, hashtag_chart, missing_glyphs
 from shoal.day_report import build
 from shoal.hashtags import HashtagCount, HashtagTable
 
@@ -28,3 +31,18 @@ def test_dollar_signs_are_drawn_as_written(text: str) -> None:
 def test_a_collector_name_with_dollars_is_drawn_as_written() -> None:
     report = build("2024-05-02", [], {})
     assert day_chart(report, "$\\bogus$ day", "svg").startswith(b"<?xml")
+
+
+def test_characters_without_a_glyph_are_one_note_not_a_warning_per_glyph() -> None:
+    """Each emoji or CJK character of a hashtag was a two-line UserWarning on stderr (with
+    charts.py's path and source line), dozens for one chart, between the report's lines."""
+    draw = ("from shoal.charts import hashtag_chart\n"
+            "from shoal.hashtags import HashtagCount as C, HashtagTable as T\n"
+            "t = T(2, (C('北京', 2, 1.0), C('fire🔥', 1, .5), C('ctl\\x01', 1, .5)))\n"
+            "assert hashtag_chart(t).startswith(b'\\x89PNG')\n"
+            "assert hashtag_chart(t, fmt='svg').startswith(b'<?xml')\n")
+    done = subprocess.run([sys.executable, "-c", draw], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert missing_glyphs(["#北京", "#fire🔥", "#ctl\x01", "#plain", "北"]) == "北京🔥 U+0001"
+    assert missing_glyphs(["#plain", "café — 12 posts"]) == ""
