@@ -2,7 +2,9 @@
 
 Standalone pages (``--html FILE``) embed their pictures as ``data:`` URIs so the one file
 can be mailed or archived; the live page (``shoal serve``) uses the same fragments and
-points its images at the server.
+points its images at the server. Text from the data (hashtags, collectors, reasons, paths)
+may be anything: it is escaped, and may break anywhere (``overflow-wrap``), since a
+3,000-character hashtag made a table, and the page, 27,000 pixels wide.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from shoal.hashtags import HashtagTable
 from shoal.spread import ImageGroup
 
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem;color:#1a202c}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem;color:#1a202c;
+overflow-wrap:anywhere}
 h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:1.6rem}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
 th,td{border:1px solid #cbd5e0;padding:.2rem .5rem;text-align:right}
