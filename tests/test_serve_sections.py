@@ -4,6 +4,7 @@ started before the first seal shows."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,28 @@ def test_listening_elsewhere_takes_addresses_and_the_listen_name(tmp_path: Path)
     assert asyncio.run(_status(tmp_path, "/", "192.168.1.7:8080", "0.0.0.0")) == 200
     assert asyncio.run(_status(tmp_path, "/", "box.lan:8080", "box.lan")) == 200
     assert asyncio.run(_status(tmp_path, "/", "evil.example", "0.0.0.0")) == 421
+
+
+def test_a_slow_dead_letter_count_is_stopped_like_the_queries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dead-letter section reads files, not the catalog, and had no time limit: a slow
+    disk (or months of dead letters) held its request open, and the page's refresh, which
+    waits for every section, never finished, so no section refreshed again."""
+    from connectors.store import report_data
+
+    def slow(_data_dir: Path, _day: str | None = None) -> dict[str, int]:
+        time.sleep(3)
+        return {"invalid JSON": 1}
+
+    monkeypatch.setattr(report_data, "deadletters_by_reason", slow)
+
+    async def get() -> tuple[float, str]:
+        config = ServeConfig(tmp_path, query_timeout=0.3)
+        async with TestClient(TestServer(make_app(config))) as client:
+            start = time.monotonic()
+            resp = await client.get("/section/deadletters")
+            return time.monotonic() - start, await resp.text()
+
+    took, body = asyncio.run(get())
+    assert took < 2 and 'class="error"' in body and "took longer than 0.3 s" in body, body

@@ -177,14 +177,26 @@ class Site:
             finally:
                 con.close()
 
-        future = asyncio.get_running_loop().run_in_executor(self.pool, run)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self.config.query_timeout)
-        except TimeoutError:
+        def stop() -> None:
             con = box.get("con")
             if con is not None:
                 with contextlib.suppress(Exception):
                     con.interrupt()
+
+        return await self.in_time(run, stop)
+
+    async def in_time(self, run: Callable[[], T], stop: Callable[[], None] = lambda: None) -> T:
+        """``run()`` in a thread, given up (``stop()`` called) after the query time limit.
+
+        Every section goes through here, the catalog's and the dead letters' (files): one
+        that never answered held the browser's refresh, which waits for all, so no section
+        refreshed again.
+        """
+        future = asyncio.get_running_loop().run_in_executor(self.pool, run)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.config.query_timeout)
+        except TimeoutError:
+            stop()
             raise SectionError(
                 f"the query took longer than {self.config.query_timeout:g} s and was stopped"
             ) from None
@@ -254,8 +266,8 @@ class Site:
         return html.table(("host", "outcome", "media"), rows, "outcomes", text_columns=2)
 
     async def deadletters(self) -> str:
-        counts = await asyncio.get_running_loop().run_in_executor(
-            self.pool, report_data.deadletters_by_reason, self.config.data_dir, None)
+        data_dir = self.config.data_dir
+        counts = await self.in_time(lambda: report_data.deadletters_by_reason(data_dir, None))
         if not counts:
             return '<p class="muted">no dead letters</p>'
         rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
