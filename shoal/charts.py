@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from collections.abc import Iterable
 from functools import cache
@@ -43,12 +44,17 @@ def _font() -> FT2Font:
 
 def missing_glyphs(texts: Iterable[str]) -> str:
     """The characters of ``texts`` the charts' font cannot draw (shown there as boxes), each
-    once: printable ones as themselves, the others as ``U+0001``; "" when all are drawn."""
-    font, seen = _font(), dict.fromkeys(c for t in texts for c in t)
+    once: printable ones as themselves, others as ``U+0085``; "" when all are drawn."""
+    font, seen = _font(), dict.fromkeys(c for t in texts for c in plain(t))
     missing = [c for c in seen if font.get_char_index(ord(c)) == 0]
     shown = "".join(c for c in missing if c.isprintable())
     codes = " ".join(f"U+{ord(c):04X}" for c in missing if not c.isprintable())
     return " ".join(part for part in (shown, codes) if part)
+
+
+# Characters XML has no place for, escaped or not (and DEL, C0's neighbour): in an SVG chart
+# one made the file ill-formed, a broken image on the live page.
+UNDRAWABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 def plain(text: str) -> str:
@@ -56,9 +62,10 @@ def plain(text: str) -> str:
 
     Hashtags, queries and collector names are data: ``#costs$5$`` was drawn as ``#costs5``,
     and ``#a$^$`` raised ValueError, which ended ``report hashtags --png`` in a traceback
-    and the live page's chart in a 500. An escaped dollar is never mathtext.
+    and the live page's chart in a 500. An escaped dollar is never mathtext. Control
+    characters become U+FFFD (see ``UNDRAWABLE``).
     """
-    return text.replace("$", r"\$")
+    return UNDRAWABLE.sub("\ufffd", text).replace("$", r"\$")
 
 
 def _figure(size: tuple[int, int]) -> Figure:
