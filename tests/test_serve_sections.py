@@ -88,3 +88,13 @@ def test_a_slow_dead_letter_count_is_stopped_like_the_queries(
 
     took, body = asyncio.run(get())
     assert took < 2 and 'class="error"' in body and "took longer than 0.3 s" in body, body
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_out_of_range_is_a_user_error(tmp_path: Path, port: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``--port 70000`` was exit 1 with ``OverflowError: bind(): ...``, as for a crash."""
+    from shoal.app.cli import main
+
+    assert main(["serve", "--data-dir", str(tmp_path), "--port", port]) == 2
+    assert capsys.readouterr().err == "shoal: error: --port must be between 0 and 65535\n"

@@ -50,6 +50,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data_dir_of(args)
     if args.refresh < 0 or args.query_timeout <= 0:
         raise UserError("--refresh must be >= 0 and --query-timeout > 0")
+    if not 0 <= args.port <= 65535:  # else exit 1 with OverflowError, as for a crash
+        raise UserError("--port must be between 0 and 65535")
     try:
         asyncio.run(_serve(args))
     except KeyboardInterrupt:
