@@ -4,6 +4,7 @@ started before the first seal shows."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -98,3 +99,18 @@ def test_a_port_out_of_range_is_a_user_error(tmp_path: Path, port: str,
 
     assert main(["serve", "--data-dir", str(tmp_path), "--port", port]) == 2
     assert capsys.readouterr().err == "shoal: error: --port must be between 0 and 65535\n"
+
+
+def test_a_data_dir_whose_name_is_not_utf8_is_served(tmp_path: Path) -> None:
+    """A folder named in Latin-1 (``caf\\xe9``) made the page a 500: its name, in the title and
+    heading, held a surrogate that the UTF-8 response cannot carry."""
+    data_dir = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    data_dir.mkdir()
+
+    async def get() -> tuple[int, str]:
+        async with TestClient(TestServer(make_app(ServeConfig(data_dir)))) as client:
+            resp = await client.get("/")
+            return resp.status, await resp.text()
+
+    status, body = asyncio.run(get())
+    assert status == 200 and "caf\ufffd" in body

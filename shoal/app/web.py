@@ -103,6 +103,20 @@ if (every > 0) setInterval(refresh, every);
 """
 
 
+def utf8(text: str) -> str:
+    """``text`` as a UTF-8 page can carry it.
+
+    A file name that is not UTF-8 (``caf\\xe9``, Latin-1) comes from the OS with a surrogate
+    for each such byte, which a response cannot encode: a data dir so named made the page a
+    500, and an error naming such a file its section. They show as U+FFFD.
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def shown(path: Path) -> str:
+    return utf8(str(path))
+
+
 def _page(config: ServeConfig) -> str:
     sections = "".join(
         f'<section id="s-{name}"><h2>{TITLES[name]}</h2><div class="body">'
@@ -111,10 +125,10 @@ def _page(config: ServeConfig) -> str:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<link rel="icon" href="data:,">'
-        f"<title>shoal — {html.escape(str(config.data_dir))}</title>"
+        f"<title>shoal — {html.escape(shown(config.data_dir))}</title>"
         f"<style>{html.STYLE}</style></head>"
         f'<body data-sections="{names}" data-refresh="{config.refresh:g}" data-generation="0">'
-        f"<h1>shoal · {html.escape(config.data_dir.name or str(config.data_dir))}</h1>"
+        f"<h1>shoal · {html.escape(shown(Path(config.data_dir.name or config.data_dir)))}</h1>"
         '<p class="muted">read-only view of the catalog; updated <span id="updated">—</span> '
         '<button id="refresh" type="button">Refresh</button></p>'
         f'{sections}<script src="page.js"></script></body></html>\n'
@@ -295,7 +309,7 @@ class Site:
         except Exception as exc:  # a failing query must not take the page down
             first = str(exc).splitlines()[0] if str(exc) else ""
             body = html.error_box(f"{type(exc).__name__}: {first}")
-        return web.Response(text=body, content_type="text/html",
+        return web.Response(text=utf8(body), content_type="text/html",
                             headers={"Cache-Control": "no-store"})
 
     async def chart(self, request: web.Request) -> web.Response:
