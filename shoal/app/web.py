@@ -31,6 +31,7 @@ from connectors.store.catalog import has_sealed
 from connectors.store.thumbs import thumbnail
 from shoal.app import report_html as html
 from shoal.charts import hashtag_chart
+from shoal.day_report import collector_column
 from shoal.hashtags import HashtagTable, cooccurrence
 from shoal.spread import image_groups
 
@@ -231,8 +232,8 @@ class Site:
                 for h in latest]
         return (html.table(("platform", "hours sealed", "posts"), per_platform, "sealed")
                 + "<h3>Newest hours</h3>"
-                + html.table(("platform", "day", "hour", *collectors, "total", "diff", "diff %",
-                              "late"), rows, "newest", text_columns=3))
+                + html.table(("platform", "day", "hour", *map(collector_column, collectors),
+                              "total", "diff", "diff %", "late"), rows, "newest", text_columns=3))
 
     async def _hashtags(self, scope: str) -> tuple[str, HashtagTable | None]:
         top = self.config.top
