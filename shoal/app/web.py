@@ -359,7 +359,11 @@ def make_app(config: ServeConfig) -> web.Application:
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
                          ) -> web.StreamResponse:
         if not host_allowed(request.headers.get("Host", ""), config.listen, names):
-            return web.Response(status=421, text="shoal serve: unknown Host name\n")
+            name = utf8(host_name(request.headers.get("Host", "")))
+            return web.Response(status=421, text=(
+                f"shoal serve: {name!r} is not a name of this server (a guard against DNS "
+                "rebinding): open it by its address, or start shoal serve with --host "
+                "that name\n"))
         return await handler(request)
 
     app = web.Application(middlewares=[check_host])
