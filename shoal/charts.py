@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import threading
 import warnings
 from collections.abc import Iterable
 from functools import cache
@@ -30,11 +31,15 @@ DPI = 100
 HASHTAG_SIZE = (1000, 600)  # pixels
 DAY_SIZE = (1000, 500)
 BAR = "#2b6cb0"
+LABEL_ROOM = 180  # pixels of the 220 px left margin a hashtag label may take (ticks)
 
 # matplotlib warns once per character its font lacks (two lines each, with this module's path
 # and source line): an emoji or CJK hashtag made dozens between a report's lines, and the
 # live page's log filled with them. The reports say it in one line (missing_glyphs).
 warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+
+
+_MEASURING = threading.Lock()
 
 
 @cache
@@ -68,6 +73,29 @@ def plain(text: str) -> str:
     return UNDRAWABLE.sub("\ufffd", text).replace("$", r"\$")
 
 
+def _width(text: str, points: float) -> float:
+    """Pixels ``text`` takes in the charts' font at ``points``, at :data:`DPI` (a character
+    the font lacks, drawn as a box, counted as wide as a W: the font measures it as none)."""
+    font = _font()
+    with _MEASURING:  # one font object, set_size/set_text state: serve draws in threads
+        font.set_size(points, DPI)
+        font.set_text("".join(c if font.get_char_index(ord(c)) else "W" for c in text))
+        return float(font.get_width_height()[0]) / 64
+
+
+def label(text: str, points: float = 9, room: float = LABEL_ROOM) -> str:
+    """``text``, cut at its end with "…" to fit ``room`` pixels: the hashtag labels are
+    right-aligned in the chart's left margin, and a longer one lost its beginning, the part
+    that names it, past the picture's left edge."""
+    if _width(text, points) <= room:
+        return text
+    lo, hi = 0, len(text)  # the longest prefix that fits with its "…"
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if _width(text[:mid] + "…", points) <= room else (lo, mid - 1)
+    return text[:lo] + "…"
+
+
 def _figure(size: tuple[int, int]) -> Figure:
     fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -92,10 +120,11 @@ def hashtag_chart(table: HashtagTable, title: str = "", fmt: Format = "png") -> 
                 transform=ax.transAxes, fontsize=12, color="#555555")
         ax.set_axis_off()
         return _encode(fig, fmt)
-    labels = [plain(f"#{r.hashtag}") for r in rows][::-1]
+    points = 9 if len(rows) <= 25 else 7
+    labels = [plain(label(f"#{r.hashtag}", points)) for r in rows][::-1]
     values = [r.posts for r in rows][::-1]
     ax.barh(range(len(rows)), values, color=BAR)
-    ax.set_yticks(range(len(rows)), labels, fontsize=9 if len(rows) <= 25 else 7)
+    ax.set_yticks(range(len(rows)), labels, fontsize=points)
     ax.set_xlabel("posts")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     top = max(values)

@@ -13,7 +13,7 @@ from xml.dom import minidom
 
 import pytest
 
-from shoal.charts import day_chart, hashtag_chart, missing_glyphs
+from shoal.charts import day_chart, hashtag_chart, label, missing_glyphs
 from shoal.day_report import build
 from shoal.hashtags import HashtagCount, HashtagTable
 
@@ -55,3 +55,16 @@ def test_control_characters_leave_the_svg_well_formed(tag: str) -> None:
     \\x01 made the live page's SVG chart ill-formed, a broken image in the browser."""
     svg = hashtag_chart(HashtagTable(1, (HashtagCount(tag, 1, 1.0),)), f"q {tag}", "svg")
     minidom.parseString(svg)
+
+
+@pytest.mark.filterwarnings("ignore:Glyph")  # pytest resets charts' filter per test
+def test_a_long_hashtag_keeps_its_beginning_in_the_chart() -> None:
+    """The labels are right-aligned in the chart's 220 px left margin: a hashtag wider than
+    that lost its beginning past the picture's left edge, the part that tells which hashtag
+    it is. A long one is cut at its end instead, with "…", to what the margin holds."""
+    for tag in ("beginning" + "x" * 60, "W" * 40, "x<script>window.pwn=1</script>", "北" * 40):
+        shown = label(f"#{tag}")
+        assert shown.startswith("#" + tag[:8]) and shown.endswith("…"), shown
+        svg = hashtag_chart(HashtagTable(1, (HashtagCount(tag, 1, 1.0),)), "t", "svg").decode()
+        assert f"<!-- {shown.replace('<', '&lt;').replace('>', '&gt;')} -->" in svg
+    assert label("#london") == "#london"
