@@ -31,6 +31,21 @@ class HourRow:
         return 100.0 * self.diff / self.total if self.total else 0.0
 
 
+# The columns of the day tables and of the live page's hours besides the collectors.
+COLUMNS = ("platform", "day", "hour", "total", "diff", "diff %", "late")
+
+
+def collector_column(name: str) -> str:
+    """The header of collector ``name``'s column, never one of :data:`COLUMNS`.
+
+    ``total``, ``late`` or ``hour`` are valid collector names: the header then had two
+    ``total`` columns, and ``--format json`` (a dict per row) kept one of their numbers, the
+    collector's lost; the HTML tables showed two columns alike. (The sealed day report file
+    keeps the bare name: its columns are read by position.)
+    """
+    return f"{name} (collector)" if name in COLUMNS else name
+
+
 @dataclass(frozen=True)
 class DayReport:
     day: str
@@ -47,8 +62,8 @@ class DayReport:
 
     def header(self) -> list[str]:
         multi = len(self.platforms) > 1
-        return [*(["platform"] if multi else []), "hour", *self.collectors,
-                "total", "diff", "diff %", "late"]
+        return [*(["platform"] if multi else []), "hour",
+                *(collector_column(c) for c in self.collectors), "total", "diff", "diff %", "late"]
 
     def table(self) -> list[list[str]]:
         """The report's rows as text cells, like the day report file."""

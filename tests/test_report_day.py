@@ -165,3 +165,17 @@ def test_a_day_written_without_leading_zeros_is_that_day(day_dir: Path) -> None:
     assert code == 0, err
     assert [r["hour"] for r in csv.DictReader(io.StringIO(out))] == ["09", "10", "12"]
     assert "dead letters 2023-06-01" in err
+
+
+def test_a_collector_named_like_a_column_keeps_its_own_column() -> None:
+    """Collectors may be called ``total``, ``late`` or ``hour`` (valid names): the header then
+    had two ``total`` columns, so ``--format json`` (a dict per row) kept one number of two,
+    the collector's lost, and the HTML tables and live page showed two columns alike."""
+    report = build("2024-05-02", [HourRow("twitter", "10", int(datetime(2024, 5, 2, 10,
+                                                                         tzinfo=UTC).timestamp()),
+                                          {"total": 2, "late": 3, "a": 4}, 4, 2, 0)])
+    header = report.header()
+    assert len(set(header)) == len(header), header
+    row = dict(zip(header, report.values()[0], strict=True))
+    assert (row["total (collector)"], row["late (collector)"], row["a"]) == (2, 3, 4)
+    assert (row["total"], row["late"]) == (4, 0)

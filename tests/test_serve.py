@@ -249,3 +249,53 @@ def test_failing_and_slow_queries_show_error_boxes(data_dir: Path, browser: Any,
         assert problems == []
     finally:
         slow.stop()
+
+
+HOSTILE = ["x<script>window.pwn=1</script>", '"><img src=x onerror="window.pwn=2">',
+           "</style><script>window.pwn=3</script>", "javascript:window.pwn=4", "nul\x00ctl\x01",
+           "rtl\u202eevil", "w" * 3000]
+
+
+def hostile_pages(folder: Path) -> list[Path]:
+    """The three ``--html`` pages, made by report_html from hostile strings (no pipeline)."""
+    from shoal.app import report_html as html
+    from shoal.day_report import HourRow, build
+    from shoal.hashtags import HashtagCount, HashtagTable
+    from shoal.spread import ImageGroup
+
+    dot = html.data_uri(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "image/gif")
+    tags = HashtagTable(9, tuple(HashtagCount(t, 9 - i, 0.5) for i, t in enumerate(HOSTILE)))
+    day = build("2024-05-02", [HourRow("twitter", "10", int(T0.timestamp()),
+                                       {c: 3 for c in HOSTILE}, 3, 0, 0)],
+                {reason: i + 1 for i, reason in enumerate(HOSTILE)})
+    groups = [ImageGroup(2, 2, (p,), p, p, tuple((t, 2) for t in HOSTILE), 1, 1, p, "ab" * 32,
+                         ("twitter:1",)) for p in HOSTILE]
+    pages = {"hashtags": html.hashtag_table(tags), "day": html.day_table(day),
+             "images": html.gallery(groups, {"ab" * 32: dot})
+             + html.table(html.GROUP_HEADER, html.group_rows(groups), "groups")}
+    out = []
+    for name, body in pages.items():
+        path = folder / f"{name}.html"
+        path.write_text(html.page(f"{name} {HOSTILE[0]} {HOSTILE[-2]}", body), encoding="utf-8")
+        out.append(path)
+    return out
+
+
+def test_hostile_strings_in_the_html_pages_stay_text(browser: Any, tmp_path: Path) -> None:
+    """Hashtags, collectors, dead-letter reasons and paths are other people's text: no script
+    runs, and a 3,000-character hashtag wraps instead of widening the page to 27,000 px."""
+    dialogs: list[str] = []
+
+    def dismiss(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    for path in hostile_pages(tmp_path):
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("dialog", dismiss)
+        page.goto(path.as_uri())
+        page.wait_for_load_state("load")
+        assert page.evaluate("window.pwn") is None and dialogs == [], path.name
+        assert HOSTILE[0] in page.title()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1200, path.name
+        page.close()

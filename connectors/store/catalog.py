@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -176,8 +177,17 @@ def _empty_reports_sql() -> str:
     )
 
 
+def glob_literal(path: str) -> str:
+    """``path`` as a DuckDB glob that matches only itself: ``[``, ``]``, ``*``, ``?`` bracketed.
+
+    The views' glob began with the data dir as given: ``runs/data[1]`` read ``runs/data1``'s
+    files (a character class), ``data[1`` none, and ``da*ta`` its neighbours' too.
+    """
+    return re.sub(r"([\[\]*?])", r"[\1]", path)
+
+
 def view_sql(data_dir: Path, table: str) -> str:
-    glob = str(data_dir.resolve() / PARQUET / table / "*" / "*" / "*" / "*.parquet")
+    glob = glob_literal(str(data_dir.resolve() / PARQUET / table)) + "/*/*/*/*.parquet"
     return (
         f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({_lit(glob)}, "
         f"hive_partitioning=true, hive_types_autocast=false, union_by_name=true) "

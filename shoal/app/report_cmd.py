@@ -107,6 +107,17 @@ def write_file(path: Path, data: bytes) -> None:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def note_glyphs(texts: Sequence[str]) -> None:
+    """One line on stderr for the characters the chart draws as boxes (emoji, CJK, controls),
+    in place of matplotlib's two-line warning per character (see ``shoal.charts``)."""
+    from shoal.charts import missing_glyphs
+
+    missing = missing_glyphs(texts)
+    if missing:
+        print(f"note: the chart's font has no glyph for {missing} (drawn as boxes; the tables "
+              "have them)", file=sys.stderr)
+
+
 def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> None:
     if fmt == "json":
         for row in rows:
@@ -160,6 +171,7 @@ def cmd_hashtags(args: argparse.Namespace) -> int:
     title = describe(args)
     if args.png or args.html:
         png = hashtag_chart(result, title)
+        note_glyphs([title, *(r.hashtag for r in result.rows)])
         if args.png:
             write_file(args.png, png)
         if args.html:
@@ -221,6 +233,7 @@ def cmd_day(args: argparse.Namespace) -> int:
               + (f" for {args.platform}" if args.platform else ""), file=sys.stderr)
     if args.png or args.html:
         png = day_chart(report)
+        note_glyphs(report.collectors)
         if args.png:
             write_file(args.png, png)
         if args.html:

@@ -2,7 +2,9 @@
 
 Standalone pages (``--html FILE``) embed their pictures as ``data:`` URIs so the one file
 can be mailed or archived; the live page (``shoal serve``) uses the same fragments and
-points its images at the server.
+points its images at the server. Text from the data (hashtags, collectors, reasons, paths)
+may be anything: it is escaped, and may break anywhere (``overflow-wrap``), since a
+3,000-character hashtag made a table, and the page, 27,000 pixels wide.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from shoal.hashtags import HashtagTable
 from shoal.spread import ImageGroup
 
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem;color:#1a202c}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem;color:#1a202c;
+overflow-wrap:anywhere}
 h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:1.6rem}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
 th,td{border:1px solid #cbd5e0;padding:.2rem .5rem;text-align:right}
@@ -59,6 +62,16 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]], ident: str = 
     return f"<table{ident_attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def isolate(text: str) -> str:
+    """``text`` escaped and bidi-isolated, for data sharing a line with other words.
+
+    A hashtag or reason holding U+202E (right-to-left override) reversed the rest of its
+    line: in a card ``#a\u202eb (3), #c (1)`` read ``#a (1) c# ,(3) b``, each count beside
+    another tag. Table cells are lines of their own and need no isolation.
+    """
+    return f"<bdi>{escape(text)}</bdi>"
+
+
 def error_box(message: str) -> str:
     return f'<div class="error" role="alert">{escape(message)}</div>'
 
@@ -71,7 +84,7 @@ def hashtag_table(result: HashtagTable, ident: str = "hashtags") -> str:
 
 def day_table(report: DayReport, ident: str = "day") -> str:
     text = 2 if len(report.platforms) > 1 else 1
-    dead = "".join(f"<li>{escape(r)}: {n}</li>" for r, n in sorted(report.deadletters.items()))
+    dead = "".join(f"<li>{isolate(r)}: {n}</li>" for r, n in sorted(report.deadletters.items()))
     return (table(report.header(), report.table(), ident, text_columns=text)
             + f'<p>dead letters {escape(report.day)} (inputs that became no post, all '
               f'platforms): <b id="deadletters">{report.deadletter_total}</b></p>'
@@ -87,13 +100,13 @@ def gallery(groups: Sequence[ImageGroup], thumbs: Mapping[str, str]) -> str:
         src = thumbs.get(g.representative_sha256)
         img = (f'<img src="{escape(src)}" alt="group {n}" loading="lazy">' if src
                else '<p class="muted">(no thumbnail)</p>')
-        tags = ", ".join(f"#{escape(t)} ({c})" for t, c in g.hashtags) or "—"
+        tags = ", ".join(f"{isolate('#' + t)} ({c})" for t, c in g.hashtags) or "—"
         cards.append(
             f'<div class="card" data-group="{n}" data-posts="{g.posts}">{img}'
             f"<p><b>{g.posts}</b> posts · {g.authors} authors · {g.files} files</p>"
-            f"<p>{escape(', '.join(g.platforms))}</p>"
-            f"<p>{escape(g.first_seen)} → {escape(g.last_seen)}</p><p>{tags}</p>"
-            f'<p class="muted">{escape(g.representative)}</p></div>')
+            f"<p>{', '.join(isolate(p) for p in g.platforms)}</p>"
+            f"<p>{isolate(g.first_seen)} → {isolate(g.last_seen)}</p><p>{tags}</p>"
+            f'<p class="muted">{isolate(g.representative)}</p></div>')
     return f'<div class="gallery">{"".join(cards)}</div>'
 
 

@@ -23,7 +23,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
     from shoal.app.web import ServeConfig, make_app
 
-    config = ServeConfig(args.data_dir, refresh=args.refresh, query_timeout=args.query_timeout)
+    config = ServeConfig(args.data_dir, refresh=args.refresh, query_timeout=args.query_timeout,
+                         listen=args.host)
     runner = web.AppRunner(make_app(config), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
@@ -49,6 +50,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data_dir_of(args)
     if args.refresh < 0 or args.query_timeout <= 0:
         raise UserError("--refresh must be >= 0 and --query-timeout > 0")
+    if not 0 <= args.port <= 65535:  # else exit 1 with OverflowError, as for a crash
+        raise UserError("--port must be between 0 and 65535")
     try:
         asyncio.run(_serve(args))
     except KeyboardInterrupt:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +31,7 @@ from connectors.store.catalog import has_sealed
 from connectors.store.thumbs import thumbnail
 from shoal.app import report_html as html
 from shoal.charts import hashtag_chart
+from shoal.day_report import collector_column
 from shoal.hashtags import HashtagTable, cooccurrence
 from shoal.spread import image_groups
 
@@ -67,6 +70,7 @@ class ServeConfig:
     top: int = 10
     distance: int = 8
     groups: int = 12
+    listen: str = "127.0.0.1"  # --host: names other than this and addresses are refused
 
 
 SCRIPT = """
@@ -100,6 +104,20 @@ if (every > 0) setInterval(refresh, every);
 """
 
 
+def utf8(text: str) -> str:
+    """``text`` as a UTF-8 page can carry it.
+
+    A file name that is not UTF-8 (``caf\\xe9``, Latin-1) comes from the OS with a surrogate
+    for each such byte, which a response cannot encode: a data dir so named made the page a
+    500, and an error naming such a file its section. They show as U+FFFD.
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def shown(path: Path) -> str:
+    return utf8(str(path))
+
+
 def _page(config: ServeConfig) -> str:
     sections = "".join(
         f'<section id="s-{name}"><h2>{TITLES[name]}</h2><div class="body">'
@@ -108,14 +126,49 @@ def _page(config: ServeConfig) -> str:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<link rel="icon" href="data:,">'
-        f"<title>shoal — {html.escape(str(config.data_dir))}</title>"
+        f"<title>shoal — {html.escape(shown(config.data_dir))}</title>"
         f"<style>{html.STYLE}</style></head>"
         f'<body data-sections="{names}" data-refresh="{config.refresh:g}" data-generation="0">'
-        f"<h1>shoal · {html.escape(config.data_dir.name or str(config.data_dir))}</h1>"
+        f"<h1>shoal · {html.escape(shown(Path(config.data_dir.name or config.data_dir)))}</h1>"
         '<p class="muted">read-only view of the catalog; updated <span id="updated">—</span> '
         '<button id="refresh" type="button">Refresh</button></p>'
         f'{sections}<script src="page.js"></script></body></html>\n'
     )
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without port, brackets, case or a final dot."""
+    name = header.strip()
+    if name.startswith("["):
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    return name.lower().rstrip(".")
+
+
+def host_allowed(header: str, listen: str, names: tuple[str, ...] = ()) -> bool:
+    """Whether a request naming ``header`` is for this server, not for a rebound name.
+
+    A page at evil.example whose DNS name is re-pointed at 127.0.0.1 (DNS rebinding) is
+    same-origin with it in the visitor's browser, which compares names, not addresses: a
+    server answering every Host header let such a page read all of it. A rebinding needs a
+    name, so addresses pass; of names, ``localhost``, the ``--host`` one and ``names`` (the
+    machine's, when listening beyond it) pass.
+    """
+    name = host_name(header)
+    if not name:
+        return False
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(name)
+        return True
+    return name in {"localhost", host_name(listen), *(host_name(n) for n in names)}
+
+
+def _loopback(listen: str) -> bool:
+    try:
+        return ipaddress.ip_address(host_name(listen)).is_loopback
+    except ValueError:
+        return host_name(listen) == "localhost"
 
 
 class Site:
@@ -139,14 +192,26 @@ class Site:
             finally:
                 con.close()
 
-        future = asyncio.get_running_loop().run_in_executor(self.pool, run)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self.config.query_timeout)
-        except TimeoutError:
+        def stop() -> None:
             con = box.get("con")
             if con is not None:
                 with contextlib.suppress(Exception):
                     con.interrupt()
+
+        return await self.in_time(run, stop)
+
+    async def in_time(self, run: Callable[[], T], stop: Callable[[], None] = lambda: None) -> T:
+        """``run()`` in a thread, given up (``stop()`` called) after the query time limit.
+
+        Every section goes through here, the catalog's and the dead letters' (files): one
+        that never answered held the browser's refresh, which waits for all, so no section
+        refreshed again.
+        """
+        future = asyncio.get_running_loop().run_in_executor(self.pool, run)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.config.query_timeout)
+        except TimeoutError:
+            stop()
             raise SectionError(
                 f"the query took longer than {self.config.query_timeout:g} s and was stopped"
             ) from None
@@ -167,8 +232,8 @@ class Site:
                 for h in latest]
         return (html.table(("platform", "hours sealed", "posts"), per_platform, "sealed")
                 + "<h3>Newest hours</h3>"
-                + html.table(("platform", "day", "hour", *collectors, "total", "diff", "diff %",
-                              "late"), rows, "newest", text_columns=3))
+                + html.table(("platform", "day", "hour", *map(collector_column, collectors),
+                              "total", "diff", "diff %", "late"), rows, "newest", text_columns=3))
 
     async def _hashtags(self, scope: str) -> tuple[str, HashtagTable | None]:
         top = self.config.top
@@ -216,8 +281,8 @@ class Site:
         return html.table(("host", "outcome", "media"), rows, "outcomes", text_columns=2)
 
     async def deadletters(self) -> str:
-        counts = await asyncio.get_running_loop().run_in_executor(
-            self.pool, report_data.deadletters_by_reason, self.config.data_dir, None)
+        data_dir = self.config.data_dir
+        counts = await self.in_time(lambda: report_data.deadletters_by_reason(data_dir, None))
         if not counts:
             return '<p class="muted">no dead letters</p>'
         rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -245,7 +310,7 @@ class Site:
         except Exception as exc:  # a failing query must not take the page down
             first = str(exc).splitlines()[0] if str(exc) else ""
             body = html.error_box(f"{type(exc).__name__}: {first}")
-        return web.Response(text=body, content_type="text/html",
+        return web.Response(text=utf8(body), content_type="text/html",
                             headers={"Cache-Control": "no-store"})
 
     async def chart(self, request: web.Request) -> web.Response:
@@ -287,7 +352,21 @@ class Site:
 
 def make_app(config: ServeConfig) -> web.Application:
     site = Site(config)
-    app = web.Application()
+    names = () if _loopback(config.listen) else (socket.gethostname(),)
+
+    @web.middleware
+    async def check_host(request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                         ) -> web.StreamResponse:
+        if not host_allowed(request.headers.get("Host", ""), config.listen, names):
+            name = utf8(host_name(request.headers.get("Host", "")))
+            return web.Response(status=421, text=(
+                f"shoal serve: {name!r} is not a name of this server (a guard against DNS "
+                "rebinding): open it by its address, or start shoal serve with --host "
+                "that name\n"))
+        return await handler(request)
+
+    app = web.Application(middlewares=[check_host])
     app.router.add_get("/", site.index)
     app.router.add_get("/page.js", site.script)
     app.router.add_get("/section/{name}", site.section)
