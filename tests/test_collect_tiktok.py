@@ -413,6 +413,19 @@ class BusyResearchAPI(FakeResearchAPI):
         return await super().query(request)
 
 
+def london_batch(fake: Any, brokers: str, tmp_path: Path, *extra: str) -> str:
+    """One batch over nine days of #london against ``fake``; its collector's name."""
+    name = collector_name("tt")
+    with LocalServer(fake.app()) as server:
+        args = live_args(
+            "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "london",
+            "--since", str(SINCE), "--until", str(SINCE + timedelta(9)),
+            "--research-api-url", server.url, "--client-key", KEY, "--client-secret", SECRET,
+            "--state", str(tmp_path / "state.json"), *extra)
+        assert args.live_run(args) == 0
+    return name
+
+
 def test_a_429_with_retry_after_is_waited_out(fixtures: Path, brokers: str, tap: KafkaTap,
                                              tmp_path: Path) -> None:
     """A 429 or 503 saying ``Retry-After: 1`` is asked again no sooner than that: a backoff
@@ -421,15 +434,8 @@ def test_a_429_with_retry_after_is_waited_out(fixtures: Path, brokers: str, tap:
     data, _ = videos(fixtures)
     fake = BusyResearchAPI({"london": data["london"]}, busy=2)
     fake.revoke_after = fake.quota_at = 10**6
-    name = collector_name("tt")
-    with LocalServer(fake.app()) as server:
-        args = live_args(
-            "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "london",
-            "--since", str(SINCE), "--until", str(SINCE + timedelta(9)),
-            "--research-api-url", server.url, "--client-key", KEY, "--client-secret", SECRET,
-            "--state", str(tmp_path / "state.json"), "--retries", "2",
-            "--backoff-base", "0.05", "--backoff-max", "0.1")
-        assert args.live_run(args) == 0
+    london_batch(fake, brokers, tmp_path, "--retries", "2", "--backoff-base", "0.05",
+                 "--backoff-max", "0.1")
     runs = [json.loads(line) for line in
             (tmp_path / "state.json.runs.jsonl").read_text().splitlines()]
     assert [r["outcome"] for r in runs] == ["ok"], runs
@@ -527,14 +533,7 @@ def test_videos_that_cannot_be_posts_are_dead_letters(fixtures: Path, brokers: s
     data, _ = videos(fixtures)
     fake = BrokenItemsAPI({"london": data["london"]})
     fake.revoke_after = fake.quota_at = 10**6
-    name = collector_name("tt")
-    with LocalServer(fake.app()) as server:
-        args = live_args(
-            "tiktok", "--brokers", brokers, "--collector", name, "--hashtags", "london",
-            "--since", str(SINCE), "--until", str(SINCE + timedelta(9)),
-            "--research-api-url", server.url, "--client-key", KEY, "--client-secret", SECRET,
-            "--state", str(tmp_path / "state.json"))
-        assert args.live_run(args) == 0
+    name = london_batch(fake, brokers, tmp_path)
     tap.settle(0.5)
     dead = tap.dead(name)
     assert len(dead) == 3, dead

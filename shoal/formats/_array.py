@@ -44,6 +44,10 @@ class Element(NamedTuple):
     line: int = 1  # the line the element starts on
     in_array: bool = True  # an element of a top-level array, not a top-level value
 
+    def source(self, path: object) -> str:
+        """Where the element is: ``path[i]`` in an array, ``path:line`` for a value."""
+        return f"{path}[{self.position}]" if self.in_array else f"{path}:{self.line}"
+
 
 class _Text:
     """The decoded text with the line count of a position, found once per position."""

@@ -95,7 +95,7 @@ def _array(data: bytes, path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
 
 def _salvaged(parts: list[Element], path: Path, fmt: str) -> Iterator[Record | DeadLetter]:
     for part in parts:
-        where = f"{path}[{part.position}]" if part.in_array else f"{path}:{part.line}"
+        where = part.source(path)
         if part.reason:
             yield DeadLetter(part.reason, where, part.raw, fmt)
         else:

@@ -90,8 +90,7 @@ def iter_json(path: Path, fmt: str) -> Iterator[tuple[Any, str] | DeadLetter]:
                     parts = list(salvage_values(data))
                     if prefer_walk(parts, data):
                         for part in parts:
-                            where = (f"{path}[{part.position}]" if part.in_array
-                                     else f"{path}:{part.line}")
+                            where = part.source(path)
                             yield (DeadLetter(part.reason, where, part.raw, fmt) if part.reason
                                    else (part.value, where))
                         return
